@@ -1,0 +1,4 @@
+// Deno entry: `deno run -A main.ts [flags]` (or `deno task start`).
+import { main } from './src/runtime/deno.ts';
+
+await main();

@@ -1,0 +1,107 @@
+// The `hubbub` command, shared by every runtime entry: read flags and environment, load the
+// handler, serve, and shut down on SIGINT/SIGTERM. Exit codes: 0 after a graceful shutdown,
+// 1 when the server cannot start (e.g. port taken), 2 for a bad option, 128+n on a second signal.
+import { HubError } from './errors.ts';
+import { builtinHandlers } from './handler.ts';
+import { createHub, type Hub } from './hub.ts';
+import { parseCommandLine, type HubOptions } from './options.ts';
+import { VERSION } from './version.ts';
+
+export interface ServedHub {
+  /** Where the server listens, e.g. http://127.0.0.1:8080 */
+  readonly url: string;
+  /** Stops listening and drops whatever is left. */
+  close(): Promise<void>;
+}
+
+/** What a runtime entry lends the command. */
+export interface CliHost {
+  readonly runtime: string;
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+  cwd(): string;
+  serve(hub: Hub): Promise<ServedHub>;
+  onSignal(signals: readonly ('SIGINT' | 'SIGTERM')[], listener: (signal: 'SIGINT' | 'SIGTERM') => void): void;
+  exit(code: number): never;
+  stdout(text: string): void;
+  stderr(text: string): void;
+}
+
+const signalNumber = { SIGINT: 2, SIGTERM: 15 } as const;
+
+/** A handler given on the command line: a built-in name or a module path (default export). */
+async function loadHandler(spec: string, cwd: string): Promise<HubOptions['handler']> {
+  if (spec in builtinHandlers) return spec;
+  const url = new URL(spec, `file://${cwd.endsWith('/') ? cwd : `${cwd}/`}`);
+  let mod: { default?: unknown };
+  try {
+    mod = await import(url.href);
+  } catch (error) {
+    throw new HubError('ERR_INVALID_OPTION', `--handler ${JSON.stringify(spec)}: cannot load the module (${(error as Error).message})`);
+  }
+  const handler = mod.default;
+  if (handler === null || (typeof handler !== 'object' && typeof handler !== 'function')) {
+    throw new HubError('ERR_INVALID_OPTION', `--handler ${JSON.stringify(spec)}: the module must export default a handler object or a function (hub) => handler`);
+  }
+  return handler as HubOptions['handler'];
+}
+
+export async function runCli(host: CliHost): Promise<void> {
+  let hub: Hub;
+  try {
+    const command = parseCommandLine(host.argv, host.env);
+    if (command.kind === 'help') {
+      host.stdout(command.text);
+      return host.exit(0);
+    }
+    if (command.kind === 'version') {
+      host.stdout(`hubbub ${VERSION}\n`);
+      return host.exit(0);
+    }
+    const options = command.options;
+    if (typeof options.handler === 'string') options.handler = await loadHandler(options.handler, host.cwd());
+    hub = createHub(options);
+  } catch (error) {
+    if (error instanceof HubError && error.code === 'ERR_INVALID_OPTION') {
+      host.stderr(`hubbub: ${error.message}\n`);
+      return host.exit(2);
+    }
+    throw error;
+  }
+
+  let served: ServedHub;
+  try {
+    served = await host.serve(hub);
+  } catch (error) {
+    hub.log.error('listen.error', { error, host: hub.options.host, port: hub.options.port });
+    return host.exit(1);
+  }
+  hub.log.info('listening', {
+    url: served.url,
+    path: hub.options.path,
+    runtime: host.runtime,
+    version: VERSION,
+    maxConnections: hub.options.maxConnections,
+  });
+
+  let stopping = false;
+  host.onSignal(['SIGINT', 'SIGTERM'], (signal) => {
+    if (stopping) {
+      hub.log.warn('shutdown.abort', { signal, note: 'second signal: exiting at once' });
+      host.exit(128 + signalNumber[signal]);
+    }
+    stopping = true;
+    hub.log.info('signal', { signal });
+    hub
+      .shutdown()
+      .then(() => served.close())
+      .then(
+        () => host.exit(0),
+        (error) => {
+          hub.log.error('shutdown.error', { error });
+          host.exit(1);
+        },
+      );
+  });
+}
+

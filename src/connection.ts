@@ -1,0 +1,142 @@
+// One connection: the Hono WebSocket events object the adapter drives, and the context the
+// handler sees, in one small object (no per-connection closures). Runtime-free.
+import { closeReason, type CloseKind, type ConnectionClosed, CloseCode, HubError, isSendableCloseCode } from './errors.ts';
+import type { Handler, HandlerContext, MessageData } from './handler.ts';
+import type { Logger } from './log.ts';
+import type { Registry } from './registry.ts';
+
+/**
+ * What the core needs of a socket. Hono's `WSContext`, `ws`'s WebSocket and the web `WebSocket`
+ * all fit, so adapters may hand over their runtime's socket without wrapping it.
+ */
+export interface SocketLike {
+  send(data: string | Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  readonly readyState: number;
+  /** Drops the socket at once without a closing handshake, where the runtime can. */
+  terminate?(): void;
+}
+
+/** The parts of a hub a connection calls back into. */
+export interface HubCore {
+  readonly registry: Registry;
+  readonly handler: Handler;
+  readonly log: Logger;
+}
+
+export const ConnectionState = {
+  /** Admitted, waiting for the upgrade to complete. Holds a slot. */
+  Reserved: 0,
+  /** Socket open, handler attached. Holds a slot. */
+  Open: 1,
+  /** Ended; the slot is free, the signal aborted. */
+  Released: 2,
+} as const;
+export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState];
+
+/** Hono's close event carries `code`; our adapters may pass just `{ code }`. */
+interface CloseEventLike {
+  readonly code?: number;
+  readonly reason?: string;
+}
+
+export class Connection implements HandlerContext {
+  readonly id: string;
+  readonly remoteAddress: string;
+  /** When the reservation was made (ms); used to expire reservations that never open. */
+  readonly admittedAt: number;
+  openedAt = 0;
+  state: ConnectionState = ConnectionState.Reserved;
+  socket: SocketLike | undefined = undefined;
+  data: unknown = undefined;
+  /** Set once, by the registry's release. */
+  releaseReason: ConnectionClosed | undefined = undefined;
+  readonly core: HubCore;
+  // Created on first use of `signal`: most sockets of a large idle crowd never need one.
+  #controller: AbortController | undefined = undefined;
+
+  constructor(core: HubCore, id: string, remoteAddress: string, admittedAt: number) {
+    this.core = core;
+    this.id = id;
+    this.remoteAddress = remoteAddress;
+    this.admittedAt = admittedAt;
+  }
+
+  get signal(): AbortSignal {
+    if (this.#controller) return this.#controller.signal;
+    if (this.releaseReason) return AbortSignal.abort(this.releaseReason);
+    this.#controller = new AbortController();
+    return this.#controller.signal;
+  }
+
+  /** Called by the registry's release, exactly once. */
+  abortSignal(reason: ConnectionClosed): void {
+    this.#controller?.abort(reason);
+  }
+
+  send(data: MessageData): void {
+    if (this.state !== ConnectionState.Open) return;
+    this.socket!.send(data);
+  }
+
+  close(code: number = CloseCode.NORMAL, reason?: string): void {
+    if (!isSendableCloseCode(code)) throw new HubError('ERR_INVALID_OPTION', `close code ${code} cannot be sent (use 1000, 1001-1003, 1007-1014 or 3000-4999)`);
+    this.core.registry.release(this, closeReason('server-close', code, reason));
+  }
+
+  /** Ends the connection because the handler failed: 1011 for this socket only, logged with its id. */
+  fail(stage: 'onOpen' | 'onMessage', error: unknown): void {
+    if (this.state === ConnectionState.Released) return;
+    this.core.log.error('handler.error', { id: this.id, stage, error });
+    this.core.registry.release(this, closeReason('handler-error', undefined, `${stage} failed`, error));
+  }
+
+  // ---- Hono WSEvents: called by the runtime adapter ----
+
+  onOpen(_event: unknown, socket: SocketLike): void {
+    if (!this.core.registry.open(this, socket)) return;
+    const { handler } = this.core;
+    if (!handler.onOpen) return;
+    try {
+      const result = handler.onOpen(this);
+      if (result) result.then(undefined, (error) => this.fail('onOpen', error));
+    } catch (error) {
+      this.fail('onOpen', error);
+    }
+  }
+
+  onMessage(event: { readonly data: unknown }, _socket: SocketLike): void {
+    if (this.state !== ConnectionState.Open) return;
+    const { handler } = this.core;
+    if (!handler.onMessage) return;
+    const raw = event.data;
+    const data: MessageData = typeof raw === 'string' || raw instanceof Uint8Array ? raw : new Uint8Array(raw as ArrayBuffer);
+    try {
+      const result = handler.onMessage(this, data);
+      if (result) result.then(undefined, (error) => this.fail('onMessage', error));
+    } catch (error) {
+      this.fail('onMessage', error);
+    }
+  }
+
+  onClose(event: CloseEventLike | undefined, _socket: unknown): void {
+    const registry = this.core.registry;
+    if (this.state === ConnectionState.Released) {
+      registry.socketGone(this);
+      return;
+    }
+    const code = event?.code ?? CloseCode.ABNORMAL;
+    let kind: CloseKind;
+    if (this.state === ConnectionState.Reserved) kind = 'handshake-failed';
+    else kind = code === CloseCode.ABNORMAL ? 'connection-lost' : 'client-close';
+    registry.release(this, closeReason(kind, code, event?.reason || undefined));
+    registry.socketGone(this);
+  }
+
+  onError(event: unknown, _socket: unknown): void {
+    if (this.state === ConnectionState.Released) return;
+    const error = (event as { error?: unknown } | undefined)?.error ?? event;
+    this.core.log.debug('connection.error', { id: this.id, error });
+    this.core.registry.release(this, closeReason('error', undefined, error instanceof Error ? error.message : undefined, error));
+  }
+}

@@ -1,0 +1,58 @@
+// The Handler contract: what an application plugs into the hub. Runtime-free.
+import type { ConnectionClosed } from './errors.ts';
+
+/** Data of one message: text frames arrive as strings, binary frames as bytes. */
+export type MessageData = string | Uint8Array;
+
+/** What a handler sees of one connection. */
+export interface HandlerContext {
+  /** Unique id of this connection within the hub (`hub.close(id)` kicks it). */
+  readonly id: string;
+  /** The client's address as the runtime saw it. */
+  readonly remoteAddress: string;
+  /**
+   * Aborted exactly once when the connection ends, for any reason. `signal.reason` is a
+   * `ConnectionClosed` error with `kind` and `closeCode`. Hand it to `fetch`, timers and streams.
+   */
+  readonly signal: AbortSignal;
+  /** Milliseconds since the epoch when the socket opened. */
+  readonly openedAt: number;
+  /** Free slot for the handler's per-connection state. */
+  data: unknown;
+  /** Sends a message; a no-op once the connection has ended. */
+  send(data: MessageData): void;
+  /** Closes this connection (the signal is aborted with kind `server-close`). */
+  close(code?: number, reason?: string): void;
+}
+
+/**
+ * An application's callbacks. Each may be async. If `onOpen` or `onMessage` throws or rejects,
+ * that socket alone is closed with 1011 and the error is logged with the connection id.
+ */
+export interface Handler {
+  onOpen?(ctx: HandlerContext): void | Promise<void>;
+  onMessage?(ctx: HandlerContext, data: MessageData): void | Promise<void>;
+  /** Called once when an open connection ends, with the same reason the signal was aborted with. */
+  onClose?(ctx: HandlerContext, reason: ConnectionClosed): void | Promise<void>;
+}
+
+const encoder = new TextEncoder();
+const PREFIX = 'Server received: ';
+const PREFIX_BYTES = encoder.encode(PREFIX);
+
+/** The seed's behaviour: every message comes back as `Server received: <msg>`, binary stays binary. */
+export const echoHandler: Handler = {
+  onMessage(ctx, data) {
+    if (typeof data === 'string') {
+      ctx.send(PREFIX + data);
+      return;
+    }
+    const reply = new Uint8Array(PREFIX_BYTES.length + data.byteLength);
+    reply.set(PREFIX_BYTES, 0);
+    reply.set(data, PREFIX_BYTES.length);
+    ctx.send(reply);
+  },
+};
+
+/** Handlers selectable by name from the command line. */
+export const builtinHandlers: Readonly<Record<string, Handler>> = { echo: echoHandler };

@@ -1,0 +1,37 @@
+// RFC 6455 §4.2.1 checks of an upgrade request, shared by every runtime adapter so that runtimes
+// whose own WebSocket layer is lax (Deno upgrades a bad key or version) answer like `ws` does.
+// Runtime-free: web-standard Headers in, a Response (refusal) or undefined (valid) out.
+
+const KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+function hasToken(header: string | null, token: string): boolean {
+  if (!header) return false;
+  return header.split(',').some((part) => part.trim().toLowerCase() === token);
+}
+
+/** Whether the request asks for a WebSocket upgrade at all (else: 426). */
+export function wantsWebSocket(upgradeHeader: string | null | undefined): boolean {
+  return hasToken(upgradeHeader ?? null, 'websocket');
+}
+
+/** A plain HTTP answer for a request that cannot be upgraded, or undefined when the handshake is valid. */
+export function checkHandshake(method: string, headers: Headers): Response | undefined {
+  if (method !== 'GET') return refuse(405, 'WebSocket upgrades must use GET', { Allow: 'GET' });
+  if (!wantsWebSocket(headers.get('upgrade'))) return upgradeRequired();
+  if (!hasToken(headers.get('connection'), 'upgrade')) return refuse(400, 'Missing or invalid Connection header (must include "Upgrade")');
+  const version = headers.get('sec-websocket-version');
+  if (version === null) return refuse(400, 'Missing Sec-WebSocket-Version header');
+  if (version.trim() !== '13') return refuse(426, 'Unsupported WebSocket version (only 13)', { 'Sec-WebSocket-Version': '13' });
+  const key = headers.get('sec-websocket-key');
+  if (key === null || !KEY.test(key.trim())) return refuse(400, 'Missing or invalid Sec-WebSocket-Key header');
+  return undefined;
+}
+
+/** 426 for a plain request to the WebSocket endpoint. */
+export function upgradeRequired(): Response {
+  return refuse(426, 'Upgrade Required: this endpoint speaks WebSocket', { Upgrade: 'websocket', 'Sec-WebSocket-Version': '13' });
+}
+
+function refuse(status: number, message: string, headers: Record<string, string> = {}): Response {
+  return new Response(`${message}\n`, { status, headers: { 'Content-Type': 'text/plain; charset=utf-8', ...headers } });
+}

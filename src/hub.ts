@@ -1,0 +1,130 @@
+// The hub: options, registry, handler and logger together, plus the sweeper and shutdown.
+// Runtime-free: runtimes serve it through createApp and an adapter.
+import type { HubCore } from './connection.ts';
+import { HubError, type CloseKind, type RefusalReason } from './errors.ts';
+import { builtinHandlers, type Handler, type HandlerContext } from './handler.ts';
+import { createLogger, type Logger } from './log.ts';
+import { resolveOptions, type HubOptions } from './options.ts';
+import { Registry, type RegistryState } from './registry.ts';
+
+export interface HubStats {
+  state: RegistryState;
+  uptimeSeconds: number;
+  /** Open sockets. */
+  live: number;
+  /** Admitted upgrades not yet open. */
+  reserved: number;
+  /** Sockets the server is closing (no longer counted against the limit). */
+  closing: number;
+  limit: number;
+  /** Upgrades admitted since start. */
+  accepted: number;
+  /** Upgrades refused before they happened, by reason. */
+  refused: Record<RefusalReason, number>;
+  /** Connections ended since start, by reason. */
+  released: Record<CloseKind, number>;
+}
+
+export interface ShutdownResult {
+  /** Sockets that had not finished closing by the deadline and were dropped. */
+  forced: number;
+  durationMs: number;
+}
+
+export type HandlerFactory = (hub: Hub) => Handler;
+
+const SWEEP_INTERVAL_MS = 1000;
+
+export class Hub implements HubCore {
+  readonly options: HubOptions;
+  readonly registry: Registry;
+  readonly handler: Handler;
+  readonly log: Logger;
+  readonly startedAt = Date.now();
+  #sweeper: ReturnType<typeof setInterval> | undefined;
+  #shutdown: Promise<ShutdownResult> | undefined;
+
+  constructor(options: HubOptions, log?: Logger) {
+    this.options = options;
+    this.log = log ?? createLogger(options.logLevel);
+    this.registry = new Registry({ maxConnections: options.maxConnections, handshakeTimeout: options.handshakeTimeout });
+    this.registry.attach(this);
+    this.handler = this.#resolveHandler(options.handler);
+    // One sweeper for the whole hub, never a timer per socket.
+    this.#sweeper = setInterval(() => this.registry.expireReservations(), Math.min(SWEEP_INTERVAL_MS, options.handshakeTimeout));
+    (this.#sweeper as { unref?: () => void }).unref?.();
+  }
+
+  #resolveHandler(spec: HubOptions['handler']): Handler {
+    if (typeof spec === 'function') {
+      const handler = (spec as HandlerFactory)(this);
+      if (!handler || typeof handler !== 'object') throw new HubError('ERR_INVALID_OPTION', 'option handler: the factory must return a handler object');
+      return handler;
+    }
+    if (typeof spec === 'string') {
+      const builtin = builtinHandlers[spec];
+      if (!builtin) throw new HubError('ERR_INVALID_OPTION', `option handler must be one of ${Object.keys(builtinHandlers).join(', ')} or a handler object (got ${JSON.stringify(spec)})`);
+      return builtin;
+    }
+    return spec;
+  }
+
+  /** A live connection by id. */
+  connection(id: string): HandlerContext | undefined {
+    return this.registry.liveConnections.get(id);
+  }
+
+  /** Kicks a connection: its signal is aborted with kind `kicked`, the socket closed with `code` (4000). */
+  close(id: string, options: { code?: number; reason?: string } = {}): boolean {
+    return this.registry.kick(id, options.code, options.reason);
+  }
+
+  stats(): HubStats {
+    const r = this.registry;
+    return {
+      state: r.state,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 100) / 10,
+      live: r.liveConnections.size,
+      reserved: r.reservations.size,
+      closing: r.closing.size,
+      limit: r.limits.maxConnections,
+      accepted: r.accepted,
+      refused: { ...r.refused },
+      released: { ...r.released },
+    };
+  }
+
+  /**
+   * Graceful shutdown: stop admitting (503), close every socket with 1001, wait until they are
+   * closed or `timeout` ms pass, then drop the rest. Calling it again returns the same promise.
+   */
+  shutdown(timeout: number = this.options.shutdownTimeout): Promise<ShutdownResult> {
+    this.#shutdown ??= this.#runShutdown(timeout);
+    return this.#shutdown;
+  }
+
+  async #runShutdown(timeout: number): Promise<ShutdownResult> {
+    const started = Date.now();
+    const r = this.registry;
+    this.log.info('shutdown.start', { live: r.liveConnections.size, reserved: r.reservations.size, timeoutMs: timeout });
+    r.drain();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const idle = await Promise.race([
+      r.whenIdle().then(() => true),
+      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeout, false))),
+    ]);
+    clearTimeout(timer);
+    const forced = idle ? 0 : r.closing.size;
+    if (!idle) r.terminateClosing();
+    r.state = 'closed';
+    clearInterval(this.#sweeper);
+    const result = { forced, durationMs: Date.now() - started };
+    this.log.info('shutdown.done', result);
+    return result;
+  }
+}
+
+/** Creates a hub from validated options. Throws a HubError (code ERR_INVALID_OPTION) naming a bad option. */
+export function createHub(options: Partial<HubOptions> = {}, log?: Logger): Hub {
+  return new Hub(resolveOptions(options), log);
+}

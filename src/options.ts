@@ -1,0 +1,205 @@
+// One options object. Every field is declared once in `optionSpecs` (flag, env names, default,
+// range, doc); the CLI, the environment and `createHub({...})` all go through the same validators,
+// so a bad value gets the same clear error naming the option, whichever way it came in.
+import { HubError } from './errors.ts';
+import type { Handler } from './handler.ts';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+
+/** Every setting of a hub. Defaults are in `optionSpecs` below and in the README table. */
+export interface HubOptions {
+  /** TCP port to listen on; 0 picks a free one. @default 8080 */
+  port: number;
+  /** Address to bind. @default '0.0.0.0' */
+  host: string;
+  /** Path of the WebSocket endpoint. @default '/ws' */
+  path: string;
+  /** Most sockets served at once (open + admitted-but-not-yet-open). @default 100 */
+  maxConnections: number;
+  /** Seconds sent in `Retry-After` when an upgrade is refused. @default 1 */
+  retryAfter: number;
+  /** Milliseconds an admitted upgrade may take to become an open socket before its slot expires. @default 10000 */
+  handshakeTimeout: number;
+  /** Milliseconds a graceful shutdown waits for sockets to finish closing. @default 10000 */
+  shutdownTimeout: number;
+  /** Lowest level logged. @default 'info' */
+  logLevel: LogLevel;
+  /** Handler: `'echo'` (the default), or (CLI) a path to a module exporting one. @default 'echo' */
+  handler: string | Handler | ((hub: unknown) => Handler | Promise<Handler>);
+}
+
+interface OptionSpec<K extends keyof HubOptions> {
+  flag: string;
+  env: readonly string[];
+  default: HubOptions[K];
+  /** Human description of what is accepted, used in every error and in `--help`. */
+  accepts: string;
+  doc: string;
+  /** Parses a string from a flag or the environment. Returns undefined when invalid. */
+  parse(text: string): HubOptions[K] | undefined;
+  /** Checks a value given as an object field. */
+  check(value: unknown): value is HubOptions[K];
+}
+
+const MAX_CONNECTIONS = 10_000_000;
+
+function integer(min: number, max: number) {
+  return {
+    accepts: `an integer from ${min} to ${max}`,
+    parse: (text: string) => (/^-?\d+$/.test(text.trim()) ? inRange(Number(text), min, max) : undefined),
+    check: (value: unknown): value is number => typeof value === 'number' && inRange(value, min, max) !== undefined,
+  };
+}
+
+function inRange(n: number, min: number, max: number): number | undefined {
+  return Number.isInteger(n) && n >= min && n <= max ? n : undefined;
+}
+
+/** Durations: a number of milliseconds, or a number with a unit: `500ms`, `10s`, `2m`. */
+function duration(min: number, max: number) {
+  return {
+    accepts: `a duration from ${min}ms to ${max / 1000}s (e.g. 500ms, 10s, 2m, or plain milliseconds)`,
+    parse: (text: string) => {
+      const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
+      if (!m) return undefined;
+      const scale = m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1;
+      return inRange(Math.round(Number(m[1]) * scale), min, max);
+    },
+    check: (value: unknown): value is number => typeof value === 'number' && inRange(value, min, max) !== undefined,
+  };
+}
+
+function oneOf<T extends string>(values: readonly T[]) {
+  return {
+    accepts: `one of ${values.join(', ')}`,
+    parse: (text: string) => (values as readonly string[]).includes(text) ? (text as T) : undefined,
+    check: (value: unknown): value is T => typeof value === 'string' && (values as readonly string[]).includes(value),
+  };
+}
+
+export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
+  port: { flag: '--port', env: ['HUBBUB_PORT', 'PORT'], default: 8080, doc: 'TCP port to listen on (0 = any free port)', ...integer(0, 65535) },
+  host: {
+    flag: '--host', env: ['HUBBUB_HOST'], default: '0.0.0.0', doc: 'address to bind',
+    accepts: 'an IP address or host name',
+    parse: (text) => (/^[\w.:-]+$/.test(text) ? text : undefined),
+    check: (value): value is string => typeof value === 'string' && /^[\w.:-]+$/.test(value),
+  },
+  path: {
+    flag: '--path', env: ['HUBBUB_PATH'], default: '/ws', doc: 'path of the WebSocket endpoint',
+    accepts: 'a path starting with / (letters, digits, -, _, ., /)',
+    parse: (text) => (/^\/[\w./-]*$/.test(text) ? text : undefined),
+    check: (value): value is string => typeof value === 'string' && /^\/[\w./-]*$/.test(value),
+  },
+  maxConnections: {
+    flag: '--max-connections', env: ['HUBBUB_MAX_CONNECTIONS'], default: 100,
+    doc: 'most sockets served at once; over it upgrades get 503 + Retry-After', ...integer(1, MAX_CONNECTIONS),
+  },
+  retryAfter: { flag: '--retry-after', env: ['HUBBUB_RETRY_AFTER'], default: 1, doc: 'seconds in the Retry-After header of a refused upgrade', ...integer(1, 3600) },
+  handshakeTimeout: {
+    flag: '--handshake-timeout', env: ['HUBBUB_HANDSHAKE_TIMEOUT'], default: 10_000,
+    doc: 'an admitted upgrade that has not opened by then frees its slot', ...duration(100, 600_000),
+  },
+  shutdownTimeout: {
+    flag: '--shutdown-timeout', env: ['HUBBUB_SHUTDOWN_TIMEOUT'], default: 10_000,
+    doc: 'how long a graceful shutdown waits for sockets to close', ...duration(0, 600_000),
+  },
+  logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(['debug', 'info', 'warn', 'error', 'silent'] as const) },
+  handler: {
+    flag: '--handler', env: ['HUBBUB_HANDLER'], default: 'echo',
+    doc: "'echo', or a path to an ES module whose default export is a handler (or a function (hub) => handler)",
+    accepts: "'echo' or a module path",
+    parse: (text) => (text.length > 0 ? text : undefined),
+    check: (value): value is HubOptions['handler'] =>
+      (typeof value === 'string' && value.length > 0) || typeof value === 'function' || (typeof value === 'object' && value !== null),
+  },
+};
+
+const optionKeys = Object.keys(optionSpecs) as (keyof HubOptions)[];
+
+function invalid(name: string, accepts: string, got: unknown): HubError {
+  const shown = typeof got === 'string' ? JSON.stringify(got) : String(got);
+  return new HubError('ERR_INVALID_OPTION', `${name} must be ${accepts} (got ${shown})`);
+}
+
+/** Validates options given as an object (library use). Unknown keys are errors: a typo must not pass silently. */
+export function resolveOptions(input: Partial<HubOptions> = {}): HubOptions {
+  if (typeof input !== 'object' || input === null) throw new HubError('ERR_INVALID_OPTION', 'options must be an object');
+  for (const key of Object.keys(input)) {
+    if (!(key in optionSpecs)) throw new HubError('ERR_INVALID_OPTION', `unknown option ${JSON.stringify(key)}; known options: ${optionKeys.join(', ')}`);
+  }
+  const resolved = {} as Record<keyof HubOptions, unknown>;
+  for (const key of optionKeys) {
+    const spec = optionSpecs[key] as OptionSpec<typeof key>;
+    const value = (input as Record<string, unknown>)[key];
+    if (value === undefined) resolved[key] = spec.default;
+    else if (spec.check(value)) resolved[key] = value;
+    else throw invalid(`option ${key}`, spec.accepts, value);
+  }
+  return resolved as HubOptions;
+}
+
+export type CommandLine =
+  | { kind: 'serve'; options: Partial<HubOptions> }
+  | { kind: 'help'; text: string }
+  | { kind: 'version' };
+
+/**
+ * Reads flags (`--max-connections 5` or `--max-connections=5`) and the environment
+ * (`HUBBUB_MAX_CONNECTIONS=5`, `PORT`). Flags win over the environment. Throws a HubError
+ * naming the flag or variable on any bad value or unknown flag.
+ */
+export function parseCommandLine(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): CommandLine {
+  const options: Partial<Record<keyof HubOptions, unknown>> = {};
+  for (const key of optionKeys) {
+    const spec = optionSpecs[key] as OptionSpec<typeof key>;
+    for (const name of spec.env) {
+      const text = env[name];
+      if (text === undefined || text === '') continue;
+      const value = spec.parse(text);
+      if (value === undefined) throw invalid(`environment variable ${name}`, spec.accepts, text);
+      options[key] = value;
+      break;
+    }
+  }
+  const byFlag = new Map(optionKeys.map((key) => [optionSpecs[key].flag, key]));
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--help' || arg === '-h') return { kind: 'help', text: helpText() };
+    if (arg === '--version' || arg === '-v') return { kind: 'version' };
+    if (i === 0 && arg === 'serve') continue;
+    const eq = arg.indexOf('=');
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const key = byFlag.get(flag);
+    if (!key) throw new HubError('ERR_INVALID_OPTION', `unknown ${flag.startsWith('-') ? 'flag' : 'argument'} ${JSON.stringify(flag)} (see --help)`);
+    const spec = optionSpecs[key] as OptionSpec<typeof key>;
+    let text: string | undefined;
+    if (eq > 0) text = arg.slice(eq + 1);
+    else {
+      text = argv[i + 1];
+      i++;
+    }
+    if (text === undefined) throw new HubError('ERR_INVALID_OPTION', `${flag} needs a value: ${spec.accepts}`);
+    const value = spec.parse(text);
+    if (value === undefined) throw invalid(flag, spec.accepts, text);
+    options[key] = value;
+  }
+  return { kind: 'serve', options: options as Partial<HubOptions> };
+}
+
+export function helpText(): string {
+  const rows = optionKeys.map((key) => {
+    const spec = optionSpecs[key];
+    return `  ${`${spec.flag} <value>`.padEnd(28)} ${spec.doc}\n  ${''.padEnd(28)} ${spec.accepts}; default ${JSON.stringify(spec.default)}; env ${spec.env.join(', ')}`;
+  });
+  return [
+    'Usage: hubbub [serve] [flags]',
+    '',
+    'Serves a WebSocket hub on Hono. Every flag can also be set by its environment variable.',
+    '',
+    ...rows,
+    '  --help                       show this text',
+    '  --version                    print the version',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,222 @@
+// Node runtime: @hono/node-server serves the app; WebSocket upgrades go through a lean
+// `upgradeWebSocket` built on `ws`, with the same contract and API shape as @hono/node-ws
+// (`createNodeWebSocket` → { upgradeWebSocket, injectWebSocket, wss }). It differs where
+// @hono/node-ws 1.3.1 falls short for a server that holds a crowd (measured, see BENCHMARKS.md):
+//  - a refused upgrade is written as a full HTTP response (status, headers such as Retry-After, body),
+//    not a bare status line;
+//  - the socket's listeners are shared functions that do not capture the Hono Context, so a long-lived
+//    socket does not keep its upgrade Request alive (~2.4 KB per connection);
+//  - a handshake that fails inside `ws` (or a client gone mid-handshake) is reported to the events
+//    (onClose before onOpen), so its slot comes back at once instead of leaking a waiter forever;
+//  - the raw socket has an error listener from the 'upgrade' event on, so a reset while the app
+//    decides cannot crash the process.
+// This file is the only one that knows about Node; switching the Node WebSocket layer is this file.
+import { serve } from '@hono/node-server';
+import type { Hono } from 'hono';
+import { defineWebSocketHelper, type WSEvents } from 'hono/ws';
+import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { createApp } from '../app.ts';
+import { runCli, type ServedHub } from '../cli.ts';
+import { checkHandshake } from '../handshake.ts';
+import type { Hub } from '../hub.ts';
+
+/** Where the accepted events wait between the app's answer and the handshake, and then live. */
+const EVENTS = Symbol('hubbub.events');
+
+type Events = WSEvents<unknown>;
+interface NodeEnv {
+  incoming: IncomingMessage;
+  outgoing: undefined;
+  [EVENTS]?: Events;
+}
+type Tagged<T> = T & { [EVENTS]?: Events };
+
+export interface NodeWebSocketOptions {
+  /** Largest message accepted, in bytes (ws `maxPayload`). */
+  maxPayload?: number;
+}
+
+export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false, // the registry tracks sockets; a second Set would cost memory per socket
+    perMessageDeflate: false,
+    ...(options.maxPayload ? { maxPayload: options.maxPayload } : {}),
+  });
+
+  const upgradeWebSocket = defineWebSocketHelper<unknown>((c, events) => {
+    const refusal = checkHandshake(c.req.method, c.req.raw.headers);
+    if (refusal) return refusal;
+    const env = c.env as NodeEnv | undefined;
+    if (!env?.incoming) return new Response('WebSocket upgrades need injectWebSocket(server)\n', { status: 500 });
+    env[EVENTS] = events;
+    return new Response(null); // the 'upgrade' listener completes the handshake
+  });
+
+  function injectWebSocket(server: Server, app: { fetch: Hono['fetch'] }): void {
+    server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', destroyOnError);
+      handleUpgrade(app, wss, request, socket, head).catch((error) => {
+        socket.destroy();
+        process.emitWarning(`hubbub: upgrade failed: ${(error as Error)?.stack ?? error}`);
+      });
+    });
+  }
+
+  return { wss, upgradeWebSocket, injectWebSocket };
+}
+
+async function handleUpgrade(app: { fetch: Hono['fetch'] }, wss: WebSocketServer, request: IncomingMessage, socket: Tagged<Duplex>, head: Buffer): Promise<void> {
+  let webRequest: Request;
+  try {
+    const headers = new Headers();
+    const raw = request.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+    webRequest = new Request(`http://${request.headers.host ?? 'localhost'}${request.url ?? '/'}`, { headers, method: request.method ?? 'GET' });
+  } catch {
+    return writeResponse(socket, new Response('Bad Request\n', { status: 400 }));
+  }
+  const env: NodeEnv = { incoming: request, outgoing: undefined };
+  const response = await app.fetch(webRequest, env);
+  const events = env[EVENTS];
+  if (!events) return writeResponse(socket, response);
+  if (socket.destroyed || !socket.readable || !socket.writable) {
+    events.onClose?.(LOST, undefined as never);
+    return;
+  }
+  // ws answers a handshake it rejects itself and destroys the socket without calling back.
+  socket[EVENTS] = events;
+  socket.once('close', onHandshakeSocketClose);
+  wss.handleUpgrade(request, socket, head, (ws) => {
+    socket.removeListener('close', onHandshakeSocketClose);
+    socket.removeListener('error', destroyOnError);
+    socket[EVENTS] = undefined;
+    attach(ws, events);
+  });
+}
+
+const LOST = { code: 1006, reason: '' } as unknown as CloseEvent;
+const OPEN = { type: 'open' } as Event;
+
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
+function onHandshakeSocketClose(this: Tagged<Duplex>): void {
+  const events = this[EVENTS];
+  this[EVENTS] = undefined;
+  events?.onClose?.(LOST, undefined as never);
+}
+
+// Shared listeners: `this` is the socket, the events hang on it. No closure per connection.
+function attach(ws: Tagged<WebSocket>, events: Events): void {
+  ws[EVENTS] = events;
+  ws.on('message', onWsMessage);
+  ws.on('close', onWsClose);
+  ws.on('error', onWsError);
+  events.onOpen?.(OPEN, ws as never);
+}
+
+function onWsMessage(this: Tagged<WebSocket>, data: Buffer, isBinary: boolean): void {
+  this[EVENTS]!.onMessage?.({ data: isBinary ? data : data.toString() } as never, this as never);
+}
+
+function onWsClose(this: Tagged<WebSocket>, code: number, reason: Buffer): void {
+  this[EVENTS]!.onClose?.({ code, reason: reason.toString() } as never, this as never);
+}
+
+function onWsError(this: Tagged<WebSocket>, error: Error): void {
+  this[EVENTS]!.onError?.({ error, code: wsStatusCode(error) } as never, this as never);
+}
+
+/** ws tags protocol errors with the close code it sent (a symbol it does not export). */
+function wsStatusCode(error: Error): number | undefined {
+  for (const key of Object.getOwnPropertySymbols(error)) {
+    if (key.description === 'status-code') return (error as unknown as Record<symbol, number>)[key];
+  }
+  return undefined;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade']);
+
+/** Writes a refused upgrade as a complete HTTP/1.1 response, then closes the socket. */
+async function writeResponse(socket: Duplex, response: Response): Promise<void> {
+  const body = Buffer.from(await response.arrayBuffer());
+  let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? ''}\r\n`;
+  response.headers.forEach((value, name) => {
+    if (!HOP_BY_HOP.has(name) && name !== 'set-cookie') head += `${name}: ${value}\r\n`;
+  });
+  for (const cookie of response.headers.getSetCookie()) head += `set-cookie: ${cookie}\r\n`;
+  head += `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n`;
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  // As ws does: destroy once the answer is flushed, so a client that never closes cannot hold the socket.
+  socket.once('finish', socket.destroy);
+  socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]));
+}
+
+function remoteAddress(incoming: IncomingMessage | undefined): string {
+  const address = incoming?.socket?.remoteAddress;
+  if (!address) return 'unknown';
+  return address.startsWith('::ffff:') ? address.slice(7) : address;
+}
+
+export interface NodeServer extends ServedHub {
+  readonly server: Server;
+  readonly port: number;
+  readonly app: Hono;
+}
+
+/** Serves a hub on Node at `hub.options.host:port`. Resolves once listening. */
+export function serveNode(hub: Hub): Promise<NodeServer> {
+  const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket();
+  const app = createApp(hub, {
+    runtime: 'node',
+    upgradeWebSocket: upgradeWebSocket as never,
+    remoteAddress: (c) => remoteAddress((c.env as NodeEnv | undefined)?.incoming),
+  });
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch: app.fetch, port: hub.options.port, hostname: hub.options.host }) as Server;
+    server.once('error', reject);
+    server.once('listening', () => {
+      server.removeListener('error', reject);
+      server.on('error', (error) => hub.log.error('server.error', { error }));
+      injectWebSocket(server, app);
+      const { port } = server.address() as AddressInfo;
+      const shownHost = hub.options.host.includes(':') ? `[${hub.options.host}]` : hub.options.host;
+      resolve({
+        server,
+        port,
+        app,
+        url: `http://${shownHost}:${port}`,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
+      });
+    });
+  });
+}
+
+/** `hubbub` on Node: `node dist/node.js [flags]`. */
+export function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  return runCli({
+    runtime: 'node',
+    argv,
+    env: process.env,
+    cwd: () => process.cwd(),
+    serve: serveNode,
+    onSignal: (signals, listener) => {
+      for (const signal of signals) process.on(signal, () => listener(signal));
+    },
+    exit: (code) => process.exit(code),
+    stdout: (text) => process.stdout.write(text),
+    stderr: (text) => process.stderr.write(text),
+  });
+}
