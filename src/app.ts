@@ -28,7 +28,8 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   const refuse = (reason: RefusalReason) =>
     new Response(reason === 'draining' ? 'server is shutting down, retry later\n' : 'server is full, retry later\n', {
       status: refusalStatus[reason],
-      headers: { 'Retry-After': retryAfter, 'Content-Type': 'text/plain; charset=utf-8' },
+      // Connection: close — a refused client should not keep a socket (and an fd) open on the server.
+      headers: { 'Retry-After': retryAfter, 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' },
     });
 
   app.get(hub.options.path, async (c) => {

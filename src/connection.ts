@@ -125,7 +125,8 @@ export class Connection implements HandlerContext {
       registry.socketGone(this);
       return;
     }
-    const code = event?.code ?? CloseCode.ABNORMAL;
+    // No code, 0 (Deno after a reset) or 1006 all mean: no close frame arrived.
+    const code = event?.code || CloseCode.ABNORMAL;
     let kind: CloseKind;
     if (this.state === ConnectionState.Reserved) kind = 'handshake-failed';
     else kind = code === CloseCode.ABNORMAL ? 'connection-lost' : 'client-close';
@@ -135,8 +136,9 @@ export class Connection implements HandlerContext {
 
   onError(event: unknown, _socket: unknown): void {
     if (this.state === ConnectionState.Released) return;
-    const error = (event as { error?: unknown } | undefined)?.error ?? event;
+    // Adapters may say which close code the WebSocket layer answered the error with (ws does).
+    const { error = event, code } = (event ?? {}) as { error?: unknown; code?: number };
     this.core.log.debug('connection.error', { id: this.id, error });
-    this.core.registry.release(this, closeReason('error', undefined, error instanceof Error ? error.message : undefined, error));
+    this.core.registry.release(this, closeReason('error', code, error instanceof Error ? error.message : undefined, error));
   }
 }

@@ -33,5 +33,5 @@ export function upgradeRequired(): Response {
 }
 
 function refuse(status: number, message: string, headers: Record<string, string> = {}): Response {
-  return new Response(`${message}\n`, { status, headers: { 'Content-Type': 'text/plain; charset=utf-8', ...headers } });
+  return new Response(`${message}\n`, { status, headers: { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close', ...headers } });
 }

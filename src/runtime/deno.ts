@@ -24,7 +24,8 @@ export const upgradeWebSocket = defineWebSocketHelper<unknown>((c, events) => {
   tagged.onopen = onOpen;
   tagged.onmessage = onMessage;
   tagged.onclose = onClose;
-  tagged.onerror = onError;
+  // No onerror: Deno fires `error` (without a close code) before `close` on a reset or a bad frame,
+  // and `close` always follows; the ending is classified there, from its code, as on Node.
   return response;
 });
 
@@ -36,9 +37,6 @@ function onMessage(this: Tagged, event: MessageEvent): void {
 }
 function onClose(this: Tagged, event: CloseEvent): void {
   this[EVENTS]!.onClose?.(event, this as never);
-}
-function onError(this: Tagged, event: Event): void {
-  this[EVENTS]!.onError?.(event, this as never);
 }
 
 export interface DenoServer extends ServedHub {

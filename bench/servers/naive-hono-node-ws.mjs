@@ -1,0 +1,26 @@
+// Naive baseline: a plain Hono app with @hono/node-ws 1.3.1 and @hono/node-server, wired exactly
+// as @hono/node-ws's README shows (createNodeWebSocket({ app }) → upgradeWebSocket on /ws,
+// serve(...), injectWebSocket(server)). No registry, no limits. Echoes `Server received: <msg>`.
+// The only departures from the README: listen on 127.0.0.1 port 0 (the README's serve(app) takes
+// port 3000 on all interfaces) and print a JSON "listening" line with the url, as hubbub does.
+import { createNodeWebSocket } from '@hono/node-ws';
+import { Hono } from 'hono';
+import { serve } from '@hono/node-server';
+
+const app = new Hono();
+
+const { injectWebSocket, upgradeWebSocket } = createNodeWebSocket({ app });
+
+app.get(
+  '/ws',
+  upgradeWebSocket((c) => ({
+    onMessage(event, ws) {
+      ws.send(`Server received: ${event.data}`);
+    },
+  })),
+);
+
+const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }, (info) => {
+  process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${info.port}`, server: 'naive-hono-node-ws' })}\n`);
+});
+injectWebSocket(server);

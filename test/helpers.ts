@@ -1,0 +1,272 @@
+// Test helpers: spawn a real server process, talk to it over real sockets.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+import WebSocket from 'ws';
+
+/** The project root (tests run from compiled .test-build/test/). */
+export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** The deno binary installed from npm (the `deno` package's wrapper would not forward signals). */
+export function denoBinary(): string {
+  const require = createRequire(path.join(root, 'package.json'));
+  return (require('deno/install_api.cjs') as { runInstall(): string }).runInstall();
+}
+
+/** How a runner starts the real server on its runtime. */
+export interface RuntimeTarget {
+  name: string;
+  /** Command and leading args, e.g. ['node', 'dist/node.js']. */
+  command: readonly string[];
+  /** Path of the test handler module as this runtime loads it. */
+  testHandler: string;
+  /** Documented behaviours of this runtime that differ from Node (README, "Runtime differences"). */
+  differences?: ReadonlySet<RuntimeDifference>;
+}
+
+export type RuntimeDifference =
+  /** A client that resets mid-handshake leaves a socket that never fires open/close: its slot returns by expiry. */
+  | 'vanished-handshake-expires'
+  /** A refused upgrade's TCP connection is answered completely but not closed by the server. */
+  | 'refused-connection-kept-open';
+
+export interface ServerProcess {
+  url: string;
+  wsUrl: string;
+  child: ChildProcess;
+  /** Every stdout line so far (JSON logs). */
+  lines: string[];
+  stderr: () => string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  stats(): Promise<Stats>;
+  stop(): Promise<void>;
+}
+
+export interface Stats {
+  runtime: string;
+  state: string;
+  live: number;
+  reserved: number;
+  closing: number;
+  limit: number;
+  accepted: number;
+  refused: Record<string, number>;
+  released: Record<string, number>;
+}
+
+const running = new Set<ServerProcess>();
+process.on('exit', () => {
+  for (const s of running) s.child.kill('SIGKILL');
+});
+
+export async function startServer(target: RuntimeTarget, args: readonly string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
+  const [cmd, ...lead] = target.command;
+  const child = spawn(cmd!, [...lead, '--host', '127.0.0.1', '--port', '0', ...args], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, NO_COLOR: '1', ...env },
+  });
+  const lines: string[] = [];
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  const listening = new Promise<string>((resolve, reject) => {
+    const rl = createInterface({ input: child.stdout! });
+    rl.on('line', (line) => {
+      lines.push(line);
+      try {
+        const record = JSON.parse(line) as { event?: string; url?: string };
+        if (record.event === 'listening' && record.url) resolve(record.url);
+      } catch {
+        // not a log line
+      }
+    });
+    exited.then(({ code, signal }) => reject(new Error(`${target.name} server exited (${code ?? signal}) before listening: ${stderr}`)));
+    setTimeout(() => reject(new Error(`${target.name} server did not listen within 30 s: ${stderr}`)), 30_000).unref();
+  });
+  const url = await listening;
+  const server: ServerProcess = {
+    url,
+    wsUrl: `${url.replace(/^http/, 'ws')}/ws`,
+    child,
+    lines,
+    stderr: () => stderr,
+    exited,
+    stats: async () => (await (await fetch(`${url}/stats`)).json()) as Stats,
+    stop: async () => {
+      running.delete(server);
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGKILL');
+        await exited;
+      }
+    },
+  };
+  running.add(server);
+  return server;
+}
+
+/** Runs a command to completion (bad-options checks). */
+export async function runToExit(target: RuntimeTarget, args: readonly string[], env: Record<string, string> = {}, timeoutMs = 30_000) {
+  const [cmd, ...lead] = target.command;
+  const child = spawn(cmd!, [...lead, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const [code] = (await once(child, 'exit')) as [number | null];
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/** Polls until `check` passes or the time is up; returns the last value. */
+export async function eventually<T>(read: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let value = await read();
+  while (!check(value) && Date.now() < deadline) {
+    await sleep(25);
+    value = await read();
+  }
+  return value;
+}
+
+export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Opens a WebSocket and waits for it to open (rejects on an HTTP refusal with its status). */
+export function connect(url: string, options: WebSocket.ClientOptions = {}): Promise<WebSocket> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url, { handshakeTimeout: 10_000, ...options });
+    ws.once('open', () => resolve(ws));
+    ws.once('unexpected-response', (_req, res) => {
+      const err = Object.assign(new Error(`unexpected response ${res.statusCode}`), { status: res.statusCode, headers: res.headers });
+      res.resume();
+      reject(err);
+      ws.terminate();
+    });
+    ws.once('error', reject);
+  });
+}
+
+/** Resolves with the next message (text as string, binary as Buffer with `binary` flag). */
+export function nextMessage(ws: WebSocket, timeoutMs = 5000): Promise<{ data: Buffer; text: string; binary: boolean }> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no message within timeout')), timeoutMs);
+    ws.once('message', (data: Buffer, binary: boolean) => {
+      clearTimeout(timer);
+      resolve({ data, text: data.toString(), binary });
+    });
+  });
+}
+
+/** Resolves with the close code and reason. */
+export function closed(ws: WebSocket, timeoutMs = 10_000): Promise<{ code: number; reason: string }> {
+  return new Promise((resolve, reject) => {
+    if (ws.readyState === WebSocket.CLOSED) return reject(new Error('already closed'));
+    const timer = setTimeout(() => reject(new Error('not closed within timeout')), timeoutMs);
+    ws.once('close', (code: number, reason: Buffer) => {
+      clearTimeout(timer);
+      resolve({ code, reason: reason.toString() });
+    });
+  });
+}
+
+/** Buffers every message of a socket, so two messages arriving in one TCP read are not lost. */
+export function inbox(ws: WebSocket) {
+  const queue: string[] = [];
+  const waiters: ((text: string) => void)[] = [];
+  ws.on('message', (data: Buffer) => {
+    const waiter = waiters.shift();
+    if (waiter) waiter(data.toString());
+    else queue.push(data.toString());
+  });
+  return {
+    next(timeoutMs = 5000): Promise<string> {
+      const queued = queue.shift();
+      if (queued !== undefined) return Promise.resolve(queued);
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters.splice(waiters.indexOf(waiter), 1);
+          reject(new Error('no message within timeout'));
+        }, timeoutMs);
+        const waiter = (text: string) => {
+          clearTimeout(timer);
+          resolve(text);
+        };
+        waiters.push(waiter);
+      });
+    },
+    async request(text: string): Promise<string> {
+      ws.send(text);
+      return this.next();
+    },
+  };
+}
+
+export async function request(ws: WebSocket, text: string): Promise<string> {
+  const reply = nextMessage(ws);
+  ws.send(text);
+  return (await reply).text;
+}
+
+export interface RawResponse {
+  status: number;
+  headers: Record<string, string>;
+  socket: net.Socket;
+  /** Bytes received after the response head (e.g. the start of WebSocket frames). */
+  rest: Buffer;
+}
+
+export function upgradeHeaders(host: string, overrides: Record<string, string | undefined> = {}): Record<string, string> {
+  const headers: Record<string, string | undefined> = {
+    Host: host,
+    Upgrade: 'websocket',
+    Connection: 'Upgrade',
+    'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
+    'Sec-WebSocket-Version': '13',
+    ...overrides,
+  };
+  return Object.fromEntries(Object.entries(headers).filter((e): e is [string, string] => e[1] !== undefined));
+}
+
+/** Sends a raw HTTP request over TCP and reads the response head. */
+export async function rawRequest(url: string, headers: Record<string, string>, requestPath = '/ws', timeoutMs = 5000): Promise<RawResponse> {
+  const { hostname, port } = new URL(url);
+  const socket = net.connect(Number(port), hostname);
+  await once(socket, 'connect');
+  socket.write(`GET ${requestPath} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
+  return new Promise((resolve, reject) => {
+    let buffer = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('no HTTP response within timeout'));
+    }, timeoutMs);
+    const onData = (chunk: Buffer) => {
+      buffer = Buffer.concat([buffer, chunk]);
+      const end = buffer.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('error', onError);
+      const [statusLine, ...headerLines] = buffer.subarray(0, end).toString('latin1').split('\r\n');
+      const parsed: Record<string, string> = {};
+      for (const line of headerLines) {
+        const i = line.indexOf(':');
+        parsed[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
+      }
+      resolve({ status: Number(statusLine!.split(' ')[1]), headers: parsed, socket, rest: buffer.subarray(end + 4) });
+    };
+    const onError = (error: Error) => {
+      clearTimeout(timer);
+      reject(error);
+    };
+    socket.on('data', onData);
+    socket.on('error', onError);
+  });
+}

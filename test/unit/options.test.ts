@@ -1,0 +1,42 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { parseCommandLine, resolveOptions } from '../../src/options.ts';
+import { VERSION } from '../../src/version.ts';
+import { root } from '../helpers.ts';
+
+describe('options', () => {
+  it('defaults: port 8080, limit 100 (the seed), echo handler', () => {
+    const o = resolveOptions();
+    assert.equal(o.port, 8080);
+    assert.equal(o.maxConnections, 100);
+    assert.equal(o.handler, 'echo');
+    assert.equal(o.path, '/ws');
+  });
+
+  it('reads flags in both forms, the environment, and PORT; flags win', () => {
+    const cmd = parseCommandLine(['--max-connections', '5', '--handshake-timeout=2s', '--shutdown-timeout', '1m'], { PORT: '9000', HUBBUB_MAX_CONNECTIONS: '7', HUBBUB_HOST: '127.0.0.1' });
+    assert.equal(cmd.kind, 'serve');
+    if (cmd.kind !== 'serve') return;
+    assert.deepEqual(cmd.options, { port: 9000, host: '127.0.0.1', maxConnections: 5, handshakeTimeout: 2000, shutdownTimeout: 60_000 });
+  });
+
+  it('HUBBUB_PORT wins over PORT', () => {
+    const cmd = parseCommandLine([], { PORT: '9000', HUBBUB_PORT: '9001' });
+    assert.equal(cmd.kind === 'serve' && cmd.options.port, 9001);
+  });
+
+  it('names the option and the accepted range in every error', () => {
+    assert.throws(() => parseCommandLine(['--port', '70000'], {}), /--port must be an integer from 0 to 65535 \(got "70000"\)/);
+    assert.throws(() => parseCommandLine(['--port'], {}), /--port needs a value/);
+    assert.throws(() => parseCommandLine(['--max-connections', '1.5'], {}), /--max-connections/);
+    assert.throws(() => parseCommandLine(['--log-level', 'loud'], {}), /--log-level must be one of debug, info, warn, error, silent/);
+    assert.throws(() => parseCommandLine(['extra'], {}), /unknown argument "extra"/);
+    assert.throws(() => parseCommandLine([], { PORT: '-1' }), /environment variable PORT must be/);
+  });
+
+  it('VERSION matches package.json', () => {
+    const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8')) as { version: string };
+    assert.equal(VERSION, pkg.version);
+  });
+});
