@@ -2,9 +2,12 @@
 // /healthz and /stats. Runtime-free: the runtime's parts come in through a RuntimeAdapter.
 import { Hono, type Context } from 'hono';
 import type { WSEvents } from 'hono/ws';
+import { Connection } from './connection.ts';
 import { closeReason, refusalStatus, type RefusalReason } from './errors.ts';
+import type { Principal } from './handler.ts';
 import { upgradeRequired, wantsWebSocket } from './handshake.ts';
 import type { Hub } from './hub.ts';
+import type { Refusal } from './registry.ts';
 
 /** What a runtime provides: its upgrade helper (Hono's contract) and the client's address. */
 export interface RuntimeAdapter {
@@ -22,26 +25,29 @@ export interface RuntimeAdapter {
 
 export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   const app = new Hono();
-  const { registry } = hub;
-  const retryAfter = String(hub.options.retryAfter);
-
-  const refuse = (reason: RefusalReason) =>
-    new Response(reason === 'draining' ? 'server is shutting down, retry later\n' : 'server is full, retry later\n', {
-      status: refusalStatus[reason],
-      // Connection: close — a refused client should not keep a socket (and an fd) open on the server.
-      headers: { 'Retry-After': retryAfter, 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' },
-    });
+  const { registry, handler, log } = hub;
+  const originAllowed = originMatcher(hub.options.allowedOrigins);
 
   app.get(hub.options.path, async (c) => {
     if (!wantsWebSocket(c.req.header('upgrade'))) return upgradeRequired();
-    const admission = registry.admit(adapter.remoteAddress(c));
-    if (typeof admission === 'string') return refuse(admission);
+    const remoteAddress = adapter.remoteAddress(c);
+    if (!originAllowed(c.req.header('origin'))) return refuse(registry.refuse('origin'));
+    const screened = registry.screen(remoteAddress);
+    if (screened) return refuse(screened);
+    let principal: Principal | undefined;
+    if (handler.authenticate) {
+      const verdict = await authenticate(hub, c.req.raw, remoteAddress);
+      if (verdict instanceof Response) return verdict;
+      principal = verdict;
+    }
+    const admission = registry.admit(remoteAddress, principal);
+    if (!(admission instanceof Connection)) return refuse(admission);
     let response: Response;
     try {
       response = await adapter.upgradeWebSocket(c, admission as unknown as WSEvents<unknown>);
     } catch (error) {
       registry.release(admission, closeReason('handshake-failed', undefined, 'upgrade threw', error));
-      hub.log.error('upgrade.error', { id: admission.id, error });
+      log.error('upgrade.error', { id: admission.id, error });
       return new Response('upgrade failed\n', { status: 500 });
     }
     if (response.status >= 400) registry.release(admission, closeReason('handshake-failed', undefined, `answered ${response.status}`));
@@ -56,4 +62,63 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   app.get('/stats', (c) => c.json({ runtime: adapter.runtime, ...hub.stats() }));
 
   return app;
+}
+
+const refusalText: Record<RefusalReason, string> = {
+  capacity: 'server is full, retry later',
+  draining: 'server is shutting down, retry later',
+  'rate-limited': 'too many connection attempts, retry later',
+  'ip-limit': 'too many connections from your address',
+  'principal-limit': 'too many connections for this user',
+  origin: 'origin not allowed',
+  unauthorized: 'unauthorized',
+};
+
+/** A refusal as a complete HTTP answer. Connection: close — a refused client keeps no socket (fd) open. */
+function refuse({ reason, retryAfter }: Refusal): Response {
+  const status = refusalStatus[reason];
+  const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
+  if (status === 503 || status === 429) headers['Retry-After'] = String(retryAfter);
+  return new Response(`${refusalText[reason]}\n`, { status, headers });
+}
+
+/** Runs the handler's authenticate hook: a Principal admits, a Response (or anything else) refuses. */
+async function authenticate(hub: Hub, request: Request, remoteAddress: string): Promise<Principal | Response> {
+  let verdict: unknown;
+  try {
+    verdict = await hub.handler.authenticate!(request, { remoteAddress });
+  } catch (error) {
+    hub.log.error('handler.error', { stage: 'authenticate', remoteAddress, error });
+    hub.registry.refuse('unauthorized');
+    return new Response('authentication failed\n', { status: 500, headers: { Connection: 'close' } });
+  }
+  if (verdict instanceof Response) {
+    hub.registry.refuse('unauthorized');
+    if (verdict.status < 400) {
+      hub.log.error('handler.error', { stage: 'authenticate', remoteAddress, error: `refusal answer must be 4xx/5xx, got ${verdict.status}` });
+      return new Response('authentication failed\n', { status: 500, headers: { Connection: 'close' } });
+    }
+    return verdict;
+  }
+  if (verdict && typeof verdict === 'object' && typeof (verdict as Principal).id === 'string') return verdict as Principal;
+  return refuse(hub.registry.refuse('unauthorized'));
+}
+
+/** Origin allow-list: exact origins, or `scheme://*.domain` for any subdomain. Empty list: any origin. */
+export function originMatcher(allowed: readonly string[]): (origin: string | undefined) => boolean {
+  if (allowed.length === 0) return () => true;
+  const exact = new Set<string>();
+  const suffixes: [scheme: string, suffix: string][] = [];
+  for (const entry of allowed) {
+    const lower = entry.toLowerCase();
+    const star = lower.indexOf('://*.');
+    if (star < 0) exact.add(lower);
+    else suffixes.push([lower.slice(0, star + 3), lower.slice(star + 4)]);
+  }
+  return (origin) => {
+    if (origin === undefined) return true; // not a browser: Origin is a browser's promise, not a credential
+    const lower = origin.toLowerCase();
+    if (exact.has(lower)) return true;
+    return suffixes.some(([scheme, suffix]) => lower.startsWith(scheme) && lower.endsWith(suffix) && lower.length > scheme.length + suffix.length);
+  };
 }

@@ -1,7 +1,7 @@
 // One connection: the Hono WebSocket events object the adapter drives, and the context the
 // handler sees, in one small object (no per-connection closures). Runtime-free.
 import { closeReason, type CloseKind, type ConnectionClosed, CloseCode, HubError, isSendableCloseCode } from './errors.ts';
-import type { Handler, HandlerContext, MessageData } from './handler.ts';
+import type { Handler, HandlerContext, MessageData, Principal } from './handler.ts';
 import type { Logger } from './log.ts';
 import type { Registry } from './registry.ts';
 
@@ -15,6 +15,8 @@ export interface SocketLike {
   readonly readyState: number;
   /** Drops the socket at once without a closing handshake, where the runtime can. */
   terminate?(): void;
+  /** Sends a ping, where the runtime lets the application do so (Node). */
+  ping?(): void;
 }
 
 /** The parts of a hub a connection calls back into. */
@@ -49,6 +51,12 @@ export class Connection implements HandlerContext {
   state: ConnectionState = ConnectionState.Reserved;
   socket: SocketLike | undefined = undefined;
   data: unknown = undefined;
+  principal: Principal | undefined = undefined;
+  /** The registry heartbeat during which the peer was last heard (message or pong). */
+  heardAt = 0;
+  /** Messages received in the current rate window, and which window that is. */
+  messagesInWindow = 0;
+  rateWindow = 0;
   /** Set once, by the registry's release. */
   releaseReason: ConnectionClosed | undefined = undefined;
   readonly core: HubCore;
@@ -107,16 +115,43 @@ export class Connection implements HandlerContext {
 
   onMessage(event: { readonly data: unknown }, _socket: SocketLike): void {
     if (this.state !== ConnectionState.Open) return;
-    const { handler } = this.core;
-    if (!handler.onMessage) return;
+    const { registry, handler } = this.core;
+    const limits = registry.limits;
+    this.heardAt = registry.heartbeats;
+    if (limits.messageRate > 0) {
+      if (this.rateWindow !== registry.rateWindow) {
+        this.rateWindow = registry.rateWindow;
+        this.messagesInWindow = 0;
+      }
+      if (++this.messagesInWindow > limits.messageRate) {
+        registry.release(this, closeReason('rate-limited', undefined, 'message rate exceeded'));
+        return;
+      }
+    }
     const raw = event.data;
     const data: MessageData = typeof raw === 'string' || raw instanceof Uint8Array ? raw : new Uint8Array(raw as ArrayBuffer);
+    // ws enforces maxPayload while reading; runtimes without a limit (Deno) are held to it here.
+    if (exceeds(data, limits.maxPayload)) {
+      registry.release(this, closeReason('message-too-big', undefined, 'message too big'));
+      return;
+    }
+    if (!handler.onMessage) return;
     try {
       const result = handler.onMessage(this, data);
       if (result) result.then(undefined, (error) => this.fail('onMessage', error));
     } catch (error) {
       this.fail('onMessage', error);
     }
+  }
+
+  /** hubbub extension to Hono's events: the peer answered a ping. */
+  onPong(): void {
+    this.heardAt = this.core.registry.heartbeats;
+  }
+
+  /** hubbub extension: the runtime's own idle timeout ended the socket (Deno). */
+  onIdleTimeout(): void {
+    this.core.registry.release(this, closeReason('idle', CloseCode.GOING_AWAY, 'no response to ping'));
   }
 
   onClose(event: CloseEventLike | undefined, _socket: unknown): void {
@@ -139,6 +174,17 @@ export class Connection implements HandlerContext {
     // Adapters may say which close code the WebSocket layer answered the error with (ws does).
     const { error = event, code } = (event ?? {}) as { error?: unknown; code?: number };
     this.core.log.debug('connection.error', { id: this.id, error });
-    this.core.registry.release(this, closeReason('error', code, error instanceof Error ? error.message : undefined, error));
+    const kind: CloseKind = code === CloseCode.MESSAGE_TOO_BIG ? 'message-too-big' : 'error';
+    this.core.registry.release(this, closeReason(kind, code, error instanceof Error ? error.message : undefined, error));
   }
+}
+
+const encoder = new TextEncoder();
+
+/** Whether a message is over `max` bytes; strings are measured in UTF-8 only when it could matter. */
+function exceeds(data: MessageData, max: number): boolean {
+  if (typeof data !== 'string') return data.byteLength > max;
+  if (data.length > max) return true; // every UTF-16 unit is at least one UTF-8 byte
+  if (data.length * 3 <= max) return false; // and at most three
+  return encoder.encode(data).byteLength > max;
 }

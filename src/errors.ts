@@ -41,7 +41,13 @@ export type CloseKind =
   /** The upgrade was admitted but the WebSocket handshake failed (bad key or version, client gone). */
   | 'handshake-failed'
   /** The upgrade was admitted but no socket opened within `handshakeTimeout`. */
-  | 'handshake-timeout';
+  | 'handshake-timeout'
+  /** The peer stayed silent (no pong, no message) for two heartbeat intervals; dropped without a close frame. */
+  | 'idle'
+  /** A message exceeded `maxPayload` (decompressed size included). */
+  | 'message-too-big'
+  /** The connection sent more than `messageRate` messages in a second. */
+  | 'rate-limited';
 
 export const closeKinds: readonly CloseKind[] = [
   'client-close',
@@ -53,6 +59,9 @@ export const closeKinds: readonly CloseKind[] = [
   'shutdown',
   'handshake-failed',
   'handshake-timeout',
+  'idle',
+  'message-too-big',
+  'rate-limited',
 ];
 
 /** The close code the server sends for endings it initiates; `null` where the peer already closed. */
@@ -66,20 +75,47 @@ const serverCloseCode: Record<CloseKind, number | null> = {
   shutdown: CloseCode.GOING_AWAY,
   'handshake-failed': null,
   'handshake-timeout': CloseCode.TRY_AGAIN_LATER,
+  idle: CloseCode.ABNORMAL,
+  'message-too-big': CloseCode.MESSAGE_TOO_BIG,
+  'rate-limited': CloseCode.POLICY_VIOLATION,
 };
 
-/** Whether this ending is the server's decision, so the server must send the close frame. */
+/** Whether this ending is the server's decision, so the server must end the socket. */
 export function isServerInitiated(kind: CloseKind): boolean {
   return serverCloseCode[kind] !== null;
 }
 
+/** Endings where the peer is presumed gone: the socket is dropped, no closing handshake. */
+export function isTerminated(kind: CloseKind): boolean {
+  return kind === 'idle';
+}
+
 /** Why an upgrade was refused before it happened, with the HTTP status that answers it. */
-export type RefusalReason = 'capacity' | 'draining';
+export type RefusalReason =
+  /** The server holds `maxConnections` sockets. */
+  | 'capacity'
+  /** The server is shutting down. */
+  | 'draining'
+  /** Over `upgradeRate` or `upgradeRatePerIp`. */
+  | 'rate-limited'
+  /** The client address holds `maxConnectionsPerIp` sockets. */
+  | 'ip-limit'
+  /** The principal holds `maxConnectionsPerPrincipal` sockets. */
+  | 'principal-limit'
+  /** The Origin is not in `allowedOrigins`. */
+  | 'origin'
+  /** The authenticate hook refused (its own 401/403 answer) or failed. */
+  | 'unauthorized';
 export const refusalStatus: Record<RefusalReason, number> = {
   capacity: 503,
   draining: 503,
+  'rate-limited': 429,
+  'ip-limit': 429,
+  'principal-limit': 429,
+  origin: 403,
+  unauthorized: 401,
 };
-export const refusalReasons: readonly RefusalReason[] = ['capacity', 'draining'];
+export const refusalReasons = Object.keys(refusalStatus) as RefusalReason[];
 
 export type HubErrorCode =
   | 'ERR_INVALID_OPTION'

@@ -4,6 +4,12 @@ import type { ConnectionClosed } from './errors.ts';
 /** Data of one message: text frames arrive as strings, binary frames as bytes. */
 export type MessageData = string | Uint8Array;
 
+/** Who a connection belongs to, as the `authenticate` hook decided. `id` keys the per-principal cap. */
+export interface Principal {
+  readonly id: string;
+  readonly [key: string]: unknown;
+}
+
 /** What a handler sees of one connection. */
 export interface HandlerContext {
   /** Unique id of this connection within the hub (`hub.close(id)` kicks it). */
@@ -17,6 +23,8 @@ export interface HandlerContext {
   readonly signal: AbortSignal;
   /** Milliseconds since the epoch when the socket opened. */
   readonly openedAt: number;
+  /** What `authenticate` returned for this connection; undefined without the hook. */
+  readonly principal: Principal | undefined;
   /** Free slot for the handler's per-connection state. */
   data: unknown;
   /** Sends a message; a no-op once the connection has ended. */
@@ -30,6 +38,12 @@ export interface HandlerContext {
  * that socket alone is closed with 1011 and the error is logged with the connection id.
  */
 export interface Handler {
+  /**
+   * Runs before the upgrade, after the cheap checks (limit, rates, origin). Return a Principal to
+   * admit the client (it becomes `ctx.principal`), or a Response (401, 403, …) to refuse it with
+   * that answer. Anything else is refused with 401; a throw is logged and answered 500.
+   */
+  authenticate?(request: Request, info: { readonly remoteAddress: string }): Principal | Response | undefined | Promise<Principal | Response | undefined>;
   onOpen?(ctx: HandlerContext): void | Promise<void>;
   onMessage?(ctx: HandlerContext, data: MessageData): void | Promise<void>;
   /** Called once when an open connection ends, with the same reason the signal was aborted with. */

@@ -47,11 +47,24 @@ export class Hub implements HubCore {
   constructor(options: HubOptions, log?: Logger) {
     this.options = options;
     this.log = log ?? createLogger(options.logLevel);
-    this.registry = new Registry({ maxConnections: options.maxConnections, handshakeTimeout: options.handshakeTimeout });
+    this.registry = new Registry(options);
     this.registry.attach(this);
     this.handler = this.#resolveHandler(options.handler);
-    // One sweeper for the whole hub, never a timer per socket.
-    this.#sweeper = setInterval(() => this.registry.expireReservations(), Math.min(SWEEP_INTERVAL_MS, options.handshakeTimeout));
+    // One sweeper for the whole hub, never a timer per socket: reservation expiry, the message-rate
+    // window, pruning of rate buckets, and heartbeats.
+    const tick = Math.min(SWEEP_INTERVAL_MS, options.handshakeTimeout, options.heartbeatInterval || SWEEP_INTERVAL_MS);
+    let nextHeartbeat = Date.now() + options.heartbeatInterval;
+    this.#sweeper = setInterval(() => {
+      const now = Date.now();
+      const r = this.registry;
+      r.expireReservations(now);
+      r.nextRateWindow(now);
+      if (options.heartbeatInterval > 0 && now + tick / 2 >= nextHeartbeat) {
+        nextHeartbeat = now + options.heartbeatInterval;
+        const dropped = r.heartbeat();
+        if (dropped > 0) this.log.info('heartbeat.dropped', { dropped, live: r.liveConnections.size });
+      }
+    }, tick);
     (this.#sweeper as { unref?: () => void }).unref?.();
   }
 

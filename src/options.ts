@@ -22,6 +22,26 @@ export interface HubOptions {
   handshakeTimeout: number;
   /** Milliseconds a graceful shutdown waits for sockets to finish closing. @default 10000 */
   shutdownTimeout: number;
+  /** Milliseconds between heartbeats; a peer silent for two of them is dropped (reason `idle`). 0 = off. @default 30000 */
+  heartbeatInterval: number;
+  /** Largest message accepted, in bytes (also bounds a decompressed message); bigger closes with 1009. @default 65536 */
+  maxPayload: number;
+  /** Most sockets per client address; over it, 429. 0 = no cap. @default 0 */
+  maxConnectionsPerIp: number;
+  /** Most sockets per authenticated principal (see `Handler.authenticate`); over it, 429. 0 = no cap. @default 0 */
+  maxConnectionsPerPrincipal: number;
+  /** Upgrades per second for the whole server (token bucket, burst = one second's worth); over it, 429. 0 = off. @default 0 */
+  upgradeRate: number;
+  /** Upgrades per second per client address; over it, 429. 0 = off. @default 0 */
+  upgradeRatePerIp: number;
+  /** Messages per second per connection; over it, close with 1008. 0 = off. @default 0 */
+  messageRate: number;
+  /** Origins allowed to open a socket (`https://app.example.com`, `https://*.example.com`); others get 403. Empty = any. Requests without an Origin header (non-browser clients) are allowed. @default [] */
+  allowedOrigins: string[];
+  /** Negotiate permessage-deflate (Node). Decompressed messages are bounded by `maxPayload`. @default false */
+  perMessageDeflate: boolean;
+  /** Milliseconds a client may take to send its request headers before the connection is dropped. @default 10000 */
+  headersTimeout: number;
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
   /** Handler: `'echo'` (the default), or (CLI) a path to a module exporting one. @default 'echo' */
@@ -69,6 +89,54 @@ function duration(min: number, max: number) {
   };
 }
 
+/** 0 (off) or a duration in [min, max]. */
+function durationOrOff(min: number, max: number) {
+  const d = duration(min, max);
+  const ok = (n: number | undefined) => (n === 0 || (n !== undefined && n >= min) ? n : undefined);
+  return {
+    accepts: `0 (off) or ${d.accepts}`,
+    parse: (text: string) => (text.trim() === '0' ? 0 : ok(d.parse(text))),
+    check: (value: unknown): value is number => typeof value === 'number' && (value === 0 || d.check(value)),
+  };
+}
+
+/** Sizes: bytes, or with a unit: `64KiB`, `1MiB`, `64k`, `1m`. */
+function bytes(min: number, max: number) {
+  const units: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2 };
+  return {
+    accepts: `a size from ${min} to ${max} bytes (e.g. 65536, 64KiB, 1MiB)`,
+    parse: (text: string) => {
+      const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+      const unit = m ? units[m[2]!.toLowerCase()] : undefined;
+      return m && unit ? inRange(Math.round(Number(m[1]) * unit), min, max) : undefined;
+    },
+    check: (value: unknown): value is number => typeof value === 'number' && inRange(value, min, max) !== undefined,
+  };
+}
+
+function boolean() {
+  return {
+    accepts: 'true or false',
+    parse: (text: string) => (/^(true|1|yes|on)$/i.test(text) ? true : /^(false|0|no|off)$/i.test(text) ? false : undefined),
+    check: (value: unknown): value is boolean => typeof value === 'boolean',
+  };
+}
+
+const ORIGIN = /^https?:\/\/(\*\.)?[a-z0-9.-]+(:\d{1,5})?$/i;
+
+/** A comma-separated list of origins (scheme://host[:port], `*.` allowed as the first label). */
+function origins() {
+  const valid = (list: unknown[]) => list.every((o) => typeof o === 'string' && ORIGIN.test(o));
+  return {
+    accepts: 'a comma-separated list of origins like https://app.example.com or https://*.example.com',
+    parse: (text: string) => {
+      const list = text.split(',').map((o) => o.trim()).filter(Boolean);
+      return valid(list) ? list : undefined;
+    },
+    check: (value: unknown): value is string[] => Array.isArray(value) && valid(value),
+  };
+}
+
 function oneOf<T extends string>(values: readonly T[]) {
   return {
     accepts: `one of ${values.join(', ')}`,
@@ -103,6 +171,37 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   shutdownTimeout: {
     flag: '--shutdown-timeout', env: ['HUBBUB_SHUTDOWN_TIMEOUT'], default: 10_000,
     doc: 'how long a graceful shutdown waits for sockets to close', ...duration(0, 600_000),
+  },
+  heartbeatInterval: {
+    flag: '--heartbeat-interval', env: ['HUBBUB_HEARTBEAT_INTERVAL'], default: 30_000,
+    doc: 'ping interval; a peer silent for two intervals is dropped', ...durationOrOff(100, 3_600_000),
+  },
+  maxPayload: { flag: '--max-payload', env: ['HUBBUB_MAX_PAYLOAD'], default: 64 * 1024, doc: 'largest message accepted; bigger closes with 1009', ...bytes(1, 256 * 1024 ** 2) },
+  maxConnectionsPerIp: {
+    flag: '--max-connections-per-ip', env: ['HUBBUB_MAX_CONNECTIONS_PER_IP'], default: 0,
+    doc: 'most sockets per client address (0 = no cap); over it 429', ...integer(0, MAX_CONNECTIONS),
+  },
+  maxConnectionsPerPrincipal: {
+    flag: '--max-connections-per-principal', env: ['HUBBUB_MAX_CONNECTIONS_PER_PRINCIPAL'], default: 0,
+    doc: 'most sockets per authenticated principal (0 = no cap); over it 429', ...integer(0, MAX_CONNECTIONS),
+  },
+  upgradeRate: { flag: '--upgrade-rate', env: ['HUBBUB_UPGRADE_RATE'], default: 0, doc: 'upgrades per second, whole server (0 = off); over it 429', ...integer(0, 1_000_000) },
+  upgradeRatePerIp: {
+    flag: '--upgrade-rate-per-ip', env: ['HUBBUB_UPGRADE_RATE_PER_IP'], default: 0,
+    doc: 'upgrades per second per client address (0 = off); over it 429', ...integer(0, 1_000_000),
+  },
+  messageRate: {
+    flag: '--message-rate', env: ['HUBBUB_MESSAGE_RATE'], default: 0,
+    doc: 'messages per second per connection (0 = off); over it close 1008', ...integer(0, 1_000_000),
+  },
+  allowedOrigins: { flag: '--allowed-origins', env: ['HUBBUB_ALLOWED_ORIGINS'], default: [], doc: 'origins allowed to connect (empty = any); others 403', ...origins() },
+  perMessageDeflate: {
+    flag: '--per-message-deflate', env: ['HUBBUB_PER_MESSAGE_DEFLATE'], default: false,
+    doc: 'negotiate permessage-deflate (Node); bounded by --max-payload', ...boolean(),
+  },
+  headersTimeout: {
+    flag: '--headers-timeout', env: ['HUBBUB_HEADERS_TIMEOUT'], default: 10_000,
+    doc: 'a client slower than this to send its request headers is dropped', ...duration(100, 600_000),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(['debug', 'info', 'warn', 'error', 'silent'] as const) },
   handler: {

@@ -8,18 +8,37 @@ import {
   type ConnectionClosed,
   isSendableCloseCode,
   isServerInitiated,
+  isTerminated,
   CloseCode,
   refusalReasons,
   type RefusalReason,
 } from './errors.ts';
+import type { Principal } from './handler.ts';
+import { KeyedBuckets, Tally, TokenBucket } from './limits.ts';
+import type { HubOptions } from './options.ts';
 
 export type RegistryState = 'running' | 'draining' | 'closed';
 
-export interface RegistryLimits {
-  /** Most slots (reserved + open) at once. */
-  readonly maxConnections: number;
-  /** Milliseconds a reservation may wait for its socket to open. */
-  readonly handshakeTimeout: number;
+/** The options the registry enforces (see HubOptions for each one's meaning and default). */
+export type RegistryLimits = Readonly<
+  Pick<
+    HubOptions,
+    | 'maxConnections'
+    | 'handshakeTimeout'
+    | 'maxConnectionsPerIp'
+    | 'maxConnectionsPerPrincipal'
+    | 'upgradeRate'
+    | 'upgradeRatePerIp'
+    | 'messageRate'
+    | 'maxPayload'
+    | 'retryAfter'
+  >
+>;
+
+/** An upgrade refused before it happened: why, and the seconds for Retry-After. */
+export interface Refusal {
+  readonly reason: RefusalReason;
+  readonly retryAfter: number;
 }
 
 function zeroCounts<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -43,17 +62,32 @@ export class Registry {
   accepted = 0;
   readonly refused: Record<RefusalReason, number> = zeroCounts(refusalReasons);
   readonly released: Record<CloseKind, number> = zeroCounts(closeKinds);
+  /** Heartbeats so far; a connection remembers the one during which it was last heard. */
+  heartbeats = 0;
+  /** The current one-second window of the per-connection message rate. */
+  rateWindow = 0;
   readonly limits: RegistryLimits;
   #core: HubCore | undefined;
   #nextId = 0;
   readonly #idPrefix: string;
   readonly #now: () => number;
   #idleWaiters: (() => void)[] = [];
+  // Only what is configured is allocated.
+  readonly #upgradeBucket: TokenBucket | undefined;
+  readonly #upgradeBucketsPerIp: KeyedBuckets | undefined;
+  readonly #perIp: Tally | undefined;
+  readonly #perPrincipal: Tally | undefined;
 
   constructor(limits: RegistryLimits, options: { idPrefix?: string; now?: () => number } = {}) {
     this.limits = limits;
     this.#idPrefix = options.idPrefix ?? '';
     this.#now = options.now ?? Date.now;
+    const now = this.#now();
+    if (limits.upgradeRate > 0) this.#upgradeBucket = new TokenBucket(limits.upgradeRate, limits.upgradeRate, now);
+    if (limits.upgradeRatePerIp > 0) this.#upgradeBucketsPerIp = new KeyedBuckets(limits.upgradeRatePerIp, limits.upgradeRatePerIp);
+    if (limits.maxConnectionsPerIp > 0) this.#perIp = new Tally();
+    if (limits.maxConnectionsPerPrincipal > 0) this.#perPrincipal = new Tally();
+    this.rateWindow = Math.floor(now / 1000);
   }
 
   /** Connects the registry to the hub whose handler and logger its connections use. */
@@ -65,20 +99,49 @@ export class Registry {
     return this.reservations.size + this.liveConnections.size;
   }
 
+  #refuse(reason: RefusalReason, retryAfter: number = this.limits.retryAfter): Refusal {
+    this.refused[reason]++;
+    return { reason, retryAfter };
+  }
+
+  /** Counts a refusal decided outside the registry (origin, authentication). */
+  refuse(reason: RefusalReason, retryAfter?: number): Refusal {
+    return this.#refuse(reason, retryAfter);
+  }
+
   /**
-   * Decides an upgrade before it happens. Returns a reserved Connection (holding a slot until it
-   * opens, fails or expires) or the reason it was refused.
+   * The cheap checks, before anything is awaited (e.g. authentication): state, capacity, the
+   * per-address cap, then the upgrade rates (which take a token). Undefined = go on.
    */
-  admit(remoteAddress: string): Connection | RefusalReason {
-    let refusal: RefusalReason | undefined;
-    if (this.state !== 'running') refusal = 'draining';
-    else if (this.size >= this.limits.maxConnections) refusal = 'capacity';
-    if (refusal) {
-      this.refused[refusal]++;
-      return refusal;
+  screen(remoteAddress: string): Refusal | undefined {
+    if (this.state !== 'running') return this.#refuse('draining');
+    if (this.size >= this.limits.maxConnections) return this.#refuse('capacity');
+    if (this.#perIp && this.#perIp.get(remoteAddress) >= this.limits.maxConnectionsPerIp) return this.#refuse('ip-limit');
+    const now = this.#now();
+    if (this.#upgradeBucket && !this.#upgradeBucket.take(now)) return this.#refuse('rate-limited', this.#upgradeBucket.retryAfterSeconds(now));
+    const perIp = this.#upgradeBucketsPerIp;
+    if (perIp && !perIp.take(remoteAddress, now)) return this.#refuse('rate-limited', perIp.retryAfterSeconds(remoteAddress, now));
+    return undefined;
+  }
+
+  /**
+   * Reserves a slot for an upgrade that passed `screen` (re-checking what an await may have
+   * changed). The Connection holds the slot until it opens, fails or expires.
+   */
+  admit(remoteAddress: string, principal?: Principal): Connection | Refusal {
+    if (this.state !== 'running') return this.#refuse('draining');
+    if (this.size >= this.limits.maxConnections) return this.#refuse('capacity');
+    if (this.#perIp && this.#perIp.get(remoteAddress) >= this.limits.maxConnectionsPerIp) return this.#refuse('ip-limit');
+    if (principal && this.#perPrincipal && this.#perPrincipal.get(principal.id) >= this.limits.maxConnectionsPerPrincipal) {
+      return this.#refuse('principal-limit');
     }
     const id = this.#idPrefix + (this.#nextId++).toString(36);
     const conn = new Connection(this.#core!, id, remoteAddress, this.#now());
+    if (principal) {
+      conn.principal = principal;
+      this.#perPrincipal?.add(principal.id);
+    }
+    this.#perIp?.add(remoteAddress);
     this.reservations.set(id, conn);
     this.accepted++;
     return conn;
@@ -97,6 +160,7 @@ export class Registry {
     conn.state = ConnectionState.Open;
     conn.socket = socket;
     conn.openedAt = this.#now();
+    conn.heardAt = this.heartbeats;
     this.#core!.log.debug('connection.open', { id: conn.id, remoteAddress: conn.remoteAddress });
     return true;
   }
@@ -113,13 +177,18 @@ export class Registry {
     conn.releaseReason = reason;
     if (was === ConnectionState.Open) this.liveConnections.delete(conn.id);
     else this.reservations.delete(conn.id);
+    this.#perIp?.remove(conn.remoteAddress);
+    if (conn.principal) this.#perPrincipal?.remove(conn.principal.id);
     this.released[reason.kind]++;
     conn.abortSignal(reason);
     const core = this.#core!;
     const socket = conn.socket;
     if (socket && isServerInitiated(reason.kind) && socket.readyState < 2) {
-      this.closing.add(conn);
-      safeClose(socket, reason.closeCode, reason.detail ?? reason.kind);
+      if (isTerminated(reason.kind) && socket.terminate) safeTerminate(socket);
+      else {
+        this.closing.add(conn);
+        safeClose(socket, reason.closeCode, reason.detail ?? reason.kind);
+      }
     }
     core.log.debug('connection.close', { id: conn.id, kind: reason.kind, closeCode: reason.closeCode });
     if (was === ConnectionState.Open && core.handler.onClose) {
@@ -149,6 +218,37 @@ export class Registry {
       expired++;
     }
     return expired;
+  }
+
+  /** Starts a new one-second window for the per-connection message rate. */
+  nextRateWindow(now: number = this.#now()): void {
+    this.rateWindow = Math.floor(now / 1000);
+    this.#upgradeBucketsPerIp?.prune(now);
+  }
+
+  /**
+   * One heartbeat: drops connections not heard during the last two intervals (reason `idle`) and
+   * pings the rest. Sockets without `ping` (Deno) are kept alive by their runtime's own idle
+   * timeout instead, which reports back as `idle` too.
+   */
+  heartbeat(): number {
+    const beat = ++this.heartbeats;
+    let dropped = 0;
+    for (const conn of this.liveConnections.values()) {
+      const socket = conn.socket!;
+      if (!socket.ping) continue;
+      if (conn.heardAt < beat - 2) {
+        this.release(conn, closeReason('idle'));
+        dropped++;
+      } else {
+        try {
+          socket.ping();
+        } catch {
+          // a socket that cannot be pinged is closing; its close event ends it
+        }
+      }
+    }
+    return dropped;
   }
 
   /** Kicks one connection. False if there is no such live or reserved connection. */
@@ -190,6 +290,14 @@ export class Registry {
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const resolve of waiters) resolve();
+  }
+}
+
+function safeTerminate(socket: SocketLike): void {
+  try {
+    socket.terminate!();
+  } catch {
+    // already gone
   }
 }
 

@@ -33,7 +33,15 @@ export type RuntimeDifference =
   /** A client that resets mid-handshake leaves a socket that never fires open/close: its slot returns by expiry. */
   | 'vanished-handshake-expires'
   /** A refused upgrade's TCP connection is answered completely but not closed by the server. */
-  | 'refused-connection-kept-open';
+  | 'refused-connection-kept-open'
+  /** The runtime's idle timeout closes a silent peer with a 1001 close frame (Node drops it: 1006). */
+  | 'idle-close-1001'
+  /** The runtime never negotiates permessage-deflate. */
+  | 'no-permessage-deflate'
+  /** The runtime's HTTP server has no timeout for slow request headers. */
+  | 'no-headers-timeout'
+  /** The runtime resets a socket closed while the peer still floods it, so the peer may miss the close frame. */
+  | 'close-frame-lost-under-flood';
 
 export interface ServerProcess {
   url: string;

@@ -17,6 +17,7 @@ import {
   type RuntimeTarget,
   type ServerProcess,
 } from './helpers.ts';
+import { runProtections } from './protections.ts';
 
 const PREFIX = 'Server received: ';
 
@@ -30,6 +31,7 @@ function hostOf(url: string): string {
 }
 
 export function runSuite(target: RuntimeTarget): void {
+  runProtections(target);
   describe(`${target.name}: echo and routes`, { timeout: 90_000 }, () => {
     let server: ServerProcess;
     before(async () => {

@@ -12,22 +12,32 @@ const EVENTS = Symbol('hubbub.events');
 type Events = WSEvents<unknown>;
 type Tagged = WebSocket & { [EVENTS]?: Events };
 
-export const upgradeWebSocket = defineWebSocketHelper<unknown>((c, events) => {
-  const refusal = checkHandshake(c.req.method, c.req.raw.headers);
-  if (refusal) return refusal;
-  const protocol = c.req.header('sec-websocket-protocol')?.split(',')[0]?.trim();
-  const { response, socket } = Deno.upgradeWebSocket(c.req.raw, protocol ? { protocol } : {});
-  const tagged = socket as Tagged;
-  tagged.binaryType = 'arraybuffer';
-  tagged[EVENTS] = events;
-  // Shared listeners: `this` is the socket. No closure per connection.
-  tagged.onopen = onOpen;
-  tagged.onmessage = onMessage;
-  tagged.onclose = onClose;
-  // No onerror: Deno fires `error` (without a close code) before `close` on a reset or a bad frame,
-  // and `close` always follows; the ending is classified there, from its code, as on Node.
-  return response;
-});
+/**
+ * Hono's upgradeWebSocket for Deno. `heartbeatInterval` (ms) becomes Deno's `idleTimeout`: Deno
+ * pings a silent peer and closes it (1001) when no pong comes; the adapter reports that as `idle`.
+ */
+export function createDenoWebSocket(options: { heartbeatInterval: number }) {
+  const idleTimeout = options.heartbeatInterval > 0 ? Math.max(1, Math.round(options.heartbeatInterval / 1000)) : 0;
+  return defineWebSocketHelper<unknown>((c, events) => {
+    const refusal = checkHandshake(c.req.method, c.req.raw.headers);
+    if (refusal) return refusal;
+    const protocol = c.req.header('sec-websocket-protocol')?.split(',')[0]?.trim();
+    const { response, socket } = Deno.upgradeWebSocket(c.req.raw, protocol ? { protocol, idleTimeout } : { idleTimeout });
+    const tagged = socket as Tagged;
+    tagged.binaryType = 'arraybuffer';
+    tagged[EVENTS] = events;
+    // Shared listeners: `this` is the socket. No closure per connection.
+    tagged.onopen = onOpen;
+    tagged.onmessage = onMessage;
+    tagged.onclose = onClose;
+    // No onerror: Deno fires `error` (without a close code) before `close` on a reset or a bad frame,
+    // and `close` always follows; the ending is classified there, from its code, as on Node.
+    return response;
+  });
+}
+
+/** The reason Deno gives when its idle timeout closes a socket whose peer did not answer a ping. */
+const IDLE_REASON = 'No response from ping frame.';
 
 function onOpen(this: Tagged, event: Event): void {
   this[EVENTS]!.onOpen?.(event, this as never);
@@ -36,7 +46,9 @@ function onMessage(this: Tagged, event: MessageEvent): void {
   this[EVENTS]!.onMessage?.(event, this as never);
 }
 function onClose(this: Tagged, event: CloseEvent): void {
-  this[EVENTS]!.onClose?.(event, this as never);
+  const events = this[EVENTS]!;
+  if (event.code === 1001 && event.reason === IDLE_REASON) (events as { onIdleTimeout?: () => void }).onIdleTimeout?.();
+  events.onClose?.(event, this as never);
 }
 
 export interface DenoServer extends ServedHub {
@@ -47,7 +59,7 @@ export interface DenoServer extends ServedHub {
 export function serveDeno(hub: Hub): Promise<DenoServer> {
   const app = createApp(hub, {
     runtime: 'deno',
-    upgradeWebSocket: upgradeWebSocket as never,
+    upgradeWebSocket: createDenoWebSocket(hub.options) as never,
     remoteAddress: (c) => ((c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr?.hostname ?? 'unknown'),
   });
   return new Promise((resolve, reject) => {

@@ -35,16 +35,21 @@ interface NodeEnv {
 type Tagged<T> = T & { [EVENTS]?: Events };
 
 export interface NodeWebSocketOptions {
-  /** Largest message accepted, in bytes (ws `maxPayload`). */
+  /** Largest message accepted, in bytes, compressed or not (ws `maxPayload`). @default 65536 */
   maxPayload?: number;
+  /** Negotiate permessage-deflate (without context takeover, so each socket keeps no zlib window). @default false */
+  perMessageDeflate?: boolean;
 }
 
 export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
   const wss = new WebSocketServer({
     noServer: true,
     clientTracking: false, // the registry tracks sockets; a second Set would cost memory per socket
-    perMessageDeflate: false,
-    ...(options.maxPayload ? { maxPayload: options.maxPayload } : {}),
+    maxPayload: options.maxPayload ?? 64 * 1024,
+    // ws bounds the inflated size of a message by maxPayload too, so a deflate bomb ends with 1009.
+    perMessageDeflate: options.perMessageDeflate
+      ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 1024, concurrencyLimit: 10 }
+      : false,
   });
 
   const upgradeWebSocket = defineWebSocketHelper<unknown>((c, events) => {
@@ -117,7 +122,12 @@ function attach(ws: Tagged<WebSocket>, events: Events): void {
   ws.on('message', onWsMessage);
   ws.on('close', onWsClose);
   ws.on('error', onWsError);
+  ws.on('pong', onWsPong);
   events.onOpen?.(OPEN, ws as never);
+}
+
+function onWsPong(this: Tagged<WebSocket>): void {
+  (this[EVENTS] as { onPong?: () => void }).onPong?.();
 }
 
 function onWsMessage(this: Tagged<WebSocket>, data: Buffer, isBinary: boolean): void {
@@ -174,14 +184,26 @@ export interface NodeServer extends ServedHub {
 
 /** Serves a hub on Node at `hub.options.host:port`. Resolves once listening. */
 export function serveNode(hub: Hub): Promise<NodeServer> {
-  const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket();
+  const { maxPayload, perMessageDeflate, headersTimeout } = hub.options;
+  const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate });
   const app = createApp(hub, {
     runtime: 'node',
     upgradeWebSocket: upgradeWebSocket as never,
     remoteAddress: (c) => remoteAddress((c.env as NodeEnv | undefined)?.incoming),
   });
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch: app.fetch, port: hub.options.port, hostname: hub.options.host }) as Server;
+    const server = serve({
+      fetch: app.fetch,
+      port: hub.options.port,
+      hostname: hub.options.host,
+      serverOptions: {
+        // A client trickling its headers is dropped; it never reaches admission, so it holds no slot.
+        headersTimeout,
+        requestTimeout: Math.max(headersTimeout, 30_000),
+        // Node checks those timeouts on this interval (30 s by default).
+        connectionsCheckingInterval: Math.min(1000, headersTimeout),
+      },
+    }) as Server;
     server.once('error', reject);
     server.once('listening', () => {
       server.removeListener('error', reject);

@@ -6,7 +6,9 @@ import { ConnectionClosed, closeReason } from '../../src/errors.ts';
 import type { Handler } from '../../src/handler.ts';
 import { createHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
-import { Registry } from '../../src/registry.ts';
+import { Registry, type RegistryLimits } from '../../src/registry.ts';
+import { Connection } from '../../src/connection.ts';
+import { resolveOptions } from '../../src/options.ts';
 
 function fakeSocket() {
   const calls: { close: [number | undefined, string | undefined][]; sent: unknown[] } = { close: [], sent: [] };
@@ -21,22 +23,29 @@ function fakeSocket() {
   return { socket, calls };
 }
 
-function setup(limit = 2, handler: Handler = {}, now = () => 0) {
+function setup(limit = 2, handler: Handler = {}, now = () => 0, limits: Partial<RegistryLimits> = {}) {
   const lines: string[] = [];
   const log = createLogger('debug', (l) => lines.push(l));
-  const registry = new Registry({ maxConnections: limit, handshakeTimeout: 1000 }, { now });
+  const registry = new Registry({ ...resolveOptions({ maxConnections: limit, handshakeTimeout: 1000 }), ...limits }, { now });
   registry.attach({ registry, handler, log });
   return { registry, lines };
+}
+
+/** Admits, asserting that a Connection (not a Refusal) came back. */
+function reserve(registry: Registry, address = 'x', principal?: { id: string }): Connection {
+  const result = registry.admit(address, principal);
+  assert.ok(result instanceof Connection, `expected admission, got ${JSON.stringify(result)}`);
+  return result;
 }
 
 describe('registry', () => {
   it('admits up to the limit, counting reservations, and refuses beyond with reason capacity', () => {
     const { registry } = setup(2);
-    const a = registry.admit('1.1.1.1');
-    const b = registry.admit('1.1.1.1');
-    assert.ok(typeof a !== 'string' && typeof b !== 'string');
-    assert.equal(registry.admit('1.1.1.1'), 'capacity');
-    assert.equal(registry.refused.capacity, 1);
+    const a = reserve(registry, '1.1.1.1');
+    const b = reserve(registry, '1.1.1.1');
+    assert.deepEqual(registry.admit('1.1.1.1'), { reason: 'capacity', retryAfter: 1 });
+    assert.deepEqual(registry.screen('1.1.1.1'), { reason: 'capacity', retryAfter: 1 });
+    assert.equal(registry.refused.capacity, 2);
     assert.equal(registry.reservations.size, 2);
     assert.notEqual(a.id, b.id);
   });
@@ -44,7 +53,7 @@ describe('registry', () => {
   it('release is exactly once: the slot, the counter, the abort and onClose happen once', () => {
     let onCloseCalls = 0;
     const { registry } = setup(1, { onClose: () => void onCloseCalls++ });
-    const conn = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const conn = reserve(registry, 'x');
     const { socket } = fakeSocket();
     assert.ok(registry.open(conn, socket));
     const signal = conn.signal;
@@ -62,12 +71,12 @@ describe('registry', () => {
     assert.equal(registry.size, 0);
     assert.equal(conn.state, ConnectionState.Released);
     // The freed slot is usable again.
-    assert.notEqual(typeof registry.admit('x'), 'string');
+    reserve(registry);
   });
 
   it('aborts the signal with a typed ConnectionClosed reason', () => {
     const { registry } = setup();
-    const conn = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const conn = reserve(registry, 'x');
     registry.open(conn, fakeSocket().socket);
     const signal = conn.signal;
     conn.onClose({ code: 1001, reason: 'tab closed' }, undefined);
@@ -84,7 +93,7 @@ describe('registry', () => {
 
   it('maps a close without a close frame to connection-lost (1006)', () => {
     const { registry } = setup();
-    const conn = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const conn = reserve(registry, 'x');
     registry.open(conn, fakeSocket().socket);
     conn.onClose({ code: 1006 }, undefined);
     assert.equal(conn.releaseReason?.kind, 'connection-lost');
@@ -94,9 +103,9 @@ describe('registry', () => {
   it('expires reservations that never open, oldest first, and closes a late socket with 1013', () => {
     let now = 0;
     const { registry } = setup(3, {}, () => now);
-    const old = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const old = reserve(registry, 'x');
     now = 600;
-    const young = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const young = reserve(registry, 'x');
     now = 1200;
     assert.equal(registry.expireReservations(now), 1);
     assert.equal(old.state, ConnectionState.Released);
@@ -113,7 +122,7 @@ describe('registry', () => {
 
   it('a reservation whose handshake fails (onClose before onOpen) is handshake-failed', () => {
     const { registry } = setup();
-    const conn = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const conn = reserve(registry, 'x');
     conn.onClose(undefined, undefined);
     assert.equal(conn.releaseReason?.kind, 'handshake-failed');
     assert.equal(registry.size, 0);
@@ -121,7 +130,7 @@ describe('registry', () => {
 
   it('server-initiated endings close the socket with their code and wait in `closing` until it is gone', async () => {
     const { registry } = setup();
-    const conn = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const conn = reserve(registry, 'x');
     const { socket, calls } = fakeSocket();
     registry.open(conn, socket);
     assert.equal(registry.kick(conn.id), true);
@@ -140,12 +149,12 @@ describe('registry', () => {
 
   it('drain refuses new upgrades with reason draining and ends everything with shutdown (1001)', () => {
     const { registry } = setup(5);
-    const open = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const open = reserve(registry, 'x');
     const { socket, calls } = fakeSocket();
     registry.open(open, socket);
-    const pending = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const pending = reserve(registry, 'x');
     registry.drain();
-    assert.equal(registry.admit('x'), 'draining');
+    assert.equal((registry.admit('x') as { reason: string }).reason, 'draining');
     assert.equal(open.releaseReason?.kind, 'shutdown');
     assert.equal(pending.releaseReason?.kind, 'shutdown');
     assert.equal(calls.close[0]?.[0], 1001);
@@ -158,7 +167,7 @@ describe('registry', () => {
         throw new Error('boom');
       },
     });
-    const conn = registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const conn = reserve(registry, 'x');
     const { socket, calls } = fakeSocket();
     conn.onOpen(undefined, socket);
     conn.onMessage({ data: 'hi' }, socket);
@@ -179,7 +188,7 @@ describe('hub', () => {
 
   it('hub.shutdown waits for sockets to close, up to the deadline', async () => {
     const hub = createHub({ logLevel: 'silent', shutdownTimeout: 100 });
-    const conn = hub.registry.admit('x') as Exclude<ReturnType<Registry['admit']>, string>;
+    const conn = reserve(hub.registry);
     const { socket, calls } = fakeSocket();
     conn.onOpen(undefined, socket);
     const result = await hub.shutdown();

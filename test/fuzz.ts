@@ -1,0 +1,2 @@
+import type { RuntimeTarget } from './helpers.ts';
+export function runFuzz(_target: RuntimeTarget): void {}
