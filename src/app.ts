@@ -2,12 +2,13 @@
 // /healthz and /stats. Runtime-free: the runtime's parts come in through a RuntimeAdapter.
 import { Hono, type Context } from 'hono';
 import type { WSEvents } from 'hono/ws';
-import { Connection } from './connection.ts';
+import { Connection, type FanOut } from './connection.ts';
 import { closeReason, refusalStatus, type RefusalReason } from './errors.ts';
 import type { Principal } from './handler.ts';
 import { upgradeRequired, wantsWebSocket } from './handshake.ts';
 import type { Hub } from './hub.ts';
 import type { Refusal } from './registry.ts';
+import { demoPage } from './demo.ts';
 
 /** What a runtime provides: its upgrade helper (Hono's contract) and the client's address. */
 export interface RuntimeAdapter {
@@ -21,12 +22,19 @@ export interface RuntimeAdapter {
   upgradeWebSocket(c: Context, events: WSEvents<unknown>): Promise<Response>;
   /** The client's IP address. */
   remoteAddress(c: Context): string;
+  /** Process figures for /stats (memory, handles), where the runtime has them. */
+  processStats?(): Record<string, number>;
+  /** The runtime's fan-out fast path for hub.publish (Node: frame once, write to every socket). */
+  fanOut?: FanOut;
+  /** Runs a full garbage collection if the runtime exposes one (Node with --expose-gc); for soak tests. */
+  collectGarbage?(): boolean;
 }
 
 export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   const app = new Hono();
   const { registry, handler, log } = hub;
   const originAllowed = originMatcher(hub.options.allowedOrigins);
+  hub.useFanOut(adapter.fanOut);
 
   app.get(hub.options.path, async (c) => {
     if (!wantsWebSocket(c.req.header('upgrade'))) return upgradeRequired();
@@ -54,12 +62,28 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     return response;
   });
 
+  // Would an upgrade be admitted right now? Browsers cannot read the status of a refused WebSocket
+  // handshake, so a page whose socket failed asks here why (503 full / draining). Takes no token.
+  app.get('/admission', (c) => {
+    const r = registry;
+    const reason: RefusalReason | undefined = r.state !== 'running' ? 'draining' : r.size >= r.limits.maxConnections ? 'capacity' : undefined;
+    if (!reason) return c.json({ admit: true, live: r.liveConnections.size, limit: r.limits.maxConnections });
+    return c.json({ admit: false, reason, live: r.liveConnections.size, limit: r.limits.maxConnections }, 503, { 'Retry-After': String(hub.options.retryAfter) });
+  });
+
+  app.get('/', (c) => c.html(demoPage));
+
   app.get('/healthz', (c) => {
     const state = registry.state;
     return c.json({ status: state === 'running' ? 'ok' : state }, state === 'running' ? 200 : 503);
   });
 
-  app.get('/stats', (c) => c.json({ runtime: adapter.runtime, ...hub.stats() }));
+  // `?gc=1` collects garbage first, only where the operator enabled it (node --expose-gc): soak tests
+  // compare heaps before and after; it is a no-op otherwise.
+  app.get('/stats', (c) => {
+    if (c.req.query('gc') === '1') adapter.collectGarbage?.();
+    return c.json({ runtime: adapter.runtime, ...hub.stats(), process: adapter.processStats?.() ?? {} });
+  });
 
   return app;
 }

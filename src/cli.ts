@@ -2,8 +2,7 @@
 // handler, serve, and shut down on SIGINT/SIGTERM. Exit codes: 0 after a graceful shutdown,
 // 1 when the server cannot start (e.g. port taken), 2 for a bad option, 128+n on a second signal.
 import { HubError } from './errors.ts';
-import { builtinHandlers } from './handler.ts';
-import { createHub, type Hub } from './hub.ts';
+import { builtinHandlers, createHub, type Hub } from './hub.ts';
 import { parseCommandLine, type HubOptions } from './options.ts';
 import { VERSION } from './version.ts';
 

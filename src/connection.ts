@@ -4,6 +4,7 @@ import { closeReason, type CloseKind, type ConnectionClosed, CloseCode, HubError
 import type { Handler, HandlerContext, MessageData, Principal } from './handler.ts';
 import type { Logger } from './log.ts';
 import type { Registry } from './registry.ts';
+import type { TopicIndex } from './topics.ts';
 
 /**
  * What the core needs of a socket. Hono's `WSContext`, `ws`'s WebSocket and the web `WebSocket`
@@ -17,6 +18,17 @@ export interface SocketLike {
   terminate?(): void;
   /** Sends a ping, where the runtime lets the application do so (Node). */
   ping?(): void;
+  /** Bytes queued for sending (ws, web WebSocket). Used for the slow-consumer limit. */
+  readonly bufferedAmount?: number;
+}
+
+/**
+ * A runtime's fast path for fan-out: `prepare` turns a message into something sent many times
+ * without re-encoding it (on Node, a complete WebSocket frame), `sendPrepared` sends it to one socket.
+ */
+export interface FanOut<P = unknown> {
+  prepare(data: MessageData): P;
+  sendPrepared(socket: SocketLike, prepared: P): void;
 }
 
 /** The parts of a hub a connection calls back into. */
@@ -24,6 +36,7 @@ export interface HubCore {
   readonly registry: Registry;
   readonly handler: Handler;
   readonly log: Logger;
+  readonly topics: TopicIndex;
 }
 
 export const ConnectionState = {
@@ -52,6 +65,8 @@ export class Connection implements HandlerContext {
   socket: SocketLike | undefined = undefined;
   data: unknown = undefined;
   principal: Principal | undefined = undefined;
+  /** Topics this connection is subscribed to; created on the first subscribe. */
+  topics: Set<string> | undefined = undefined;
   /** The registry heartbeat during which the peer was last heard (message or pong). */
   heardAt = 0;
   /** Messages received in the current rate window, and which window that is. */
@@ -74,17 +89,53 @@ export class Connection implements HandlerContext {
     if (this.#controller) return this.#controller.signal;
     if (this.releaseReason) return AbortSignal.abort(this.releaseReason);
     this.#controller = new AbortController();
+    this.core.registry.signalsPending++;
     return this.#controller.signal;
   }
 
   /** Called by the registry's release, exactly once. */
   abortSignal(reason: ConnectionClosed): void {
-    this.#controller?.abort(reason);
+    if (!this.#controller) return;
+    this.core.registry.signalsPending--;
+    this.#controller.abort(reason);
   }
 
   send(data: MessageData): void {
-    if (this.state !== ConnectionState.Open) return;
+    if (this.state !== ConnectionState.Open || !this.#hasRoom()) return;
     this.socket!.send(data);
+    this.core.registry.messagesOut++;
+  }
+
+  /** Sends a message prepared once for many sockets (hub.publish). False if not sent. */
+  deliver<P>(fanOut: FanOut<P> | undefined, data: MessageData, prepared: P): boolean {
+    if (this.state !== ConnectionState.Open || !this.#hasRoom()) return false;
+    if (fanOut) fanOut.sendPrepared(this.socket!, prepared);
+    else this.socket!.send(data);
+    this.core.registry.messagesOut++;
+    return true;
+  }
+
+  /**
+   * The slow-consumer limit: over `maxBackpressure` bytes queued, the message is not sent and the
+   * policy applies: `drop` counts it (the client sees a gap in sequence numbers), `close` ends the
+   * connection with 1013. Either way the server's memory for this socket stays bounded.
+   */
+  #hasRoom(): boolean {
+    const registry = this.core.registry;
+    const max = registry.limits.maxBackpressure;
+    if (max === 0 || (this.socket!.bufferedAmount ?? 0) <= max) return true;
+    if (registry.limits.slowConsumer === 'drop') registry.dropped++;
+    else registry.release(this, closeReason('slow-consumer', undefined, 'send queue over the limit'));
+    return false;
+  }
+
+  subscribe(topic: string): boolean {
+    if (this.state !== ConnectionState.Open) return false;
+    return this.core.topics.subscribe(this, topic);
+  }
+
+  unsubscribe(topic: string): boolean {
+    return this.core.topics.unsubscribe(this, topic);
   }
 
   close(code: number = CloseCode.NORMAL, reason?: string): void {
@@ -118,6 +169,7 @@ export class Connection implements HandlerContext {
     const { registry, handler } = this.core;
     const limits = registry.limits;
     this.heardAt = registry.heartbeats;
+    registry.messagesIn++;
     if (limits.messageRate > 0) {
       if (this.rateWindow !== registry.rateWindow) {
         this.rateWindow = registry.rateWindow;

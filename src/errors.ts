@@ -47,7 +47,9 @@ export type CloseKind =
   /** A message exceeded `maxPayload` (decompressed size included). */
   | 'message-too-big'
   /** The connection sent more than `messageRate` messages in a second. */
-  | 'rate-limited';
+  | 'rate-limited'
+  /** The socket's send queue went over `maxBackpressure` with the `close` policy. */
+  | 'slow-consumer';
 
 export const closeKinds: readonly CloseKind[] = [
   'client-close',
@@ -62,6 +64,7 @@ export const closeKinds: readonly CloseKind[] = [
   'idle',
   'message-too-big',
   'rate-limited',
+  'slow-consumer',
 ];
 
 /** The close code the server sends for endings it initiates; `null` where the peer already closed. */
@@ -78,6 +81,7 @@ const serverCloseCode: Record<CloseKind, number | null> = {
   idle: CloseCode.ABNORMAL,
   'message-too-big': CloseCode.MESSAGE_TOO_BIG,
   'rate-limited': CloseCode.POLICY_VIOLATION,
+  'slow-consumer': CloseCode.TRY_AGAIN_LATER,
 };
 
 /** Whether this ending is the server's decision, so the server must end the socket. */

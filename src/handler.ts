@@ -27,8 +27,12 @@ export interface HandlerContext {
   readonly principal: Principal | undefined;
   /** Free slot for the handler's per-connection state. */
   data: unknown;
-  /** Sends a message; a no-op once the connection has ended. */
+  /** Sends a message; a no-op once the connection has ended (or, under the `drop` policy, while its send queue is full). */
   send(data: MessageData): void;
+  /** Subscribes this connection to a topic (see `hub.publish`). False if already subscribed. */
+  subscribe(topic: string): boolean;
+  /** Unsubscribes; every subscription also ends with the connection. False if not subscribed. */
+  unsubscribe(topic: string): boolean;
   /** Closes this connection (the signal is aborted with kind `server-close`). */
   close(code?: number, reason?: string): void;
 }
@@ -67,6 +71,3 @@ export const echoHandler: Handler = {
     ctx.send(reply);
   },
 };
-
-/** Handlers selectable by name from the command line. */
-export const builtinHandlers: Readonly<Record<string, Handler>> = { echo: echoHandler };

@@ -1,8 +1,10 @@
 // The hub: options, registry, handler and logger together, plus the sweeper and shutdown.
 // Runtime-free: runtimes serve it through createApp and an adapter.
-import type { HubCore } from './connection.ts';
+import type { FanOut, HubCore } from './connection.ts';
 import { HubError, type CloseKind, type RefusalReason } from './errors.ts';
-import { builtinHandlers, type Handler, type HandlerContext } from './handler.ts';
+import { echoHandler, type Handler, type HandlerContext, type MessageData } from './handler.ts';
+import { createPubSubHandler } from './pubsub.ts';
+import { TopicIndex } from './topics.ts';
 import { createLogger, type Logger } from './log.ts';
 import { resolveOptions, type HubOptions } from './options.ts';
 import { Registry, type RegistryState } from './registry.ts';
@@ -23,6 +25,13 @@ export interface HubStats {
   refused: Record<RefusalReason, number>;
   /** Connections ended since start, by reason. */
   released: Record<CloseKind, number>;
+  /** AbortControllers handed out through `ctx.signal` and not yet aborted. */
+  signalsPending: number;
+  messagesIn: number;
+  messagesOut: number;
+  /** Messages not sent to slow consumers (policy `drop`). */
+  dropped: number;
+  topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
 }
 
 export interface ShutdownResult {
@@ -33,6 +42,17 @@ export interface ShutdownResult {
 
 export type HandlerFactory = (hub: Hub) => Handler;
 
+/** Handlers selectable by name (`--handler echo|pubsub`). */
+export const builtinHandlers: Readonly<Record<string, HandlerFactory>> = {
+  echo: () => echoHandler,
+  pubsub: (hub) => createPubSubHandler(hub),
+};
+
+export interface PublishOptions {
+  /** A connection (or its id) that should not receive this message, typically the publisher. */
+  except?: HandlerContext | string;
+}
+
 const SWEEP_INTERVAL_MS = 1000;
 
 export class Hub implements HubCore {
@@ -40,7 +60,9 @@ export class Hub implements HubCore {
   readonly registry: Registry;
   readonly handler: Handler;
   readonly log: Logger;
+  readonly topics = new TopicIndex();
   readonly startedAt = Date.now();
+  #fanOut: FanOut | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
 
@@ -77,9 +99,34 @@ export class Hub implements HubCore {
     if (typeof spec === 'string') {
       const builtin = builtinHandlers[spec];
       if (!builtin) throw new HubError('ERR_INVALID_OPTION', `option handler must be one of ${Object.keys(builtinHandlers).join(', ')} or a handler object (got ${JSON.stringify(spec)})`);
-      return builtin;
+      return builtin(this);
     }
     return spec;
+  }
+
+  /** The serving runtime's fan-out fast path (set by createApp). */
+  useFanOut(fanOut: FanOut | undefined): void {
+    this.#fanOut = fanOut;
+  }
+
+  /**
+   * Sends a message to every local subscriber of `topic`, encoding it once (on Node, one WebSocket
+   * frame written to every socket). `data` may be a function of the topic's next sequence number,
+   * for envelopes that carry it. Returns how many sockets it was handed to.
+   */
+  publish(topic: string, data: MessageData | ((seq: number) => MessageData), options: PublishOptions = {}): number {
+    const t = this.topics.get(topic);
+    if (!t) return 0;
+    const seq = ++t.seq;
+    const payload = typeof data === 'function' ? data(seq) : data;
+    const fanOut = this.#fanOut;
+    const prepared = fanOut ? fanOut.prepare(payload) : undefined;
+    const except = typeof options.except === 'string' ? this.registry.liveConnections.get(options.except) : options.except;
+    let delivered = 0;
+    for (const conn of t.subscribers) {
+      if (conn !== except && conn.deliver(fanOut, payload, prepared)) delivered++;
+    }
+    return delivered;
   }
 
   /** A live connection by id. */
@@ -104,6 +151,11 @@ export class Hub implements HubCore {
       accepted: r.accepted,
       refused: { ...r.refused },
       released: { ...r.released },
+      signalsPending: r.signalsPending,
+      messagesIn: r.messagesIn,
+      messagesOut: r.messagesOut,
+      dropped: r.dropped,
+      topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20) },
     };
   }
 

@@ -42,9 +42,13 @@ export interface HubOptions {
   perMessageDeflate: boolean;
   /** Milliseconds a client may take to send its request headers before the connection is dropped. @default 10000 */
   headersTimeout: number;
+  /** Bytes a socket may have queued for sending before it counts as a slow consumer. 0 = no limit. @default 1048576 */
+  maxBackpressure: number;
+  /** What happens to a slow consumer: `close` it (1013) or `drop` messages for it (counted; it sees a gap in sequence numbers). @default 'close' */
+  slowConsumer: 'close' | 'drop';
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
-  /** Handler: `'echo'` (the default), or (CLI) a path to a module exporting one. @default 'echo' */
+  /** Handler: `'echo'` (the default), `'pubsub'` (the JSON topic protocol), a Handler, or (CLI) a path to a module exporting one. @default 'echo' */
   handler: string | Handler | ((hub: unknown) => Handler | Promise<Handler>);
 }
 
@@ -111,6 +115,16 @@ function bytes(min: number, max: number) {
       return m && unit ? inRange(Math.round(Number(m[1]) * unit), min, max) : undefined;
     },
     check: (value: unknown): value is number => typeof value === 'number' && inRange(value, min, max) !== undefined,
+  };
+}
+
+/** 0 (off) or a size in [min, max]. */
+function bytesOrOff(min: number, max: number) {
+  const b = bytes(min, max);
+  return {
+    accepts: `0 (off) or ${b.accepts}`,
+    parse: (text: string) => (text.trim() === '0' ? 0 : b.parse(text)),
+    check: (value: unknown): value is number => value === 0 || b.check(value),
   };
 }
 
@@ -203,11 +217,19 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     flag: '--headers-timeout', env: ['HUBBUB_HEADERS_TIMEOUT'], default: 10_000,
     doc: 'a client slower than this to send its request headers is dropped', ...duration(100, 600_000),
   },
+  maxBackpressure: {
+    flag: '--max-backpressure', env: ['HUBBUB_MAX_BACKPRESSURE'], default: 1024 * 1024,
+    doc: 'bytes queued for a socket before it is a slow consumer (0 = no limit)', ...bytesOrOff(1024, 1024 ** 3),
+  },
+  slowConsumer: {
+    flag: '--slow-consumer', env: ['HUBBUB_SLOW_CONSUMER'], default: 'close',
+    doc: 'slow consumer policy: close (1013) or drop messages (counted)', ...oneOf(['close', 'drop'] as const),
+  },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(['debug', 'info', 'warn', 'error', 'silent'] as const) },
   handler: {
     flag: '--handler', env: ['HUBBUB_HANDLER'], default: 'echo',
-    doc: "'echo', or a path to an ES module whose default export is a handler (or a function (hub) => handler)",
-    accepts: "'echo' or a module path",
+    doc: "'echo', 'pubsub', or a path to an ES module whose default export is a handler (or a function (hub) => handler)",
+    accepts: "'echo', 'pubsub' or a module path",
     parse: (text) => (text.length > 0 ? text : undefined),
     check: (value): value is HubOptions['handler'] =>
       (typeof value === 'string' && value.length > 0) || typeof value === 'function' || (typeof value === 'object' && value !== null),

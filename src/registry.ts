@@ -32,6 +32,8 @@ export type RegistryLimits = Readonly<
     | 'messageRate'
     | 'maxPayload'
     | 'retryAfter'
+    | 'maxBackpressure'
+    | 'slowConsumer'
   >
 >;
 
@@ -64,6 +66,13 @@ export class Registry {
   readonly released: Record<CloseKind, number> = zeroCounts(closeKinds);
   /** Heartbeats so far; a connection remembers the one during which it was last heard. */
   heartbeats = 0;
+  /** Messages received from and sent to clients (fan-out deliveries included). */
+  messagesIn = 0;
+  messagesOut = 0;
+  /** Messages not sent to slow consumers under the `drop` policy. */
+  dropped = 0;
+  /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
+  signalsPending = 0;
   /** The current one-second window of the per-connection message rate. */
   rateWindow = 0;
   readonly limits: RegistryLimits;
@@ -180,8 +189,9 @@ export class Registry {
     this.#perIp?.remove(conn.remoteAddress);
     if (conn.principal) this.#perPrincipal?.remove(conn.principal.id);
     this.released[reason.kind]++;
-    conn.abortSignal(reason);
     const core = this.#core!;
+    core.topics.unsubscribeAll(conn);
+    conn.abortSignal(reason);
     const socket = conn.socket;
     if (socket && isServerInitiated(reason.kind) && socket.readyState < 2) {
       if (isTerminated(reason.kind) && socket.terminate) safeTerminate(socket);

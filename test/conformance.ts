@@ -10,7 +10,7 @@
 // `denoAnswers` below, so the Deno run still fails if Deno's behaviour changes.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { connect, eventually, request, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, eventually, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
 import {
   Opcode,
   buildFrame,
@@ -189,10 +189,10 @@ export const frameCases: readonly FrameCase[] = [
   },
   {
     name: 'valid-close-4000-with-reason',
-    title: 'a valid close (4000 with a UTF-8 reason) → the server answers close 4000 and ends TCP',
+    title: 'a valid close (4000 with a UTF-8 reason) → the server echoes code and reason and ends TCP',
     send: () => [closeFrame(4000, 'fin ☃', { mask: KEY })],
     probe: false,
-    expected: ['close 4000 ""', 'tcp-end'],
+    expected: ['close 4000 "fin ☃"', 'tcp-end'],
   },
   {
     name: 'ping-with-payload',
@@ -272,7 +272,27 @@ export const httpCases: readonly HttpCase[] = [
  * sees the socket's `error` and `close` events, so it cannot answer these itself.
  * See the README, "Runtime differences".
  */
-export const denoAnswers: Partial<Record<CaseName, Expected>> = {};
+export const denoAnswers: Partial<Record<CaseName, Expected>> = {
+  // Deno does not require client frames to be masked: the unmasked frame is read and echoed.
+  'unmasked-client-frame': [echo('unmasked'), probeEcho],
+  // Every other frame Deno rejects: no close frame, the TCP connection is just closed (a FIN, or a
+  // RST when the probe's bytes were still unread). hubbub sees `error` then `close` without a code.
+  'rsv1-set': ['tcp-close-without-close-frame'],
+  'rsv2-set': ['tcp-close-without-close-frame'],
+  'rsv3-set': ['tcp-close-without-close-frame'],
+  'unknown-opcode-0x3': ['tcp-close-without-close-frame'],
+  'unknown-opcode-0xB': ['tcp-close-without-close-frame'],
+  'ping-126-byte-payload': ['tcp-close-without-close-frame'],
+  'fragmented-ping': ['tcp-close-without-close-frame'],
+  'continuation-without-start': ['tcp-close-without-close-frame'],
+  'text-invalid-utf8': ['tcp-close-without-close-frame'],
+  'text-invalid-utf8-across-fragments': ['tcp-close-without-close-frame'],
+  'close-1-byte-payload': ['tcp-close-without-close-frame'],
+  'close-reason-invalid-utf8': ['tcp-close-without-close-frame'],
+  // Deno answers invalid close codes (999, 1004, 1005, 1006, 1015, 2999, 5000) with close 1002 like
+  // Node, the valid closing handshakes and every valid-frame case the same, and hubbub's own
+  // handshake checks make the HTTP cases the same: no entry.
+};
 
 /** The expectation for `name` on this target: Node's strict answer, or the documented Deno answer. */
 export function expectedFor(target: RuntimeTarget, name: CaseName, strict: Expected): { expected: Expected; documented: boolean } {
@@ -284,10 +304,11 @@ export function expectedFor(target: RuntimeTarget, name: CaseName, strict: Expec
  * Records what the server sends: one line per frame (see describeFrame), until
  *  - a close frame: then 'tcp-end' / 'tcp-reset' when the server ends TCP within AFTER_CLOSE_MS,
  *    or 'tcp still open' (we do not answer the close frame: the server must end TCP by itself);
- *  - the end of TCP without a close frame: 'tcp-close-without-close-frame' (FIN) or
- *    'tcp-reset-without-close-frame' (RST);
+ *  - the end of TCP without a close frame: 'tcp-close-without-close-frame' (FIN or RST: which one
+ *    depends on whether our later bytes were still unread when the server closed, a race);
  *  - the echo of the probe;
  *  - QUIET_MS of silence: 'silent'.
+ * Server pings (the heartbeat) may come at any time and are left out.
  */
 export async function transcript(conn: RawConnection, quietMs = QUIET_MS): Promise<string[]> {
   const lines: string[] = [];
@@ -302,9 +323,10 @@ export async function transcript(conn: RawConnection, quietMs = QUIET_MS): Promi
       return lines;
     }
     if (event.type === 'tcp-close') {
-      lines.push(event.how === 'end' ? 'tcp-close-without-close-frame' : `tcp-${event.how}-without-close-frame`);
+      lines.push('tcp-close-without-close-frame');
       return lines;
     }
+    if (event.frame.opcode === Opcode.PING && event.frame.fin && !event.frame.masked) continue;
     const line = describeFrame(event.frame);
     lines.push(line);
     if (event.frame.opcode === Opcode.CLOSE) {
@@ -335,13 +357,17 @@ export async function runHttpCase(url: string, c: HttpCase, wsPath = '/ws'): Pro
   return { status: response.status, headers: response.headers };
 }
 
+const releasedTotal = (s: Stats) => Object.values(s.released).reduce((a, b) => a + b, 0);
+
 const isTranscript = (e: Expected): e is Transcript => Array.isArray(e);
 
 export function runConformance(target: RuntimeTarget): void {
   describe(`${target.name}: RFC 6455 conformance over raw frames`, { timeout: 180_000 }, () => {
     let server: ServerProcess;
+    let initial: Stats;
     before(async () => {
       server = await startServer(target);
+      initial = await server.stats();
     });
     after(() => server.stop());
 
@@ -374,8 +400,11 @@ export function runConformance(target: RuntimeTarget): void {
       const ws = await connect(server.wsUrl);
       assert.equal(await request(ws, 'still here'), `${PREFIX}still here`);
       ws.close();
-      const end = await eventually(server.stats, (s) => s.live === 0 && s.reserved === 0, 5000);
+      const end = await eventually(server.stats, (s) => s.live === 0 && s.reserved === 0 && releasedTotal(s) - releasedTotal(initial) === s.accepted - initial.accepted, 5000);
       assert.deepEqual([end.live, end.reserved], [0, 0]);
+      // At least one connection per frame case and the normal client (refused upgrades may be admitted first).
+      assert.ok(end.accepted - initial.accepted >= frameCases.length + 1, `admitted ${end.accepted - initial.accepted}`);
+      assert.equal(releasedTotal(end) - releasedTotal(initial), end.accepted - initial.accepted, 'every admitted connection released exactly once');
       assert.equal(server.child.exitCode, null, 'the server is still running');
     });
   });

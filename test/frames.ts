@@ -250,7 +250,8 @@ export class RawConnection {
   #onEnd(how: TcpEnd, error?: string): void {
     if (this.#tcpEnd) return;
     this.#tcpEnd = how;
-    if (!this.#broken && this.#parser.pending) this.#emit({ type: 'malformed', error: `${this.#parser.pending} bytes of an incomplete frame before the TCP end` });
+    // A server that ends TCP (FIN) in the middle of a frame is broken; a reset or our own close may cut one.
+    if (how === 'end' && !this.#broken && this.#parser.pending) this.#emit({ type: 'malformed', error: `${this.#parser.pending} bytes of an incomplete frame before the server's FIN` });
     this.#emit(error ? { type: 'tcp-close', how, error } : { type: 'tcp-close', how });
   }
 

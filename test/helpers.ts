@@ -65,6 +65,11 @@ export interface Stats {
   accepted: number;
   refused: Record<string, number>;
   released: Record<string, number>;
+  signalsPending: number;
+  messagesIn: number;
+  messagesOut: number;
+  dropped: number;
+  topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
 }
 
 const running = new Set<ServerProcess>();

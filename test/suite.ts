@@ -18,6 +18,7 @@ import {
   type ServerProcess,
 } from './helpers.ts';
 import { runProtections } from './protections.ts';
+import { runPubSub } from './pubsub.ts';
 
 const PREFIX = 'Server received: ';
 
@@ -32,6 +33,7 @@ function hostOf(url: string): string {
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
+  runPubSub(target);
   describe(`${target.name}: echo and routes`, { timeout: 90_000 }, () => {
     let server: ServerProcess;
     before(async () => {
@@ -272,6 +274,8 @@ export function runSuite(target: RuntimeTarget): void {
       const extra = await watch.messages.next(300).catch(() => null);
       assert.equal(extra, null);
       watch.ws.close();
+      const stats = await eventually(server.stats, (s) => s.live === 0);
+      assert.equal(stats.signalsPending, 0, 'every AbortController handed out was aborted');
     });
 
     it('hub.close(id) kicks a connection: close 4000 and reason kicked', async () => {

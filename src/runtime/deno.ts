@@ -61,6 +61,16 @@ export function serveDeno(hub: Hub): Promise<DenoServer> {
     runtime: 'deno',
     upgradeWebSocket: createDenoWebSocket(hub.options) as never,
     remoteAddress: (c) => ((c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr?.hostname ?? 'unknown'),
+    processStats: () => {
+      const m = Deno.memoryUsage();
+      return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external };
+    },
+    collectGarbage: () => {
+      // Deno exposes gc() when started with --v8-flags=--expose-gc.
+      const gc = (globalThis as { gc?: () => void }).gc;
+      gc?.();
+      return gc !== undefined;
+    },
   });
   return new Promise((resolve, reject) => {
     try {

@@ -17,9 +17,12 @@ import { defineWebSocketHelper, type WSEvents } from 'hono/ws';
 import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
+import * as wsExports from 'ws';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { createApp } from '../app.ts';
 import { runCli, type ServedHub } from '../cli.ts';
+import type { FanOut, SocketLike } from '../connection.ts';
+import type { MessageData } from '../handler.ts';
 import { checkHandshake } from '../handshake.ts';
 import type { Hub } from '../hub.ts';
 
@@ -170,6 +173,39 @@ async function writeResponse(socket: Duplex, response: Response): Promise<void> 
   socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]));
 }
 
+interface PreparedFrame {
+  readonly data: MessageData;
+  /** One complete unmasked WebSocket frame, shared by every socket it is written to. */
+  readonly frame: Buffer;
+}
+// ws exports its Sender (the framer) but @types/ws does not declare it.
+const { Sender } = wsExports as unknown as { Sender: { frame(data: Buffer, options: object): Buffer[] } };
+
+interface SenderState {
+  _state: number;
+  _queue: unknown[];
+}
+
+/**
+ * Fan-out on Node: encode and frame a message once, then write the same bytes to every socket,
+ * instead of `ws.send` encoding and framing it again for each one. Falls back to `ws.send` for a
+ * socket whose sender is busy (compressing, or holding queued frames), so order is kept.
+ */
+export const nodeFanOut: FanOut<PreparedFrame> = {
+  prepare(data) {
+    const text = typeof data === 'string';
+    const bytes = text ? Buffer.from(data) : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    const parts = Sender.frame(bytes, { fin: true, opcode: text ? 1 : 2, mask: false, readOnly: false, rsv1: false });
+    return { data, frame: parts.length === 1 ? parts[0]! : Buffer.concat(parts) };
+  },
+  sendPrepared(socket: SocketLike, prepared) {
+    const ws = socket as unknown as WebSocket & { _sender: SenderState; _socket: Duplex };
+    const sender = ws._sender;
+    if (ws.readyState === 1 && sender._state === 0 && sender._queue.length === 0) ws._socket.write(prepared.frame);
+    else ws.send(prepared.data);
+  },
+};
+
 function remoteAddress(incoming: IncomingMessage | undefined): string {
   const address = incoming?.socket?.remoteAddress;
   if (!address) return 'unknown';
@@ -190,7 +226,26 @@ export function serveNode(hub: Hub): Promise<NodeServer> {
     runtime: 'node',
     upgradeWebSocket: upgradeWebSocket as never,
     remoteAddress: (c) => remoteAddress((c.env as NodeEnv | undefined)?.incoming),
+    fanOut: nodeFanOut,
+    processStats: () => {
+      const m = process.memoryUsage();
+      const internals = process as unknown as { _getActiveHandles?: () => unknown[] };
+      return {
+        rssBytes: m.rss,
+        heapUsedBytes: m.heapUsed,
+        externalBytes: m.external,
+        activeHandles: internals._getActiveHandles?.().length ?? -1,
+        upgradeListeners: serverRef?.listenerCount('upgrade') ?? 0,
+        processListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM'),
+      };
+    },
+    collectGarbage: () => {
+      const gc = (globalThis as { gc?: () => void }).gc;
+      gc?.();
+      return gc !== undefined;
+    },
   });
+  let serverRef: Server | undefined;
   return new Promise((resolve, reject) => {
     const server = serve({
       fetch: app.fetch,
@@ -204,6 +259,7 @@ export function serveNode(hub: Hub): Promise<NodeServer> {
         connectionsCheckingInterval: Math.min(1000, headersTimeout),
       },
     }) as Server;
+    serverRef = server;
     server.once('error', reject);
     server.once('listening', () => {
       server.removeListener('error', reject);

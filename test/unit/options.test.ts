@@ -40,3 +40,14 @@ describe('options', () => {
     assert.equal(VERSION, pkg.version);
   });
 });
+
+describe('documentation', () => {
+  it('the README flags table lists every option with its flag and environment variable', async () => {
+    const { optionSpecs } = await import('../../src/options.ts');
+    const readme = readFileSync(`${root}/README.md`, 'utf8');
+    for (const spec of Object.values(optionSpecs)) {
+      assert.ok(readme.includes(`| \`${spec.flag}\` |`), `README lists ${spec.flag}`);
+      for (const env of spec.env) assert.ok(readme.includes(`\`${env}\``), `README names ${env}`);
+    }
+  });
+});

@@ -7,6 +7,7 @@ import type { Handler } from '../../src/handler.ts';
 import { createHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
 import { Registry, type RegistryLimits } from '../../src/registry.ts';
+import { TopicIndex } from '../../src/topics.ts';
 import { Connection } from '../../src/connection.ts';
 import { resolveOptions } from '../../src/options.ts';
 
@@ -27,7 +28,7 @@ function setup(limit = 2, handler: Handler = {}, now = () => 0, limits: Partial<
   const lines: string[] = [];
   const log = createLogger('debug', (l) => lines.push(l));
   const registry = new Registry({ ...resolveOptions({ maxConnections: limit, handshakeTimeout: 1000 }), ...limits }, { now });
-  registry.attach({ registry, handler, log });
+  registry.attach({ registry, handler, log, topics: new TopicIndex() });
   return { registry, lines };
 }
 
@@ -176,6 +177,115 @@ describe('registry', () => {
     const logged = lines.map((l) => JSON.parse(l)).find((r) => r.event === 'handler.error');
     assert.equal(logged.id, conn.id);
     assert.equal(logged.error.message, 'boom');
+  });
+});
+
+describe('registry limits', () => {
+  it('per-address and per-principal caps count reservations and open sockets, and free on release', () => {
+    const { registry } = setup(10, {}, () => 0, { maxConnectionsPerIp: 2, maxConnectionsPerPrincipal: 1 });
+    const a = reserve(registry, '10.0.0.1', { id: 'alice' });
+    reserve(registry, '10.0.0.1');
+    assert.equal(registry.screen('10.0.0.1')?.reason, 'ip-limit');
+    assert.equal((registry.admit('10.0.0.1') as { reason: string }).reason, 'ip-limit');
+    assert.equal((registry.admit('10.0.0.2', { id: 'alice' }) as { reason: string }).reason, 'principal-limit');
+    registry.release(a, closeReason('client-close', 1000));
+    reserve(registry, '10.0.0.1', { id: 'alice' });
+    assert.equal(registry.refused['ip-limit'], 2);
+    assert.equal(registry.refused['principal-limit'], 1);
+  });
+
+  it('upgrade rate: a token bucket, burst = one second, Retry-After from the refill time', () => {
+    let now = 0;
+    const { registry } = setup(100, {}, () => now, { upgradeRate: 2, upgradeRatePerIp: 0 });
+    assert.equal(registry.screen('a'), undefined);
+    assert.equal(registry.screen('a'), undefined);
+    assert.deepEqual(registry.screen('a'), { reason: 'rate-limited', retryAfter: 1 });
+    now = 500; // one token back
+    assert.equal(registry.screen('a'), undefined);
+    assert.equal(registry.screen('a')?.reason, 'rate-limited');
+  });
+
+  it('per-address upgrade rate keeps a bucket per address and prunes refilled ones', () => {
+    let now = 0;
+    const { registry } = setup(100, {}, () => now, { upgradeRatePerIp: 1 });
+    assert.equal(registry.screen('a'), undefined);
+    assert.equal(registry.screen('a')?.reason, 'rate-limited');
+    assert.equal(registry.screen('b'), undefined);
+    now = 5000;
+    registry.nextRateWindow(now);
+    assert.equal(registry.screen('a'), undefined);
+  });
+
+  it('heartbeat pings live sockets and drops one silent for two intervals with reason idle (terminated, no close frame)', () => {
+    const { registry } = setup(5);
+    const quiet = reserve(registry);
+    const chatty = reserve(registry);
+    let pings = 0;
+    let terminated = 0;
+    const mk = () => {
+      const { socket, calls } = fakeSocket();
+      socket.ping = () => void pings++;
+      socket.terminate = () => void terminated++;
+      return { socket, calls };
+    };
+    const q = mk();
+    quiet.onOpen(undefined, q.socket);
+    chatty.onOpen(undefined, mk().socket);
+    assert.equal(registry.heartbeat(), 0);
+    chatty.onPong();
+    assert.equal(registry.heartbeat(), 0);
+    chatty.onMessage({ data: 'x' }, mk().socket);
+    assert.equal(registry.heartbeat(), 1);
+    assert.equal(quiet.releaseReason?.kind, 'idle');
+    assert.equal(terminated, 1);
+    assert.equal(q.calls.close.length, 0);
+    assert.equal(chatty.state, ConnectionState.Open);
+    assert.equal(pings, 5);
+  });
+
+  it('message rate: over the limit in one window closes with 1008; a new window starts afresh', () => {
+    let now = 0;
+    const { registry } = setup(5, { onMessage: () => {} }, () => now, { messageRate: 3 });
+    const conn = reserve(registry);
+    const { socket, calls } = fakeSocket();
+    conn.onOpen(undefined, socket);
+    for (let i = 0; i < 3; i++) conn.onMessage({ data: 'x' }, socket);
+    now = 1000;
+    registry.nextRateWindow(now);
+    for (let i = 0; i < 3; i++) conn.onMessage({ data: 'x' }, socket);
+    assert.equal(conn.state, ConnectionState.Open);
+    conn.onMessage({ data: 'x' }, socket);
+    assert.equal(conn.releaseReason?.kind, 'rate-limited');
+    assert.equal(calls.close[0]?.[0], 1008);
+  });
+
+  it('max payload is measured in UTF-8 bytes for text', () => {
+    const { registry } = setup(5, { onMessage: () => {} }, () => 0, { maxPayload: 6 });
+    const conn = reserve(registry);
+    const { socket, calls } = fakeSocket();
+    conn.onOpen(undefined, socket);
+    conn.onMessage({ data: '☃☃' }, socket); // 6 bytes
+    assert.equal(conn.state, ConnectionState.Open);
+    conn.onMessage({ data: new Uint8Array(6) }, socket);
+    assert.equal(conn.state, ConnectionState.Open);
+    conn.onMessage({ data: 'ab☃☃' }, socket); // 8 bytes
+    assert.equal(conn.releaseReason?.kind, 'message-too-big');
+    assert.equal(calls.close[0]?.[0], 1009);
+  });
+});
+
+describe('origin matcher', () => {
+  it('matches exact origins and *. wildcards, case-insensitively; no Origin passes', async () => {
+    const { originMatcher } = await import('../../src/app.ts');
+    const allowed = originMatcher(['https://good.example', 'https://*.corp.example']);
+    assert.equal(allowed('https://good.example'), true);
+    assert.equal(allowed('HTTPS://GOOD.EXAMPLE'), true);
+    assert.equal(allowed('https://a.b.corp.example'), true);
+    assert.equal(allowed('https://corp.example'), false);
+    assert.equal(allowed('https://evilcorp.example'), false);
+    assert.equal(allowed('http://good.example'), false);
+    assert.equal(allowed(undefined), true);
+    assert.equal(originMatcher([])('https://anything'), true);
   });
 });
 

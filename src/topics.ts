@@ -1,0 +1,77 @@
+// The local topic index: who is subscribed to what, and each topic's sequence number.
+// Runtime-free. A connection's own topic set lets the registry's release unsubscribe it in O(its topics).
+import type { Connection } from './connection.ts';
+
+export interface Topic {
+  readonly name: string;
+  readonly subscribers: Set<Connection>;
+  /** Sequence number of the last message published on this topic (per process, from 1). */
+  seq: number;
+}
+
+const MAX_TOPIC_LENGTH = 256;
+
+/** Topic names: 1–256 characters, no control characters. */
+export function isValidTopic(topic: unknown): topic is string {
+  // eslint-disable-next-line no-control-regex
+  return typeof topic === 'string' && topic.length > 0 && topic.length <= MAX_TOPIC_LENGTH && !/[\u0000-\u001f\u007f]/.test(topic);
+}
+
+export class TopicIndex {
+  readonly #topics = new Map<string, Topic>();
+  /** Subscriptions across all topics. */
+  subscriptions = 0;
+
+  /** Adds the connection to the topic. False if it was already subscribed. */
+  subscribe(conn: Connection, name: string): boolean {
+    let topic = this.#topics.get(name);
+    if (!topic) {
+      topic = { name, subscribers: new Set(), seq: 0 };
+      this.#topics.set(name, topic);
+    }
+    if (topic.subscribers.has(conn)) return false;
+    topic.subscribers.add(conn);
+    (conn.topics ??= new Set()).add(name);
+    this.subscriptions++;
+    return true;
+  }
+
+  /** Removes the connection from the topic. False if it was not subscribed. */
+  unsubscribe(conn: Connection, name: string): boolean {
+    const topic = this.#topics.get(name);
+    if (!topic || !topic.subscribers.delete(conn)) return false;
+    conn.topics?.delete(name);
+    this.subscriptions--;
+    if (topic.subscribers.size === 0) this.#topics.delete(name);
+    return true;
+  }
+
+  /** Removes the connection from every topic (called from the registry's release). */
+  unsubscribeAll(conn: Connection): void {
+    const names = conn.topics;
+    if (!names) return;
+    for (const name of names) {
+      const topic = this.#topics.get(name);
+      if (!topic || !topic.subscribers.delete(conn)) continue;
+      this.subscriptions--;
+      if (topic.subscribers.size === 0) this.#topics.delete(name);
+    }
+    conn.topics = undefined;
+  }
+
+  get(name: string): Topic | undefined {
+    return this.#topics.get(name);
+  }
+
+  get size(): number {
+    return this.#topics.size;
+  }
+
+  /** The largest topics by subscribers, for /stats. */
+  largest(limit: number): { topic: string; subscribers: number; seq: number }[] {
+    return [...this.#topics.values()]
+      .sort((a, b) => b.subscribers.size - a.subscribers.size)
+      .slice(0, limit)
+      .map((t) => ({ topic: t.name, subscribers: t.subscribers.size, seq: t.seq }));
+  }
+}

@@ -1,0 +1,220 @@
+// Black-box tests of topics and the JSON pubsub protocol (`--handler pubsub`), on every runtime.
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import type WebSocket from 'ws';
+import { connect, eventually, inbox, rawRequest, sleep, startServer, upgradeHeaders, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+
+interface Envelope {
+  type: string;
+  topic?: string;
+  seq?: number;
+  data?: unknown;
+  from?: string;
+  code?: string;
+  delivered?: number;
+  id?: unknown;
+}
+
+/** A pubsub client: JSON in, JSON out, every message buffered. */
+async function client(url: string) {
+  const ws = await connect(url);
+  const messages = inbox(ws);
+  const next = async (timeoutMs?: number) => JSON.parse(await messages.next(timeoutMs)) as Envelope;
+  const send = (msg: unknown) => ws.send(typeof msg === 'string' ? msg : JSON.stringify(msg));
+  const call = async (msg: unknown) => {
+    send(msg);
+    return next();
+  };
+  return { ws, next, send, call };
+}
+
+function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+}
+
+/** One masked client text frame, for raw sockets. */
+function textFrame(text: string): Buffer {
+  const payload = Buffer.from(text);
+  const mask = Buffer.from([9, 8, 7, 6]);
+  const masked = Buffer.from(payload.map((b, i) => b ^ mask[i & 3]!));
+  const head = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
+  return Buffer.concat([head, mask, masked]);
+}
+
+export function runPubSub(target: RuntimeTarget): void {
+  describe(`${target.name}: topics and the pubsub protocol`, { timeout: 90_000 }, () => {
+    let server: ServerProcess;
+    before(async () => {
+      server = await startServer(target, ['--handler', 'pubsub']);
+    });
+    after(() => server.stop());
+
+    it('subscribe, publish to every subscriber with a sequence number, unsubscribe', async () => {
+      const a = await client(server.wsUrl);
+      const b = await client(server.wsUrl);
+      assert.deepEqual(await a.call({ type: 'subscribe', topic: 'room' }), { type: 'subscribed', topic: 'room', seq: 0 });
+      assert.equal((await b.call({ type: 'subscribe', topic: 'room' })).type, 'subscribed');
+      const stats = await server.stats();
+      assert.deepEqual(stats.topics.largest, [{ topic: 'room', subscribers: 2, seq: 0 }]);
+
+      a.send({ type: 'publish', topic: 'room', data: { text: 'héllo ☃' }, id: 'p1' });
+      const [m1, ack] = [await a.next(), await a.next()];
+      assert.deepEqual(m1, { type: 'message', topic: 'room', seq: 1, data: { text: 'héllo ☃' }, from: m1.from });
+      assert.deepEqual(ack, { type: 'published', id: 'p1', topic: 'room', seq: 1, delivered: 2 });
+      assert.deepEqual(await b.next(), m1);
+
+      assert.deepEqual(await b.call({ type: 'unsubscribe', topic: 'room' }), { type: 'unsubscribed', topic: 'room' });
+      a.send({ type: 'publish', topic: 'room', data: 2 });
+      assert.equal((await a.next()).seq, 2);
+      assert.equal(await b.next(300).catch(() => 'nothing'), 'nothing');
+      a.ws.close();
+      b.ws.close();
+    });
+
+    it('malformed messages get error envelopes and the socket stays open', async () => {
+      const c = await client(server.wsUrl);
+      const cases: [unknown, string][] = [
+        ['{not json', 'bad-json'],
+        ['[1,2]', 'bad-message'],
+        [{ type: 'dance', topic: 'x' }, 'unknown-type'],
+        [{ type: 'subscribe' }, 'bad-topic'],
+        [{ type: 'subscribe', topic: '' }, 'bad-topic'],
+        [{ type: 'subscribe', topic: 'x'.repeat(257) }, 'bad-topic'],
+        [{ type: 'subscribe', topic: '$system' }, 'forbidden'],
+        [{ type: 'publish', topic: '$system', data: 1 }, 'forbidden'],
+        [{ type: 'publish', topic: 'room' }, 'bad-message'],
+      ];
+      for (const [msg, code] of cases) {
+        const reply = await c.call(msg);
+        assert.equal(reply.type, 'error', JSON.stringify(msg));
+        assert.equal(reply.code, code, JSON.stringify(msg));
+      }
+      c.ws.send(Buffer.from([1, 2, 3]));
+      assert.equal((await c.next()).code, 'binary-unsupported');
+      assert.deepEqual(await c.call({ type: 'ping' }), { type: 'pong' });
+      assert.equal((await c.call({ type: 'subscribe', topic: 'still-open' })).type, 'subscribed');
+      c.ws.close();
+    });
+
+    it('messages from one publisher arrive in order and gapless at every subscriber', async () => {
+      const subscribers = await Promise.all(Array.from({ length: 4 }, () => client(server.wsUrl)));
+      for (const s of subscribers) assert.equal((await s.call({ type: 'subscribe', topic: 'ordered' })).type, 'subscribed');
+      const publisher = await client(server.wsUrl);
+      const N = 1000;
+      for (let i = 1; i <= N; i++) publisher.send({ type: 'publish', topic: 'ordered', data: i });
+      await Promise.all(
+        subscribers.map(async (s) => {
+          for (let i = 1; i <= N; i++) {
+            const m = await s.next();
+            assert.equal(m.seq, i);
+            assert.equal(m.data, i);
+          }
+        }),
+      );
+      for (const s of [...subscribers, publisher]) s.ws.close();
+    });
+
+    it('abrupt closes unsubscribe: the topic index forgets the socket', async () => {
+      const keeper = await client(server.wsUrl);
+      await keeper.call({ type: 'subscribe', topic: 'abrupt' });
+      const goners = await Promise.all(Array.from({ length: 10 }, () => client(server.wsUrl)));
+      for (const g of goners) await g.call({ type: 'subscribe', topic: 'abrupt' });
+      for (const g of goners) (g.ws as unknown as { _socket: import('node:net').Socket })._socket.resetAndDestroy();
+      await eventually(server.stats, (s) => s.live === 1);
+      keeper.send({ type: 'publish', topic: 'abrupt', data: 'x', id: 1 });
+      const replies = [await keeper.next(), await keeper.next()];
+      assert.equal(replies.find((r) => r.type === 'published')?.delivered, 1);
+      keeper.ws.close();
+      const stats = await eventually(server.stats, (s) => s.live === 0);
+      assert.equal(stats.topics.subscriptions, 0);
+      assert.equal(stats.topics.count, 0);
+    });
+  });
+
+  describe(`${target.name}: slow consumers`, { timeout: 120_000 }, () => {
+    /**
+     * A subscriber that stops reading: a raw socket that subscribes and then never reads again.
+     * Returns a function that starts reading again and collects the sequence numbers it gets.
+     */
+    async function stalledSubscriber(server: ServerProcess, topic: string) {
+      const { socket, rest } = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host));
+      socket.setNoDelay(true);
+      socket.write(textFrame(JSON.stringify({ type: 'subscribe', topic })));
+      await sleep(200);
+      socket.pause();
+      return { socket, rest };
+    }
+
+    async function publishBurst(publisher: Awaited<ReturnType<typeof client>>, topic: string, count: number, size: number) {
+      const blob = 'x'.repeat(size);
+      for (let i = 1; i <= count; i++) {
+        publisher.send({ type: 'publish', topic, data: { i, blob } });
+        if (i % 8 === 0) await sleep(1); // the healthy reader shares this process: let it read
+      }
+    }
+
+    async function healthyReads(s: Awaited<ReturnType<typeof client>>, count: number) {
+      for (let i = 1; i <= count; i++) {
+        const m = await s.next(20_000);
+        assert.equal(m.seq, i, 'a healthy subscriber gets every message, in order, with no gap');
+      }
+    }
+
+    it('policy close (default): the stalled socket is closed with 1013, healthy ones get everything, memory stays bounded', async () => {
+      const server = await startServer(target, ['--handler', 'pubsub', '--max-backpressure', '512KiB']);
+      try {
+        const healthy = await client(server.wsUrl);
+        await healthy.call({ type: 'subscribe', topic: 'firehose' });
+        const stalled = await stalledSubscriber(server, 'firehose');
+        const publisher = await client(server.wsUrl);
+        const rssBefore = rssKiB(server.child.pid!);
+        const COUNT = 1500;
+        const reading = healthyReads(healthy, COUNT);
+        await publishBurst(publisher, 'firehose', COUNT, 16 * 1024); // ~24 MiB
+        await reading;
+        const stats = await eventually(server.stats, (s) => s.released['slow-consumer'] === 1, 10_000);
+        assert.equal(stats.released['slow-consumer'], 1);
+        const grew = rssKiB(server.child.pid!) - rssBefore;
+        assert.ok(grew < 64 * 1024, `server RSS grew by ${grew} KiB while 24 MiB went to a stalled reader`);
+        stalled.socket.destroy();
+        healthy.ws.close();
+        publisher.ws.close();
+      } finally {
+        await server.stop();
+      }
+    });
+
+    it('policy drop: messages for the stalled socket are dropped and counted; it sees a gap', async () => {
+      const server = await startServer(target, ['--handler', 'pubsub', '--max-backpressure', '512KiB', '--slow-consumer', 'drop']);
+      try {
+        const healthy = await client(server.wsUrl);
+        await healthy.call({ type: 'subscribe', topic: 'firehose' });
+        const stalled = await stalledSubscriber(server, 'firehose');
+        const publisher = await client(server.wsUrl);
+        const COUNT = 1500;
+        const reading = healthyReads(healthy, COUNT);
+        await publishBurst(publisher, 'firehose', COUNT, 16 * 1024);
+        await reading;
+        const stats = await server.stats();
+        assert.ok(stats.dropped > 0, 'messages were dropped for the stalled socket');
+        assert.equal(stats.live, 3, 'nobody was closed under the drop policy');
+        // The stalled reader resumes: what it gets has a gap in the sequence numbers.
+        const chunks: Buffer[] = [stalled.rest];
+        stalled.socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+        stalled.socket.resume();
+        await sleep(1500);
+        const seqs = [...Buffer.concat(chunks).toString('latin1').matchAll(/"seq":(\d+)/g)].map((m) => Number(m[1]));
+        const distinct = [...new Set(seqs)].sort((a, b) => a - b);
+        assert.ok(distinct.length > 0 && distinct.length < COUNT, `stalled reader got ${distinct.length} of ${COUNT}`);
+        stalled.socket.destroy();
+        healthy.ws.close();
+        publisher.ws.close();
+      } finally {
+        await server.stop();
+      }
+    });
+  });
+}
+
+export type { WebSocket };
