@@ -27,6 +27,7 @@ export interface CliHost {
 }
 
 const signalNumber = { SIGINT: 2, SIGTERM: 15 } as const;
+const LISTENER_CLOSE_GRACE_MS = 1000;
 
 /** A handler given on the command line: a built-in name or a module path (default export). */
 async function loadHandler(spec: string, cwd: string): Promise<HubOptions['handler']> {
@@ -93,7 +94,9 @@ export async function runCli(host: CliHost): Promise<void> {
     hub.log.info('signal', { signal });
     hub
       .shutdown()
-      .then(() => served.close())
+      // Stopping the listener can hang on connections the runtime never hands over (Deno keeps a
+      // socket whose client vanished mid-handshake): give it a moment, then exit regardless.
+      .then(() => Promise.race([served.close(), new Promise<void>((resolve) => setTimeout(resolve, LISTENER_CLOSE_GRACE_MS))]))
       .then(
         () => host.exit(0),
         (error) => {

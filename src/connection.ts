@@ -55,6 +55,10 @@ interface CloseEventLike {
   readonly reason?: string;
 }
 
+/** How long a send queue may stay over `maxBackpressure`, and how far over it may go, before the slow-consumer policy applies. */
+const SLOW_CONSUMER_GRACE_MS = 1000;
+const SLOW_CONSUMER_HARD_FACTOR = 4;
+
 export class Connection implements HandlerContext {
   readonly id: string;
   readonly remoteAddress: string;
@@ -69,6 +73,8 @@ export class Connection implements HandlerContext {
   topics: Set<string> | undefined = undefined;
   /** The registry heartbeat during which the peer was last heard (message or pong). */
   heardAt = 0;
+  /** When the send queue went over `maxBackpressure` (ms), 0 while under it. */
+  overLimitSince = 0;
   /** Messages received in the current rate window, and which window that is. */
   messagesInWindow = 0;
   rateWindow = 0;
@@ -116,14 +122,23 @@ export class Connection implements HandlerContext {
   }
 
   /**
-   * The slow-consumer limit: over `maxBackpressure` bytes queued, the message is not sent and the
-   * policy applies: `drop` counts it (the client sees a gap in sequence numbers), `close` ends the
-   * connection with 1013. Either way the server's memory for this socket stays bounded.
+   * The slow-consumer limit. A queue over `maxBackpressure` bytes that has not drained within a
+   * second, or that grows past four times the limit, makes this a slow consumer: the message is
+   * not sent and the policy applies. `drop` counts it (the client sees a gap in sequence numbers),
+   * `close` ends the connection with 1013. The grace lets a fast reader ride out a burst the server
+   * itself has not flushed yet (Deno writes asynchronously); the 4× cap bounds memory regardless.
    */
   #hasRoom(): boolean {
     const registry = this.core.registry;
     const max = registry.limits.maxBackpressure;
-    if (max === 0 || (this.socket!.bufferedAmount ?? 0) <= max) return true;
+    const queued = max === 0 ? 0 : (this.socket!.bufferedAmount ?? 0);
+    if (queued <= max) {
+      this.overLimitSince = 0;
+      return true;
+    }
+    const now = Date.now();
+    if (this.overLimitSince === 0) this.overLimitSince = now;
+    if (queued <= max * SLOW_CONSUMER_HARD_FACTOR && now - this.overLimitSince < SLOW_CONSUMER_GRACE_MS) return true;
     if (registry.limits.slowConsumer === 'drop') registry.dropped++;
     else registry.release(this, closeReason('slow-consumer', undefined, 'send queue over the limit'));
     return false;

@@ -259,9 +259,9 @@ export const httpCases: readonly HttpCase[] = [
   },
   {
     name: 'plain-get-ws',
-    title: 'a plain GET /ws without an upgrade → 426',
+    title: 'a plain GET /ws without an upgrade → 426 (Upgrade: websocket)',
     headers: () => ({ Accept: '*/*' }),
-    expected: { status: 426 },
+    expected: { status: 426, headers: { upgrade: 'websocket' } },
   },
 ];
 

@@ -150,19 +150,21 @@ export function runPubSub(target: RuntimeTarget): void {
       const blob = 'x'.repeat(size);
       for (let i = 1; i <= count; i++) {
         publisher.send({ type: 'publish', topic, data: { i, blob } });
-        if (i % 8 === 0) await sleep(1); // the healthy reader shares this process: let it read
+        if (i % 4 === 0) await sleep(1); // the healthy reader shares this process: let it read
       }
     }
 
-    async function healthyReads(s: Awaited<ReturnType<typeof client>>, count: number) {
+    async function healthyReads(server: ServerProcess, s: Awaited<ReturnType<typeof client>>, count: number) {
       for (let i = 1; i <= count; i++) {
-        const m = await s.next(20_000);
+        const m = await s.next(20_000).catch(async (error: Error) => {
+          throw new Error(`${error.message} waiting for message ${i}; server: ${JSON.stringify(await server.stats())}`);
+        });
         assert.equal(m.seq, i, 'a healthy subscriber gets every message, in order, with no gap');
       }
     }
 
     it('policy close (default): the stalled socket is closed with 1013, healthy ones get everything, memory stays bounded', async () => {
-      const server = await startServer(target, ['--handler', 'pubsub', '--max-backpressure', '512KiB']);
+      const server = await startServer(target, ['--handler', 'pubsub']); // the default limit: 1 MiB
       try {
         const healthy = await client(server.wsUrl);
         await healthy.call({ type: 'subscribe', topic: 'firehose' });
@@ -170,7 +172,7 @@ export function runPubSub(target: RuntimeTarget): void {
         const publisher = await client(server.wsUrl);
         const rssBefore = rssKiB(server.child.pid!);
         const COUNT = 1500;
-        const reading = healthyReads(healthy, COUNT);
+        const reading = healthyReads(server, healthy, COUNT);
         await publishBurst(publisher, 'firehose', COUNT, 16 * 1024); // ~24 MiB
         await reading;
         const stats = await eventually(server.stats, (s) => s.released['slow-consumer'] === 1, 10_000);
@@ -186,14 +188,14 @@ export function runPubSub(target: RuntimeTarget): void {
     });
 
     it('policy drop: messages for the stalled socket are dropped and counted; it sees a gap', async () => {
-      const server = await startServer(target, ['--handler', 'pubsub', '--max-backpressure', '512KiB', '--slow-consumer', 'drop']);
+      const server = await startServer(target, ['--handler', 'pubsub', '--max-backpressure', '1MiB', '--slow-consumer', 'drop']);
       try {
         const healthy = await client(server.wsUrl);
         await healthy.call({ type: 'subscribe', topic: 'firehose' });
         const stalled = await stalledSubscriber(server, 'firehose');
         const publisher = await client(server.wsUrl);
         const COUNT = 1500;
-        const reading = healthyReads(healthy, COUNT);
+        const reading = healthyReads(server, healthy, COUNT);
         await publishBurst(publisher, 'firehose', COUNT, 16 * 1024);
         await reading;
         const stats = await server.stats();

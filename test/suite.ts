@@ -19,6 +19,8 @@ import {
 } from './helpers.ts';
 import { runProtections } from './protections.ts';
 import { runPubSub } from './pubsub.ts';
+import { runConformance } from './conformance.ts';
+import { runFuzz } from './fuzz.ts';
 
 const PREFIX = 'Server received: ';
 
@@ -34,6 +36,8 @@ function hostOf(url: string): string {
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
   runPubSub(target);
+  runConformance(target);
+  runFuzz(target);
   describe(`${target.name}: echo and routes`, { timeout: 90_000 }, () => {
     let server: ServerProcess;
     before(async () => {
@@ -241,6 +245,15 @@ export function runSuite(target: RuntimeTarget): void {
       const ws = await connect(server.wsUrl);
       assert.equal(await request(ws, 'still here'), `${PREFIX}still here`);
       ws.close();
+    });
+
+    it('and the server still shuts down promptly on SIGTERM', async () => {
+      await eventually(server.stats, (s) => s.live === 0);
+      const started = Date.now();
+      server.child.kill('SIGTERM');
+      const { code } = await server.exited;
+      assert.equal(code, 0);
+      assert.ok(Date.now() - started < 5000, `exited after ${Date.now() - started} ms`);
     });
   });
 
