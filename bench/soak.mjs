@@ -1,20 +1,25 @@
 #!/usr/bin/env node
 // Soak test (issue 3): hundreds of thousands of connect / echo / disconnect cycles against one
 // hubbub server, then a check that the server is back where it started: no live, reserved or
-// closing connections, no AbortControllers left un-aborted, the same handles and listeners, and a
-// heap (after a forced GC) within a tolerance of the baseline.
+// closing connections, no AbortControllers left un-aborted, the same handles, listeners and open
+// fds, a heap (after a forced GC) within a tolerance of the baseline, and an exit on SIGTERM.
 //
 //   node bench/soak.mjs [--runtimes node,deno] [--cycles 200000] [--max-seconds 240]
-//                       [--clients 2] [--workers 100] [--idle 500] [--warmup 0]
+//                       [--clients 2] [--workers 100] [--idle 500] [--warmup 5000]
 //                       [--addresses 127.0.0.1,127.0.0.2,127.0.0.3,127.0.0.4]
-//                       [--heap-tolerance-mb 2] [--deno PATH] [--timeout S] [--out bench/results]
+//                       [--oversized-every 100] [--vanish-every 100] [--heap-tolerance-mb 2]
+//                       [--quiesce-seconds 30] [--term-grace-seconds 12] [--deno PATH]
+//                       [--timeout S] [--out bench/results]
 //
 // For each runtime in turn (one server process at a time):
 //   1. start the server on 127.0.0.1 port 0 with --max-connections 20000 --max-payload 16KiB
 //      --heartbeat-interval 2s --handshake-timeout 5s --log-level info and --expose-gc
 //      (node --expose-gc / deno run --v8-flags=--expose-gc);
-//   2. baseline: wait 2 s, GET /stats?gc=1 twice and keep the second;
-//      (optional --warmup N: N cycles first, then a "warm" baseline the same way, reported beside)
+//   2. baseline: wait 2 s, GET /stats?gc=1 twice and keep the second, plus the kernel's view of
+//      the server process (open fds, socket fds, TCP states on its port; /proc, Linux only);
+//      then --warmup N cycles (0 = none) and a second, "warm" baseline taken the same way: it is
+//      reported beside the cold one so that one-off warm-up growth (JIT code, lazily built
+//      module state) can be told apart from per-cycle growth; verdicts use the cold baseline;
 //   3. soak: `clients` forked load clients (bench/soak-client.mjs), each `workers` concurrent
 //      workers, share `cycles` cycles (stopping early at --max-seconds). Each cycle connects, sends
 //      one message, checks the echo and ends the socket with the next of: TCP reset, FIN without a
@@ -23,14 +28,15 @@
 //      of `idle` WebSockets is opened first, held through the soak (heartbeats every 2 s), then
 //      echo-checked and closed. /stats (no GC) is polled every 5 s for peaks;
 //   4. wait (≤ 30 s) until /stats shows live, reserved and closing all 0, wait 3 s, GET
-//      /stats?gc=1 twice, keep the second; compute deltas and verdicts;
-//   5. stop the server (SIGTERM, SIGKILL after 5 s).
+//      /stats?gc=1 twice, keep the second (and the kernel's view); compute deltas and verdicts;
+//   5. stop the server (SIGTERM; SIGKILL if it has not exited 12 s later), and record how it ended.
 // Per-runtime JSON goes to stdout as each runtime finishes, then an overall JSON (also written to
 // bench/results/soak-<timestamp>.json, gitignored). Progress goes to stderr. Loopback only.
 import { execFileSync, fork, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
+import http from 'node:http';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -60,7 +66,7 @@ function parseArgs(argv) {
     clients: 2,
     workers: 100,
     idle: 500,
-    warmup: 0,
+    warmup: 5000,
     addresses: ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'],
     oversizedEvery: 100,
     vanishEvery: 100,
@@ -159,15 +165,17 @@ function waitExit(child, ms) {
   });
 }
 // SIGTERM, then SIGKILL after `graceMs`; says how it ended and how long it took.
-async function stop(child, name, graceMs) {
+// `beforeKill` may look at the process that ignored SIGTERM (what it still holds) before SIGKILL.
+async function stop(child, name, graceMs, beforeKill) {
   if (child.exitCode !== null || child.signalCode !== null) return { how: 'already-exited', code: child.exitCode, signal: child.signalCode, ms: 0 };
   const t0 = Date.now();
   child.kill('SIGTERM');
   if (await waitExit(child, graceMs)) return { how: 'SIGTERM', code: child.exitCode, signal: child.signalCode, ms: Date.now() - t0 };
   log(`${name} did not exit within ${graceMs} ms of SIGTERM, sending SIGKILL`);
+  const held = await Promise.resolve(beforeKill?.()).catch((error) => ({ error: error.message }));
   child.kill('SIGKILL');
   await waitExit(child, 5000);
-  return { how: 'SIGKILL', code: child.exitCode, signal: child.signalCode, ms: Date.now() - t0 };
+  return { how: 'SIGKILL', code: child.exitCode, signal: child.signalCode, ms: Date.now() - t0, ...(held ? { heldWhenKilled: held } : {}) };
 }
 
 // ---------- server ----------
@@ -255,10 +263,55 @@ async function startServer(runtime, opts) {
   return { child, url, output, exit, markStopping: () => (stopping = true) };
 }
 
-async function getJson(url, timeoutMs = 10_000) {
-  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-  if (!res.ok) throw new Error(`GET ${url}: ${res.status}`);
-  return res.json();
+// One request per connection (no keep-alive pool), so the orchestrator's own /stats connections
+// do not linger in the server's socket and fd counts.
+function getJson(url, timeoutMs = 10_000) {
+  return new Promise((resolvePromise, reject) => {
+    const req = http.get(url, { agent: false, headers: { connection: 'close' }, timeout: timeoutMs }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        if (res.statusCode !== 200) return reject(new Error(`GET ${url}: ${res.statusCode}`));
+        try {
+          resolvePromise(JSON.parse(Buffer.concat(chunks).toString('utf8')));
+        } catch (error) {
+          reject(error);
+        }
+      });
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
+}
+
+// What the kernel says the server process holds, independent of the runtime: open fds (and how
+// many are sockets), and the TCP sockets on the server's port by state (/proc/net/tcp, IPv4).
+const TCP_STATES = { '01': 'ESTABLISHED', '02': 'SYN_SENT', '03': 'SYN_RECV', '04': 'FIN_WAIT1', '05': 'FIN_WAIT2', '06': 'TIME_WAIT', '07': 'CLOSE', '08': 'CLOSE_WAIT', '09': 'LAST_ACK', '0A': 'LISTEN', '0B': 'CLOSING' };
+async function kernelFigures(pid, port) {
+  const out = { fds: null, socketFds: null, tcpOnPort: null };
+  try {
+    const entries = await readdir(`/proc/${pid}/fd`);
+    let sockets = 0;
+    await Promise.all(entries.map(async (e) => {
+      const target = await readlink(`/proc/${pid}/fd/${e}`).catch(() => '');
+      if (target.startsWith('socket:')) sockets++;
+    }));
+    out.fds = entries.length;
+    out.socketFds = sockets;
+  } catch {}
+  try {
+    const hexPort = Number(port).toString(16).toUpperCase().padStart(4, '0');
+    const counts = {};
+    for (const line of (await readFile('/proc/net/tcp', 'utf8')).split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      if (cols.length < 4 || !cols[1].endsWith(`:${hexPort}`)) continue;
+      const state = TCP_STATES[cols[3]] ?? cols[3];
+      counts[state] = (counts[state] ?? 0) + 1;
+    }
+    out.tcpOnPort = counts;
+  } catch {}
+  return out;
 }
 
 // Two GCs and two reads: the second read is the one kept (the first GC may leave finalizers and
@@ -269,7 +322,14 @@ async function gcStats(url) {
   return getJson(`${url}/stats?gc=1`);
 }
 
-function figures(stats) {
+// /stats?gc=1 twice, then (after the /stats connection has closed) the kernel's view.
+async function measure(server) {
+  const stats = await gcStats(server.url);
+  await sleep(300);
+  return figures(stats, await kernelFigures(server.child.pid, new URL(server.url).port));
+}
+
+function figures(stats, kernel = {}) {
   const p = stats.process ?? {};
   const num = (v) => (typeof v === 'number' ? v : null);
   return {
@@ -287,6 +347,9 @@ function figures(stats) {
     refused: stats.refused,
     released: stats.released,
     uptimeSeconds: stats.uptimeSeconds,
+    fds: kernel.fds ?? null,
+    socketFds: kernel.socketFds ?? null,
+    tcpOnPort: kernel.tcpOnPort ?? null,
   };
 }
 
@@ -443,6 +506,8 @@ function compare(baseline, after, opts) {
     activeHandlesDelta: delta('activeHandles'),
     upgradeListenersDelta: delta('upgradeListeners'),
     processListenersDelta: delta('processListeners'),
+    fdsDelta: delta('fds'),
+    socketFdsDelta: delta('socketFds'),
   };
 }
 
@@ -458,6 +523,8 @@ function verdicts(baseline, after, deltas, extra, opts) {
     activeHandles: same('activeHandles'),
     upgradeListeners: same('upgradeListeners'),
     processListeners: same('processListeners'),
+    fds: same('fds'),
+    socketFds: same('socketFds'),
     heapUsed: deltas.heapDeltaKB === null ? 'n/a' : deltas.heapDeltaKB <= opts.heapToleranceMB * 1024 ? 'pass' : 'FAIL',
     rss: 'report-only',
     accounting: after.accepted === releasedTotal ? 'pass' : 'FAIL', // every accepted socket was released exactly once
@@ -465,6 +532,7 @@ function verdicts(baseline, after, deltas, extra, opts) {
     clientFailures: extra.failures === 0 ? 'pass' : 'FAIL',
     idlePool: extra.idleOk ? 'pass' : 'FAIL',
     serverErrors: extra.serverErrors === 0 && !extra.serverExitedUnexpectedly ? 'pass' : 'FAIL',
+    exitOnSigterm: extra.stopHow === 'SIGTERM' ? 'pass' : 'FAIL',
   };
   v.overall = Object.values(v).includes('FAIL') ? 'FAIL' : 'pass';
   return v;
@@ -484,7 +552,7 @@ async function runRuntime(runtime, opts) {
   try {
     log(`${runtime}: listening at ${server.url}, pid ${pid}`);
     await sleep(2000);
-    const baseline = figures(await gcStats(server.url));
+    const baseline = await measure(server);
     log(`${runtime}: baseline heap ${r(baseline.heapUsedBytes / 1048576)} MB, rss ${r(baseline.rssBytes / 1048576)} MB, handles ${baseline.activeHandles}, listeners ${baseline.upgradeListeners}/${baseline.processListeners}`);
 
     for (let i = 0; i < opts.clients; i++) clients.push(startClient(i));
@@ -496,7 +564,7 @@ async function runRuntime(runtime, opts) {
       const warmupRun = await runCycles(clients, server, opts, { cycles: opts.warmup, seconds: 60, label: 'warmup' });
       const q = await waitQuiescent(server.url, opts.quiesceSeconds);
       await sleep(3000);
-      warm = { run: { completed: warmupRun.completed, failed: warmupRun.failed, failures: warmupRun.failures }, quiescent: q.reached, figures: figures(await gcStats(server.url)) };
+      warm = { run: { completed: warmupRun.completed, failed: warmupRun.failed, failures: warmupRun.failures }, quiescent: q.reached, figures: await measure(server) };
       log(`${runtime}: warm baseline heap ${r(warm.figures.heapUsedBytes / 1048576)} MB, rss ${r(warm.figures.rssBytes / 1048576)} MB`);
     }
 
@@ -542,7 +610,7 @@ async function runRuntime(runtime, opts) {
     const quiesce = await waitQuiescent(server.url, opts.quiesceSeconds);
     log(`${runtime}: ${quiesce.reached ? `quiescent after ${quiesce.afterMs} ms` : `NOT quiescent after ${quiesce.afterMs} ms: live ${quiesce.stats?.live} reserved ${quiesce.stats?.reserved} closing ${quiesce.stats?.closing}`}`);
     await sleep(3000);
-    const after = figures(await gcStats(server.url));
+    const after = await measure(server);
     const deltas = compare(baseline, after, opts);
     const warmDeltas = warm ? compare(warm.figures, after, opts) : undefined;
 
@@ -574,7 +642,8 @@ async function runRuntime(runtime, opts) {
       }
     }
     server.markStopping();
-    serverStop = await stop(server.child, runtime, opts.termGraceSeconds * 1000);
+    serverStop = await stop(server.child, runtime, opts.termGraceSeconds * 1000, () => kernelFigures(server.child.pid, new URL(server.url).port));
+    if (serverStop.heldWhenKilled) log(`${runtime}: still held when killed: ${JSON.stringify(serverStop.heldWhenKilled)}`);
     log(`${runtime}: server stopped (${serverStop.how} after ${serverStop.ms} ms, exit code ${serverStop.code}, signal ${serverStop.signal})`);
     if (server.exit.unexpected) log(`${runtime}: NOTE the server had exited on its own (code ${server.exit.code}, signal ${server.exit.signal})`);
   }
@@ -593,6 +662,7 @@ async function runRuntime(runtime, opts) {
     ...extra,
     serverErrors: (server.output.byLevel.error ?? 0) + (server.output.byLevel.fatal ?? 0) + server.output.nonJson,
     serverExitedUnexpectedly: server.exit.unexpected,
+    stopHow: serverStop.how,
   }, opts);
   log(`${runtime}: verdict ${result.verdicts.overall}`);
   return result;
@@ -614,6 +684,9 @@ function summaryOf(run) {
     activeHandles: f.activeHandles,
     upgradeListeners: f.upgradeListeners,
     processListeners: f.processListeners,
+    fds: f.fds,
+    socketFds: f.socketFds,
+    tcpOnPort: f.tcpOnPort,
   });
   return {
     cycles: run.cycles.completed,
