@@ -1,0 +1,85 @@
+// Unit tests of the topic index, hub.publish and the slow-consumer policy.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Connection, type SocketLike } from '../../src/connection.ts';
+import { createHub } from '../../src/hub.ts';
+
+function socket(buffered = 0) {
+  const sent: unknown[] = [];
+  const closes: number[] = [];
+  const s: SocketLike & { readyState: number; bufferedAmount: number } = {
+    readyState: 1,
+    bufferedAmount: buffered,
+    send: (d) => void sent.push(d),
+    close: (code) => {
+      closes.push(code ?? 0);
+      s.readyState = 2;
+    },
+  };
+  return { s, sent, closes };
+}
+
+function openConnection(hub: ReturnType<typeof createHub>, buffered = 0) {
+  const conn = hub.registry.admit('127.0.0.1');
+  assert.ok(conn instanceof Connection);
+  const sock = socket(buffered);
+  conn.onOpen(undefined, sock.s);
+  return { conn, ...sock };
+}
+
+describe('topics', () => {
+  it('publish reaches every subscriber once, with per-topic sequence numbers, except the one excluded', () => {
+    const hub = createHub({ logLevel: 'silent', handler: {} });
+    const a = openConnection(hub);
+    const b = openConnection(hub);
+    a.conn.subscribe('t');
+    b.conn.subscribe('t');
+    assert.equal(a.conn.subscribe('t'), false, 'a second subscribe is a no-op');
+    assert.equal(hub.publish('t', (seq) => `m${seq}`), 2);
+    assert.equal(hub.publish('t', 'plain', { except: a.conn }), 1);
+    assert.equal(hub.publish('t', 'by id', { except: b.conn.id }), 1);
+    assert.deepEqual(a.sent, ['m1', 'by id']);
+    assert.deepEqual(b.sent, ['m1', 'plain']);
+    assert.equal(hub.topics.get('t')?.seq, 3);
+    assert.equal(hub.publish('nobody', 'x'), 0);
+    void hub.shutdown(0);
+  });
+
+  it('every ending unsubscribes: the index forgets the connection and empty topics', () => {
+    const hub = createHub({ logLevel: 'silent', handler: {} });
+    const a = openConnection(hub);
+    a.conn.subscribe('x');
+    a.conn.subscribe('y');
+    assert.equal(hub.topics.subscriptions, 2);
+    a.conn.onClose({ code: 1006 }, a.s);
+    assert.equal(hub.topics.subscriptions, 0);
+    assert.equal(hub.topics.size, 0);
+    assert.equal(a.conn.subscribe('z'), false, 'an ended connection cannot subscribe');
+    void hub.shutdown(0);
+  });
+
+  it('slow consumer, close policy: over 4x the limit closes with 1013 at once', () => {
+    const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 });
+    const slow = openConnection(hub, 5000);
+    slow.conn.subscribe('t');
+    assert.equal(hub.publish('t', 'x'), 0);
+    assert.equal(slow.conn.releaseReason?.kind, 'slow-consumer');
+    assert.deepEqual(slow.closes, [1013]);
+    void hub.shutdown(0);
+  });
+
+  it('slow consumer: a queue just over the limit gets a grace, then the policy (drop counts)', async () => {
+    const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024, slowConsumer: 'drop' });
+    const c = openConnection(hub, 2000);
+    c.conn.subscribe('t');
+    assert.equal(hub.publish('t', 'during grace'), 1);
+    c.conn.overLimitSince = Date.now() - 2000; // the queue has stayed over the limit
+    assert.equal(hub.publish('t', 'dropped'), 0);
+    assert.equal(hub.registry.dropped, 1);
+    c.s.bufferedAmount = 0; // drained
+    assert.equal(hub.publish('t', 'after drain'), 1);
+    assert.deepEqual(c.sent, ['during grace', 'after drain']);
+    assert.equal(c.conn.releaseReason, undefined);
+    void hub.shutdown(0);
+  });
+});
