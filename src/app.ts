@@ -9,6 +9,7 @@ import { upgradeRequired, wantsWebSocket } from './handshake.ts';
 import type { Hub } from './hub.ts';
 import type { Refusal } from './registry.ts';
 import { demoPage } from './demo.ts';
+import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.ts';
 
 /** What a runtime provides: its upgrade helper (Hono's contract) and the client's address. */
 export interface RuntimeAdapter {
@@ -72,6 +73,8 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   });
 
   app.get('/', (c) => c.html(demoPage));
+
+  app.get('/metrics', () => new Response(renderMetrics(hub, adapter.runtime, adapter.processStats?.()), { headers: { 'Content-Type': METRICS_CONTENT_TYPE } }));
 
   app.get('/healthz', (c) => {
     const state = registry.state;

@@ -109,15 +109,19 @@ export class Connection implements HandlerContext {
   send(data: MessageData): void {
     if (this.state !== ConnectionState.Open || !this.#hasRoom()) return;
     this.socket!.send(data);
-    this.core.registry.messagesOut++;
+    const registry = this.core.registry;
+    registry.messagesOut++;
+    registry.bytesOut += byteLength(data);
   }
 
   /** Sends a message prepared once for many sockets (hub.publish). False if not sent. */
-  deliver<P>(fanOut: FanOut<P> | undefined, data: MessageData, prepared: P): boolean {
+  deliver<P>(fanOut: FanOut<P> | undefined, data: MessageData, prepared: P, bytes: number): boolean {
     if (this.state !== ConnectionState.Open || !this.#hasRoom()) return false;
     if (fanOut) fanOut.sendPrepared(this.socket!, prepared);
     else this.socket!.send(data);
-    this.core.registry.messagesOut++;
+    const registry = this.core.registry;
+    registry.messagesOut++;
+    registry.bytesOut += bytes;
     return true;
   }
 
@@ -179,7 +183,7 @@ export class Connection implements HandlerContext {
     }
   }
 
-  onMessage(event: { readonly data: unknown }, _socket: SocketLike): void {
+  onMessage(event: { readonly data: unknown; readonly bytes?: number }, _socket: SocketLike): void {
     if (this.state !== ConnectionState.Open) return;
     const { registry, handler } = this.core;
     const limits = registry.limits;
@@ -197,6 +201,7 @@ export class Connection implements HandlerContext {
     }
     const raw = event.data;
     const data: MessageData = typeof raw === 'string' || raw instanceof Uint8Array ? raw : new Uint8Array(raw as ArrayBuffer);
+    registry.bytesIn += event.bytes ?? byteLength(data);
     // ws enforces maxPayload while reading; runtimes without a limit (Deno) are held to it here.
     if (exceeds(data, limits.maxPayload)) {
       registry.release(this, closeReason('message-too-big', undefined, 'message too big'));
@@ -247,6 +252,22 @@ export class Connection implements HandlerContext {
 }
 
 const encoder = new TextEncoder();
+
+/** Bytes of a message on the wire: UTF-8 length for text, computed without encoding it. */
+export function byteLength(data: MessageData): number {
+  if (typeof data !== 'string') return data.byteLength;
+  let bytes = data.length;
+  for (let i = 0; i < data.length; i++) {
+    const c = data.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) bytes += 1;
+    else if (c >= 0xd800 && c <= 0xdbff) {
+      bytes += 2; // a surrogate pair: 4 bytes for 2 units
+      i++;
+    } else bytes += 2;
+  }
+  return bytes;
+}
 
 /** Whether a message is over `max` bytes; strings are measured in UTF-8 only when it could matter. */
 function exceeds(data: MessageData, max: number): boolean {

@@ -1,6 +1,6 @@
 // The hub: options, registry, handler and logger together, plus the sweeper and shutdown.
 // Runtime-free: runtimes serve it through createApp and an adapter.
-import type { FanOut, HubCore } from './connection.ts';
+import { byteLength, type FanOut, type HubCore } from './connection.ts';
 import { HubError, type CloseKind, type RefusalReason } from './errors.ts';
 import { echoHandler, type Handler, type HandlerContext, type MessageData } from './handler.ts';
 import { createPubSubHandler } from './pubsub.ts';
@@ -62,6 +62,8 @@ export class Hub implements HubCore {
   readonly log: Logger;
   readonly topics = new TopicIndex();
   readonly startedAt = Date.now();
+  /** How late the last sweeper tick fired (ms): the event loop's lag. */
+  eventLoopLagMs = 0;
   #fanOut: FanOut | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
@@ -76,8 +78,12 @@ export class Hub implements HubCore {
     // window, pruning of rate buckets, and heartbeats.
     const tick = Math.min(SWEEP_INTERVAL_MS, options.handshakeTimeout, options.heartbeatInterval || SWEEP_INTERVAL_MS);
     let nextHeartbeat = Date.now() + options.heartbeatInterval;
+    let expected = Date.now() + tick;
     this.#sweeper = setInterval(() => {
       const now = Date.now();
+      // How late this tick fired: the event loop's lag, as seen by a timer.
+      this.eventLoopLagMs = Math.max(0, now - expected);
+      expected = now + tick;
       const r = this.registry;
       r.expireReservations(now);
       r.nextRateWindow(now);
@@ -121,10 +127,11 @@ export class Hub implements HubCore {
     const payload = typeof data === 'function' ? data(seq) : data;
     const fanOut = this.#fanOut;
     const prepared = fanOut ? fanOut.prepare(payload) : undefined;
+    const bytes = byteLength(payload);
     const except = typeof options.except === 'string' ? this.registry.liveConnections.get(options.except) : options.except;
     let delivered = 0;
     for (const conn of t.subscribers) {
-      if (conn !== except && conn.deliver(fanOut, payload, prepared)) delivered++;
+      if (conn !== except && conn.deliver(fanOut, payload, prepared, bytes)) delivered++;
     }
     return delivered;
   }

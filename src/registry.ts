@@ -69,8 +69,13 @@ export class Registry {
   /** Messages received from and sent to clients (fan-out deliveries included). */
   messagesIn = 0;
   messagesOut = 0;
+  /** Message bytes received and sent (UTF-8 bytes for text). */
+  bytesIn = 0;
+  bytesOut = 0;
   /** Messages not sent to slow consumers under the `drop` policy. */
   dropped = 0;
+  /** Endings by "kind closeCode", for metrics. */
+  readonly closedByCode = new Map<string, number>();
   /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
   signalsPending = 0;
   /** The current one-second window of the per-connection message rate. */
@@ -189,6 +194,8 @@ export class Registry {
     this.#perIp?.remove(conn.remoteAddress);
     if (conn.principal) this.#perPrincipal?.remove(conn.principal.id);
     this.released[reason.kind]++;
+    const byCode = `${reason.kind} ${reason.closeCode}`;
+    this.closedByCode.set(byCode, (this.closedByCode.get(byCode) ?? 0) + 1);
     const core = this.#core!;
     core.topics.unsubscribeAll(conn);
     conn.abortSignal(reason);

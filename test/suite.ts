@@ -21,6 +21,7 @@ import { runProtections } from './protections.ts';
 import { runPubSub } from './pubsub.ts';
 import { runConformance } from './conformance.ts';
 import { runFuzz } from './fuzz.ts';
+import { runObservability } from './observability.ts';
 
 const PREFIX = 'Server received: ';
 
@@ -38,6 +39,7 @@ export function runSuite(target: RuntimeTarget): void {
   runPubSub(target);
   runConformance(target);
   runFuzz(target);
+  runObservability(target);
   describe(`${target.name}: echo and routes`, { timeout: 90_000 }, () => {
     let server: ServerProcess;
     before(async () => {

@@ -1,15 +1,18 @@
 // Bun runtime: Bun.serve serves the app; upgrades go through Bun's `server.upgrade()` behind Hono's
 // `upgradeWebSocket` contract (the approach of Hono's own Bun adapter, 'hono/bun'), with Bun's native
 // WebSocket limits:
-//  - `maxPayloadLength` = maxPayload: Bun closes a bigger message with 1009 itself (deflated or not);
+//  - `maxPayloadLength` = maxPayload: Bun closes a bigger message with 1009 itself, inflated size
+//    included; the adapter reports it to the core as `message-too-big`;
 //  - the core's heartbeat pings through `ws.ping()` and hears pongs through the shared `pong` handler,
 //    so a silent peer is dropped (terminate, reason idle) after two intervals, to the millisecond, as
-//    on Node; Bun's own `idleTimeout` (whole seconds, checked every 4 s) is only a backstop at three
-//    intervals and reports back as `idle` too;
-//  - `backpressureLimit` bounds what one slow reader can make the server buffer.
-// Bun's upgrade layer does not check the key or version the way `ws` does, so the handshake is checked
-// here first with the same rules as on Node and Deno. The handlers are shared: the events object rides
-// on `ws.data`, so an idle socket costs no closure. This file is the only one that knows about Bun.
+//    on Node. Bun's own `idleTimeout` (whole seconds, checked every 4 s, 8 s at least) is only a
+//    backstop at three intervals, and reports back as `idle` too;
+//  - `backpressureLimit` = maxBackpressure: the core's slow-consumer policy reads the queue through
+//    `bufferedAmount` and acts first; Bun's limit only stops a send the core would not have made.
+// Bun's upgrade() refuses a bad key or version by returning false, without saying which; the handshake
+// is checked here first with the same rules as on Node and Deno, so the answers are the same. The
+// handlers are shared and the events object is `ws.data` itself, so an idle socket costs no closure
+// and no wrapper. This file is the only one that knows about Bun.
 import { defineWebSocketHelper, type WSEvents } from 'hono/ws';
 import { createApp } from '../app.ts';
 import { runCli, type ServedHub } from '../cli.ts';
@@ -18,7 +21,7 @@ import type { Hub } from '../hub.ts';
 
 // ---- The little of Bun's API this file uses (tsc for Node has no Bun types; Bun ignores these). ----
 
-/** Bun's ServerWebSocket: it has everything the core's SocketLike needs, so it is passed as is. */
+/** Bun's ServerWebSocket. With `bufferedAmount` added (below) it is the core's SocketLike as it is. */
 interface BunServerWebSocket<T> {
   readonly data: T;
   readonly readyState: number;
@@ -26,6 +29,7 @@ interface BunServerWebSocket<T> {
   close(code?: number, reason?: string): void;
   terminate(): void;
   ping(data?: string | Uint8Array): number;
+  getBufferedAmount(): number;
 }
 
 interface BunServer {
@@ -52,24 +56,22 @@ interface BunWebSocketHandler<T> {
 interface BunServeOptions<T> {
   port?: number;
   hostname?: string;
-  /** Seconds an HTTP connection may stay silent (not WebSockets, which have their own). 0 = never. */
+  /** Seconds an HTTP connection may stay silent, a pending response included (not WebSockets). 0 = never. */
   idleTimeout?: number;
   fetch(request: Request, server: BunServer): Response | Promise<Response> | undefined;
   error?(error: Error): Response | Promise<Response>;
   websocket: BunWebSocketHandler<T>;
 }
 
-declare const Bun: { serve<T>(options: BunServeOptions<T>): BunServer; readonly version: string };
+declare const Bun: { serve<T>(options: BunServeOptions<T>): BunServer; gc(force: boolean): void };
 
 // ---- The WebSocket layer ----
 
+/** hubbub's events object (the Connection) is the socket's `data` itself: no wrapper per socket. */
 type Events = WSEvents<unknown> & { onPong?(): void; onIdleTimeout?(): void };
-interface SocketData {
-  readonly events: Events;
-}
-type Socket = BunServerWebSocket<SocketData>;
+type Socket = BunServerWebSocket<Events>;
 
-/** The close reasons Bun (uWebSockets) reports to `close` for endings it decides itself (code 1006). */
+/** The close reasons Bun (uWebSockets) gives `close` for endings it decides itself (code 1006). */
 const TOO_BIG_REASON = 'Received too big message';
 const IDLE_REASON = 'WebSocket timed out from inactivity';
 
@@ -81,10 +83,10 @@ export interface BunWebSocketOptions {
   maxPayload?: number;
   /** hubbub's heartbeat interval (ms); Bun's idle timeout is set to three of them as a backstop. 0 = off. @default 30000 */
   heartbeatInterval?: number;
-  /** Negotiate permessage-deflate (Bun's shared compressor: no per-socket zlib window). @default false */
+  /** Negotiate permessage-deflate (Bun: no context takeover, a shared compressor). @default false */
   perMessageDeflate?: boolean;
-  /** Bytes buffered for one slow reader before `send` drops messages (Bun `backpressureLimit`). @default 1 MiB */
-  backpressureLimit?: number;
+  /** Bytes queued for one socket past which Bun drops a send (`backpressureLimit`); 0 = no limit. @default 1 MiB */
+  maxBackpressure?: number;
 }
 
 /** Hono's `upgradeWebSocket` for Bun and the shared `websocket` handlers to give Bun.serve. */
@@ -94,55 +96,76 @@ export function createBunWebSocket(options: BunWebSocketOptions = {}) {
     if (refusal) return refusal;
     const server = c.env as BunServer | undefined;
     if (!server?.upgrade) return new Response('WebSocket upgrades need the Bun server as env\n', { status: 500 });
-    // Like ws: the first protocol the client offers is the one chosen.
-    const protocol = c.req.header('sec-websocket-protocol')?.split(',')[0]?.trim();
-    const data: SocketData = { events: events as Events };
-    // Bun writes the 101 and calls `open` synchronously, inside upgrade(); false: the client is gone.
-    if (!server.upgrade(c.req.raw, protocol ? { data, headers: { 'Sec-WebSocket-Protocol': protocol } } : { data })) {
+    // Bun answers with the first subprotocol the client offers, as ws does. It writes the 101 and calls
+    // `open` synchronously, inside upgrade(); false means the client is already gone.
+    if (!server.upgrade(c.req.raw, { data: events satisfies Events })) {
       return new Response('WebSocket upgrade failed\n', { status: 400, headers: { Connection: 'close' } });
     }
-    // Bun ignores the answer of an upgraded request; it only has to be below 400 for the core.
+    // Bun ignores the answer to an upgraded request; for the core it only has to be below 400.
     return new Response(null);
   });
 
   const heartbeat = options.heartbeatInterval ?? 30_000;
-  const websocket: BunWebSocketHandler<SocketData> = {
+  const websocket: BunWebSocketHandler<Events> = {
     open: onOpen,
     message: onMessage,
     close: onClose,
     pong: onPong,
     maxPayloadLength: options.maxPayload ?? 64 * 1024,
-    // Bun counts in seconds (at most 960) and checks every 4 s; the core's heartbeat drops a silent
-    // peer first. Bun's pings only matter when three intervals exceed its 960 s ceiling.
+    // Seconds, at most 960; Bun pings shortly before it expires, so a peer that answers is kept even
+    // where three intervals exceed 960 s. The core's heartbeat drops a silent peer well before.
     idleTimeout: heartbeat > 0 ? Math.min(960, Math.ceil((3 * heartbeat) / 1000)) : 0,
     sendPings: heartbeat > 0,
-    backpressureLimit: options.backpressureLimit ?? 1024 * 1024,
+    // Bun refuses a send only once the queue is already over the limit, as the core does: with the
+    // same number, the core's slow-consumer policy always decides first (and counts).
+    backpressureLimit: options.maxBackpressure ?? 1024 * 1024,
     closeOnBackpressureLimit: false,
     perMessageDeflate: options.perMessageDeflate ?? false,
   };
   return { upgradeWebSocket, websocket };
 }
 
-// Shared handlers: the events object is on `ws.data`. No closure per connection.
+// Shared handlers: the events object is `ws.data`. No closure per connection.
 function onOpen(ws: Socket): void {
-  ws.data.events.onOpen?.(OPEN, ws as never);
+  addBufferedAmount(ws);
+  ws.data.onOpen?.(OPEN, ws as never);
 }
 
 function onMessage(ws: Socket, message: string | Uint8Array): void {
   // Bun hands binary messages over as Buffers (Uint8Array): the core takes them as they are.
-  ws.data.events.onMessage?.({ data: message } as never, ws as never);
+  ws.data.onMessage?.({ data: message } as never, ws as never);
 }
 
 function onPong(ws: Socket): void {
-  ws.data.events.onPong?.();
+  ws.data.onPong?.();
 }
 
 function onClose(ws: Socket, code: number, reason: string): void {
-  const events = ws.data.events;
-  // Bun closed it itself (1009 sent to the peer / idle, dropped) but reports 1006 with a reason.
+  const events = ws.data;
+  // Bun ended it itself (sent 1009 / dropped an idle peer) and reports 1006 with its reason.
   if (code === 1006 && reason === TOO_BIG_REASON) events.onError?.(TOO_BIG as never, ws as never);
   else if (code === 1006 && reason === IDLE_REASON) events.onIdleTimeout?.();
   events.onClose?.({ code, reason } as never, ws as never);
+}
+
+let bufferedAmountAdded = false;
+
+/**
+ * The core reads a socket's send queue as `bufferedAmount` (ws, web WebSocket); Bun's ServerWebSocket
+ * has `getBufferedAmount()`. A getter on its prototype, once, bridges them without a wrapper or a
+ * property per socket.
+ */
+function addBufferedAmount(ws: Socket): void {
+  if (bufferedAmountAdded) return;
+  bufferedAmountAdded = true;
+  const proto = Object.getPrototypeOf(ws) as object;
+  if ('bufferedAmount' in proto) return;
+  Object.defineProperty(proto, 'bufferedAmount', {
+    configurable: true,
+    get(this: Socket) {
+      return this.getBufferedAmount();
+    },
+  });
 }
 
 function remoteAddress(address: string | undefined): string {
@@ -157,8 +180,8 @@ export interface BunServed extends ServedHub {
 
 /** Serves a hub on Bun at `hub.options.host:port`. Resolves once listening. */
 export async function serveBun(hub: Hub): Promise<BunServed> {
-  const { maxPayload, heartbeatInterval, perMessageDeflate, headersTimeout } = hub.options;
-  const { upgradeWebSocket, websocket } = createBunWebSocket({ maxPayload, heartbeatInterval, perMessageDeflate });
+  const { maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure, headersTimeout } = hub.options;
+  const { upgradeWebSocket, websocket } = createBunWebSocket({ maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure });
   const app = createApp(hub, {
     runtime: 'bun',
     upgradeWebSocket: upgradeWebSocket as never,
@@ -168,18 +191,17 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
       return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external };
     },
     collectGarbage: () => {
-      // Bun.gc(true) is a synchronous full collection.
-      const gc = (Bun as unknown as { gc?: (force: boolean) => void }).gc;
-      gc?.(true);
-      return gc !== undefined;
+      Bun.gc(true); // synchronous full collection; always available
+      return true;
     },
   });
-  const server = Bun.serve<SocketData>({
+  const server = Bun.serve<Events>({
     port: hub.options.port,
     hostname: hub.options.host,
-    // Bun has no headers timeout; its HTTP idle timeout (whole seconds, at most 255) drops a client
-    // that stops sending mid-request. It does not apply to upgraded sockets.
-    idleTimeout: Math.min(255, Math.max(1, Math.ceil(headersTimeout / 1000))),
+    // Bun's request heads must arrive within its own fixed ~10 s (uWebSockets), whatever
+    // headersTimeout says. Its idleTimeout also cuts a response still pending (a slow authenticate
+    // hook), so it gets what Node's requestTimeout gets: headersTimeout, and at least 30 s.
+    idleTimeout: Math.min(255, Math.ceil(Math.max(headersTimeout, 30_000) / 1000)),
     fetch: (request, server) => app.fetch(request, server),
     error: (error) => {
       hub.log.error('request.error', { error });

@@ -134,7 +134,7 @@ function onWsPong(this: Tagged<WebSocket>): void {
 }
 
 function onWsMessage(this: Tagged<WebSocket>, data: Buffer, isBinary: boolean): void {
-  this[EVENTS]!.onMessage?.({ data: isBinary ? data : data.toString() } as never, this as never);
+  this[EVENTS]!.onMessage?.({ data: isBinary ? data : data.toString(), bytes: data.length } as never, this as never);
 }
 
 function onWsClose(this: Tagged<WebSocket>, code: number, reason: Buffer): void {

@@ -1,0 +1,66 @@
+// /metrics in the Prometheus text exposition format (version 0.0.4). Runtime-free on purpose:
+// prom-client depends on Node's APIs (perf_hooks, v8, cluster) and the same hub runs on Deno, Bun
+// and workerd, so the few families hubbub exposes are rendered here, from the registry's counters.
+import { closeKinds, refusalReasons } from './errors.ts';
+import type { Hub } from './hub.ts';
+import { VERSION } from './version.ts';
+
+type Labels = Record<string, string>;
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function sample(name: string, labels: Labels | undefined, value: number): string {
+  const rendered = labels && Object.keys(labels).length > 0 ? `{${Object.entries(labels).map(([k, v]) => `${k}="${escapeLabel(v)}"`).join(',')}}` : '';
+  return `${name}${rendered} ${Number.isFinite(value) ? value : 0}`;
+}
+
+class Exposition {
+  readonly lines: string[] = [];
+  family(name: string, type: 'counter' | 'gauge', help: string, samples: [Labels | undefined, number][]): void {
+    this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of samples) this.lines.push(sample(name, labels, value));
+  }
+}
+
+export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
+
+export function renderMetrics(hub: Hub, runtime: string, processStats: Record<string, number> = {}): string {
+  const r = hub.registry;
+  const m = new Exposition();
+  m.family('hubbub_info', 'gauge', 'hubbub build and runtime.', [[{ version: VERSION, runtime }, 1]]);
+  m.family('hubbub_connections', 'gauge', 'WebSocket connections by state: open, admitted but not yet open, closing.', [
+    [{ state: 'live' }, r.liveConnections.size],
+    [{ state: 'reserved' }, r.reservations.size],
+    [{ state: 'closing' }, r.closing.size],
+  ]);
+  m.family('hubbub_connection_limit', 'gauge', 'The connection limit (maxConnections).', [[undefined, r.limits.maxConnections]]);
+  m.family('hubbub_draining', 'gauge', '1 while the server is shutting down.', [[undefined, r.state === 'running' ? 0 : 1]]);
+  m.family('hubbub_upgrades_accepted_total', 'counter', 'Upgrades admitted.', [[undefined, r.accepted]]);
+  m.family('hubbub_upgrades_refused_total', 'counter', 'Upgrades refused before they happened, by reason.', refusalReasons.map((reason) => [{ reason }, r.refused[reason]]));
+  m.family('hubbub_connections_released_total', 'counter', 'Connections ended, by reason.', closeKinds.map((reason) => [{ reason }, r.released[reason]]));
+  m.family(
+    'hubbub_connections_closed_total',
+    'counter',
+    'Connections ended, by reason and close code.',
+    [...r.closedByCode].map(([key, value]) => {
+      const [reason, code] = key.split(' ');
+      return [{ reason: reason!, code: code! }, value];
+    }),
+  );
+  m.family('hubbub_heartbeat_terminations_total', 'counter', 'Peers dropped for not answering heartbeats.', [[undefined, r.released.idle]]);
+  m.family('hubbub_messages_received_total', 'counter', 'Messages received from clients.', [[undefined, r.messagesIn]]);
+  m.family('hubbub_messages_sent_total', 'counter', 'Messages sent to clients (fan-out deliveries included).', [[undefined, r.messagesOut]]);
+  m.family('hubbub_bytes_received_total', 'counter', 'Message bytes received (UTF-8 bytes for text).', [[undefined, r.bytesIn]]);
+  m.family('hubbub_bytes_sent_total', 'counter', 'Message bytes sent.', [[undefined, r.bytesOut]]);
+  m.family('hubbub_messages_dropped_total', 'counter', 'Messages not sent to slow consumers (policy drop).', [[undefined, r.dropped]]);
+  m.family('hubbub_topics', 'gauge', 'Topics with at least one local subscriber.', [[undefined, hub.topics.size]]);
+  m.family('hubbub_subscriptions', 'gauge', 'Local topic subscriptions.', [[undefined, hub.topics.subscriptions]]);
+  m.family('hubbub_signals_pending', 'gauge', 'AbortControllers handed out and not yet aborted.', [[undefined, r.signalsPending]]);
+  m.family('hubbub_event_loop_lag_seconds', 'gauge', 'How late the last one-second sweeper tick fired.', [[undefined, hub.eventLoopLagMs / 1000]]);
+  m.family('hubbub_uptime_seconds', 'gauge', 'Seconds since the hub started.', [[undefined, (Date.now() - hub.startedAt) / 1000]]);
+  if (processStats.rssBytes !== undefined) m.family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[undefined, processStats.rssBytes]]);
+  if (processStats.heapUsedBytes !== undefined) m.family('hubbub_heap_used_bytes', 'gauge', 'JavaScript heap in use.', [[undefined, processStats.heapUsedBytes]]);
+  return `${m.lines.join('\n')}\n`;
+}
