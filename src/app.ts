@@ -76,9 +76,14 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
 
   app.get('/metrics', () => new Response(renderMetrics(hub, adapter.runtime, adapter.processStats?.()), { headers: { 'Content-Type': METRICS_CONTENT_TYPE } }));
 
+  // 200 while running (with `degraded` when the backplane is away: local clients are still served,
+  // so a load balancer should keep this node), 503 while draining.
   app.get('/healthz', (c) => {
     const state = registry.state;
-    return c.json({ status: state === 'running' ? 'ok' : state }, state === 'running' ? 200 : 503);
+    const backplane = hub.backplaneStats();
+    const body: Record<string, unknown> = { status: state !== 'running' ? state : backplane && backplane.state !== 'connected' ? 'degraded' : 'ok' };
+    if (backplane) body.backplane = backplane.state;
+    return c.json(body, state === 'running' ? 200 : 503);
   });
 
   // `?gc=1` collects garbage first, only where the operator enabled it (node --expose-gc): soak tests

@@ -71,6 +71,7 @@ export async function runCli(host: CliHost): Promise<void> {
 
   let served: ServedHub;
   try {
+    await hub.start();
     served = await host.serve(hub);
   } catch (error) {
     hub.log.error('listen.error', { error, host: hub.options.host, port: hub.options.port });

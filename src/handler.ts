@@ -50,6 +50,11 @@ export interface Handler {
   authenticate?(request: Request, info: { readonly remoteAddress: string }): Principal | Response | undefined | Promise<Principal | Response | undefined>;
   onOpen?(ctx: HandlerContext): void | Promise<void>;
   onMessage?(ctx: HandlerContext, data: MessageData): void | Promise<void>;
+  /**
+   * Shapes a published message for this node's subscribers, with the topic's local sequence number
+   * (the pubsub protocol wraps it in its envelope). Runs once per publish per node, local or remote.
+   */
+  formatPublish?(topic: string, seq: number, data: MessageData): MessageData;
   /** Called once when an open connection ends, with the same reason the signal was aborted with. */
   onClose?(ctx: HandlerContext, reason: ConnectionClosed): void | Promise<void>;
 }

@@ -5,6 +5,7 @@ import { HubError, type CloseKind, type RefusalReason } from './errors.ts';
 import { echoHandler, type Handler, type HandlerContext, type MessageData } from './handler.ts';
 import { createPubSubHandler } from './pubsub.ts';
 import { TopicIndex } from './topics.ts';
+import type { Backplane, BackplaneStats } from './backplane/types.ts';
 import { createLogger, type Logger } from './log.ts';
 import { resolveOptions, type HubOptions } from './options.ts';
 import { Registry, type RegistryState } from './registry.ts';
@@ -32,6 +33,8 @@ export interface HubStats {
   /** Messages not sent to slow consumers (policy `drop`). */
   dropped: number;
   topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
+  /** The backplane's state and counters; null without one. */
+  backplane: BackplaneStats | null;
 }
 
 export interface ShutdownResult {
@@ -65,6 +68,8 @@ export class Hub implements HubCore {
   /** How late the last sweeper tick fired (ms): the event loop's lag. */
   eventLoopLagMs = 0;
   #fanOut: FanOut | undefined;
+  #backplane: Backplane | undefined;
+  #started: Promise<void> | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
 
@@ -116,24 +121,68 @@ export class Hub implements HubCore {
   }
 
   /**
-   * Sends a message to every local subscriber of `topic`, encoding it once (on Node, one WebSocket
-   * frame written to every socket). `data` may be a function of the topic's next sequence number,
-   * for envelopes that carry it. Returns how many sockets it was handed to.
+   * Sends a message to every subscriber of `topic`: local ones directly, encoding it once (on Node,
+   * one WebSocket frame written to every socket), and other nodes through the backplane, which
+   * deliver it to theirs. Every subscriber gets it exactly once. Returns the local deliveries.
    */
-  publish(topic: string, data: MessageData | ((seq: number) => MessageData), options: PublishOptions = {}): number {
+  publish(topic: string, data: MessageData, options: PublishOptions = {}): number {
+    this.#backplane?.publish(topic, data);
+    const except = typeof options.except === 'string' ? this.registry.liveConnections.get(options.except) : options.except;
+    return this.#deliverLocal(topic, data, except);
+  }
+
+  #deliverLocal(topic: string, data: MessageData, except?: HandlerContext): number {
     const t = this.topics.get(topic);
     if (!t) return 0;
     const seq = ++t.seq;
-    const payload = typeof data === 'function' ? data(seq) : data;
+    const payload = this.handler.formatPublish ? this.handler.formatPublish(topic, seq, data) : data;
     const fanOut = this.#fanOut;
     const prepared = fanOut ? fanOut.prepare(payload) : undefined;
     const bytes = byteLength(payload);
-    const except = typeof options.except === 'string' ? this.registry.liveConnections.get(options.except) : options.except;
     let delivered = 0;
     for (const conn of t.subscribers) {
       if (conn !== except && conn.deliver(fanOut, payload, prepared, bytes)) delivered++;
     }
     return delivered;
+  }
+
+  /** Connects the backplane, if one is configured. Serving entries call it; calling it again is a no-op. */
+  start(): Promise<void> {
+    this.#started ??= this.#startBackplane();
+    return this.#started;
+  }
+
+  async #startBackplane(): Promise<void> {
+    const spec = this.options.backplane;
+    if (spec === '') return;
+    const backplane = typeof spec === 'string' ? (await import('./backplane/index.ts')).backplaneFromUrl(spec) : spec;
+    this.#backplane = backplane;
+    this.topics.interest = { topicAdded: (t) => backplane.subscribe(t), topicRemoved: (t) => backplane.unsubscribe(t) };
+    await backplane.start({
+      deliver: (topic, data) => void this.#deliverLocal(topic, data),
+      stateChanged: (state, detail) => (state === 'connected' ? this.log.info : this.log.warn)('backplane.state', { kind: backplane.kind, state, detail }),
+      failed: (stage, error) => this.#reportFailure(stage, error),
+    });
+    this.log.info('backplane.start', { kind: backplane.kind, node: backplane.nodeId, state: backplane.stats().state });
+  }
+
+  // A broker that is down fails the same way many times a second: log the first of each stage
+  // and then one line per 10 s with the count, so an outage cannot flood the log.
+  readonly #failures = new Map<string, { count: number; loggedAt: number }>();
+  #reportFailure(stage: string, error: unknown): void {
+    const now = Date.now();
+    const entry = this.#failures.get(stage) ?? { count: 0, loggedAt: 0 };
+    entry.count++;
+    this.#failures.set(stage, entry);
+    if (now - entry.loggedAt < 10_000) return;
+    this.log.warn('backplane.error', { stage, error, occurrences: entry.count });
+    entry.loggedAt = now;
+    entry.count = 0;
+  }
+
+  /** The backplane's state and counters, or undefined without one. */
+  backplaneStats(): BackplaneStats | undefined {
+    return this.#backplane?.stats();
   }
 
   /** A live connection by id. */
@@ -163,6 +212,7 @@ export class Hub implements HubCore {
       messagesOut: r.messagesOut,
       dropped: r.dropped,
       topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20) },
+      backplane: this.backplaneStats() ?? null,
     };
   }
 
@@ -190,6 +240,7 @@ export class Hub implements HubCore {
     if (!idle) r.terminateClosing();
     r.state = 'closed';
     clearInterval(this.#sweeper);
+    await this.#backplane?.close();
     const result = { forced, durationMs: Date.now() - started };
     this.log.info('shutdown.done', result);
     return result;

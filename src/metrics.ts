@@ -60,6 +60,16 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
   m.family('hubbub_signals_pending', 'gauge', 'AbortControllers handed out and not yet aborted.', [[undefined, r.signalsPending]]);
   m.family('hubbub_event_loop_lag_seconds', 'gauge', 'How late the last one-second sweeper tick fired.', [[undefined, hub.eventLoopLagMs / 1000]]);
   m.family('hubbub_uptime_seconds', 'gauge', 'Seconds since the hub started.', [[undefined, (Date.now() - hub.startedAt) / 1000]]);
+  const backplane = hub.backplaneStats();
+  if (backplane) {
+    m.family('hubbub_backplane_connected', 'gauge', '1 while the backplane is connected, 0 while degraded.', [[undefined, backplane.state === 'connected' ? 1 : 0]]);
+    m.family('hubbub_backplane_messages_total', 'counter', 'Backplane messages by direction and outcome.', [
+      [{ outcome: 'published' }, backplane.published],
+      [{ outcome: 'received' }, backplane.received],
+      [{ outcome: 'dropped-while-degraded' }, backplane.droppedWhileDegraded],
+      [{ outcome: 'malformed' }, backplane.malformed],
+    ]);
+  }
   if (processStats.rssBytes !== undefined) m.family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[undefined, processStats.rssBytes]]);
   if (processStats.heapUsedBytes !== undefined) m.family('hubbub_heap_used_bytes', 'gauge', 'JavaScript heap in use.', [[undefined, processStats.heapUsedBytes]]);
   return `${m.lines.join('\n')}\n`;

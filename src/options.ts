@@ -3,6 +3,8 @@
 // so a bad value gets the same clear error naming the option, whichever way it came in.
 import { HubError } from './errors.ts';
 import type { Handler } from './handler.ts';
+import type { Hub } from './hub.ts';
+import type { Backplane } from './backplane/types.ts';
 
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
 
@@ -46,10 +48,12 @@ export interface HubOptions {
   maxBackpressure: number;
   /** What happens to a slow consumer: `close` it (1013) or `drop` messages for it (counted; it sees a gap in sequence numbers). @default 'close' */
   slowConsumer: 'close' | 'drop';
+  /** Share publishes with other hubbub nodes: `redis://host:port`, `nats://host:port`, a Backplane object, or '' for none. @default '' */
+  backplane: string | Backplane;
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
   /** Handler: `'echo'` (the default), `'pubsub'` (the JSON topic protocol), a Handler, or (CLI) a path to a module exporting one. @default 'echo' */
-  handler: string | Handler | ((hub: unknown) => Handler | Promise<Handler>);
+  handler: string | Handler | ((hub: Hub) => Handler);
 }
 
 interface OptionSpec<K extends keyof HubOptions> {
@@ -224,6 +228,15 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   slowConsumer: {
     flag: '--slow-consumer', env: ['HUBBUB_SLOW_CONSUMER'], default: 'close',
     doc: 'slow consumer policy: close (1013) or drop messages (counted)', ...oneOf(['close', 'drop'] as const),
+  },
+  backplane: {
+    flag: '--backplane', env: ['HUBBUB_BACKPLANE'], default: '',
+    doc: 'share publishes with other nodes through redis://host:port or nats://host:port',
+    accepts: "a redis://, rediss:// or nats:// URL, or '' for none",
+    parse: (text) => (text === '' || /^(rediss?|nats):\/\/[^\s]+$/.test(text) ? text : undefined),
+    check: (value): value is HubOptions['backplane'] =>
+      (typeof value === 'string' && (value === '' || /^(rediss?|nats):\/\/[^\s]+$/.test(value))) ||
+      (typeof value === 'object' && value !== null && typeof (value as Backplane).publish === 'function' && typeof (value as Backplane).start === 'function'),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(['debug', 'info', 'warn', 'error', 'silent'] as const) },
   handler: {

@@ -54,6 +54,12 @@ export function createPubSubHandler(hub: Hub, options: PubSubOptions = {}): Hand
   }
 
   return {
+    formatPublish(topic, seq, body) {
+      // body is `{"data":…,"from":"…"}` from a publish below (here or on another node): splice, no re-parse.
+      if (typeof body !== 'string' || !body.startsWith('{')) return body;
+      const rest = body.slice(1);
+      return `{"type":"message","topic":${JSON.stringify(topic)},"seq":${seq}${rest === '}' ? '' : ','}${rest}`;
+    },
     onMessage(ctx, raw) {
       if (typeof raw !== 'string') return ctx.send(errorEnvelope('binary-unsupported', 'send JSON text frames'));
       let msg: ClientMessage;
@@ -82,12 +88,10 @@ export function createPubSubHandler(hub: Hub, options: PubSubOptions = {}): Hand
           if (!('data' in msg)) return ctx.send(errorEnvelope('bad-message', 'publish needs a data field'));
           const { data, id } = msg;
           return ifAllowed(ctx, topic, 'publish', () => {
-            let seq = 0;
-            const delivered = hub.publish(topic, (n) => {
-              seq = n;
-              return JSON.stringify({ type: 'message', topic, seq: n, data, from: ctx.id });
-            });
-            if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, seq, delivered }));
+            // What travels (to local subscribers and over the backplane) is the body; each node
+            // wraps it with its own sequence number in formatPublish.
+            const delivered = hub.publish(topic, JSON.stringify({ data, from: ctx.id }));
+            if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, seq: hub.topics.get(topic)?.seq ?? 0, delivered }));
           });
         }
       }

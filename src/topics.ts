@@ -17,10 +17,17 @@ export function isValidTopic(topic: unknown): topic is string {
   return typeof topic === 'string' && topic.length > 0 && topic.length <= MAX_TOPIC_LENGTH && !/[\u0000-\u001f\u007f]/.test(topic);
 }
 
+/** Told when a topic gets its first local subscriber and loses its last (the backplane listens on the broker only then). */
+export interface TopicInterest {
+  topicAdded(name: string): void;
+  topicRemoved(name: string): void;
+}
+
 export class TopicIndex {
   readonly #topics = new Map<string, Topic>();
   /** Subscriptions across all topics. */
   subscriptions = 0;
+  interest: TopicInterest | undefined = undefined;
 
   /** Adds the connection to the topic. False if it was already subscribed. */
   subscribe(conn: Connection, name: string): boolean {
@@ -28,6 +35,7 @@ export class TopicIndex {
     if (!topic) {
       topic = { name, subscribers: new Set(), seq: 0 };
       this.#topics.set(name, topic);
+      this.interest?.topicAdded(name);
     }
     if (topic.subscribers.has(conn)) return false;
     topic.subscribers.add(conn);
@@ -42,7 +50,7 @@ export class TopicIndex {
     if (!topic || !topic.subscribers.delete(conn)) return false;
     conn.topics?.delete(name);
     this.subscriptions--;
-    if (topic.subscribers.size === 0) this.#topics.delete(name);
+    if (topic.subscribers.size === 0) this.#remove(name);
     return true;
   }
 
@@ -54,9 +62,14 @@ export class TopicIndex {
       const topic = this.#topics.get(name);
       if (!topic || !topic.subscribers.delete(conn)) continue;
       this.subscriptions--;
-      if (topic.subscribers.size === 0) this.#topics.delete(name);
+      if (topic.subscribers.size === 0) this.#remove(name);
     }
     conn.topics = undefined;
+  }
+
+  #remove(name: string): void {
+    this.#topics.delete(name);
+    this.interest?.topicRemoved(name);
   }
 
   get(name: string): Topic | undefined {

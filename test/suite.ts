@@ -339,7 +339,8 @@ export function runSuite(target: RuntimeTarget): void {
   });
 
   describe(`${target.name}: graceful shutdown`, { timeout: 90_000 }, () => {
-    it('SIGTERM: /healthz and /ws answer 503 while draining, live sockets get 1001, exit 0 by the deadline', async () => {
+    const closeNotAwaited = target.differences?.has('close-handshake-not-awaited') ?? false;
+    it(closeNotAwaited ? 'SIGTERM: live sockets get 1001; a peer that never answers gets the close frame and FIN and cannot hold the drain: exit 0 at once (documented)' : 'SIGTERM: /healthz and /ws answer 503 while draining, live sockets get 1001, exit 0 by the deadline', async () => {
       const server = await startServer(target, ['--shutdown-timeout', '2s', '--retry-after', '3']);
       try {
         const a = await connect(server.wsUrl);
@@ -347,11 +348,26 @@ export function runSuite(target: RuntimeTarget): void {
         // A client that upgrades and then never answers the close frame keeps the drain going.
         const stuck = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));
         assert.equal(stuck.status, 101);
+        const stuckBytes: Buffer[] = [stuck.rest];
+        stuck.socket.on('data', (chunk: Buffer) => stuckBytes.push(chunk));
+        const stuckEnded = new Promise((resolve) => stuck.socket.once('end', resolve));
         await eventually(server.stats, (s) => s.live === 3);
         const closes = [closed(a), closed(b)];
         const started = Date.now();
         server.child.kill('SIGTERM');
         for (const c of await Promise.all(closes)) assert.equal(c.code, 1001);
+        if (closeNotAwaited) {
+          const { code } = await server.exited;
+          assert.equal(code, 0);
+          const elapsed = Date.now() - started;
+          assert.ok(elapsed < 1500, `exited at once (${elapsed} ms), before the 2 s deadline`);
+          await withTimeout(stuckEnded, 3000, 'the server ended the stuck connection');
+          const frame = Buffer.concat(stuckBytes);
+          assert.equal(frame[0], 0x88, 'the stuck peer got a close frame');
+          assert.equal(frame.readUInt16BE(2), 1001);
+          stuck.socket.destroy();
+          return;
+        }
         const health = await fetch(`${server.url}/healthz`);
         assert.equal(health.status, 503);
         await health.text();
@@ -385,7 +401,7 @@ export function runSuite(target: RuntimeTarget): void {
       }
     });
 
-    it('a second signal exits at once', async () => {
+    it('a second signal exits at once', { skip: closeNotAwaited && 'no peer can hold the drain open on this runtime: the first signal already exits (documented)' }, async () => {
       const server = await startServer(target, ['--shutdown-timeout', '30s']);
       try {
         const stuck = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));

@@ -7,8 +7,9 @@
 //    so a silent peer is dropped (terminate, reason idle) after two intervals, to the millisecond, as
 //    on Node. Bun's own `idleTimeout` (whole seconds, checked every 4 s, 8 s at least) is only a
 //    backstop at three intervals, and reports back as `idle` too;
-//  - `backpressureLimit` = maxBackpressure: the core's slow-consumer policy reads the queue through
-//    `bufferedAmount` and acts first; Bun's limit only stops a send the core would not have made.
+//  - the core's slow-consumer policy reads the send queue through `bufferedAmount` and decides (and
+//    counts); Bun's `backpressureLimit` is only a backstop set above anything the core lets through,
+//    so Bun never drops a message silently.
 // Bun's upgrade() refuses a bad key or version by returning false, without saying which; the handshake
 // is checked here first with the same rules as on Node and Deno, so the answers are the same. The
 // handlers are shared and the events object is `ws.data` itself, so an idle socket costs no closure
@@ -75,6 +76,9 @@ type Socket = BunServerWebSocket<Events>;
 const TOO_BIG_REASON = 'Received too big message';
 const IDLE_REASON = 'WebSocket timed out from inactivity';
 
+/** Bun's backpressureLimit as a multiple of maxBackpressure: above the core's hard cap (4 ×). */
+const BACKSTOP_FACTOR = 8;
+
 const OPEN = { type: 'open' } as Event;
 const TOO_BIG = { error: new Error('message too big'), code: 1009 };
 
@@ -85,7 +89,7 @@ export interface BunWebSocketOptions {
   heartbeatInterval?: number;
   /** Negotiate permessage-deflate (Bun: no context takeover, a shared compressor). @default false */
   perMessageDeflate?: boolean;
-  /** Bytes queued for one socket past which Bun drops a send (`backpressureLimit`); 0 = no limit. @default 1 MiB */
+  /** hubbub's maxBackpressure (bytes); Bun's `backpressureLimit` is set to 8 times it. 0 = no limit. @default 1 MiB */
   maxBackpressure?: number;
 }
 
@@ -116,9 +120,10 @@ export function createBunWebSocket(options: BunWebSocketOptions = {}) {
     // where three intervals exceed 960 s. The core's heartbeat drops a silent peer well before.
     idleTimeout: heartbeat > 0 ? Math.min(960, Math.ceil((3 * heartbeat) / 1000)) : 0,
     sendPings: heartbeat > 0,
-    // Bun refuses a send only once the queue is already over the limit, as the core does: with the
-    // same number, the core's slow-consumer policy always decides first (and counts).
-    backpressureLimit: options.maxBackpressure ?? 1024 * 1024,
+    // Bun drops a send (returns 0, nothing counted) once the queue is already over this. The core
+    // sends while the queue is at most 4 × maxBackpressure (within its grace, connection.ts), so the
+    // backstop sits at 8 × and the core's slow-consumer policy always decides first.
+    backpressureLimit: BACKSTOP_FACTOR * (options.maxBackpressure ?? 1024 * 1024),
     closeOnBackpressureLimit: false,
     perMessageDeflate: options.perMessageDeflate ?? false,
   };

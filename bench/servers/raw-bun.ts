@@ -1,0 +1,28 @@
+// Floor reference on Bun: a bare Bun.serve WebSocket server, echoing `Server received: <msg>` (text
+// stays text, binary stays binary). No Hono, no registry. Bun's defaults otherwise
+// (perMessageDeflate off, idleTimeout 120 s with pings). Run: `bun run bench/servers/raw-bun.ts`.
+const PREFIX = 'Server received: ';
+const PREFIX_BYTES = new TextEncoder().encode(PREFIX);
+
+const server = Bun.serve({
+  port: 0,
+  hostname: '127.0.0.1',
+  fetch(request, server) {
+    if (new URL(request.url).pathname === '/ws' && server.upgrade(request)) return undefined;
+    return new Response('not found\n', { status: 404, headers: { 'Content-Type': 'text/plain' } });
+  },
+  websocket: {
+    message(ws, message) {
+      if (typeof message === 'string') {
+        ws.send(PREFIX + message);
+        return;
+      }
+      const reply = new Uint8Array(PREFIX_BYTES.length + message.byteLength);
+      reply.set(PREFIX_BYTES, 0);
+      reply.set(message, PREFIX_BYTES.length);
+      ws.send(reply);
+    },
+  },
+});
+
+process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${server.port}`, server: 'raw-bun' })}\n`);

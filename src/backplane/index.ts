@@ -1,0 +1,14 @@
+// Picks a backplane from a URL: redis://… or nats://… (the client library is loaded only then).
+import { HubError } from '../errors.ts';
+import { NatsBackplane } from './nats.ts';
+import { RedisBackplane } from './redis.ts';
+import type { Backplane } from './types.ts';
+
+export function backplaneFromUrl(url: string): Backplane {
+  if (/^rediss?:\/\//.test(url)) return new RedisBackplane({ url });
+  if (/^nats:\/\//.test(url)) return new NatsBackplane({ url });
+  throw new HubError('ERR_INVALID_OPTION', `option backplane must be a redis:// or nats:// URL (got ${JSON.stringify(url)})`);
+}
+
+export type { Backplane, BackplaneState, BackplaneStats } from './types.ts';
+export { NatsBackplane, RedisBackplane };

@@ -1,0 +1,113 @@
+// Redis pub/sub backplane (ioredis). One publisher and one subscriber connection; one channel per
+// topic with local subscribers. Outage policy: while degraded, publishes are dropped and counted.
+import type { BackplaneSink } from './types.ts';
+import { BrokerBackplane, channelOf } from './types.ts';
+
+/** The part of an ioredis client this backplane uses (a structural type: the core does not import ioredis). */
+interface RedisLike {
+  status: string;
+  publish(channel: string, message: string): Promise<unknown>;
+  subscribe(...channels: string[]): Promise<unknown>;
+  unsubscribe(...channels: string[]): Promise<unknown>;
+  ping(): Promise<unknown>;
+  on(event: string, listener: (...args: never[]) => void): unknown;
+  connect(): Promise<void>;
+  quit(): Promise<unknown>;
+  disconnect(): void;
+}
+
+export interface RedisBackplaneOptions {
+  /** redis://host:port[/db] */
+  url: string;
+  /** Channel prefix. @default 'hubbub:' */
+  prefix?: string;
+  /** Milliseconds between health probes (PING with a timeout of the same length). @default 1000 */
+  probeInterval?: number;
+}
+
+export class RedisBackplane extends BrokerBackplane {
+  readonly kind = 'redis';
+  readonly #options: Required<RedisBackplaneOptions>;
+  #pub: RedisLike | undefined;
+  #sub: RedisLike | undefined;
+  #probe: ReturnType<typeof setInterval> | undefined;
+
+  constructor(options: RedisBackplaneOptions) {
+    super();
+    this.#options = { prefix: 'hubbub:', probeInterval: 1000, ...options };
+  }
+
+  async start(sink: BackplaneSink): Promise<void> {
+    this.sink = sink;
+    const { Redis } = (await import('ioredis')) as unknown as { Redis: new (url: string, options: object) => RedisLike };
+    const common = {
+      lazyConnect: true,
+      connectTimeout: 2000,
+      maxRetriesPerRequest: 1,
+      // No unbounded command queue while the broker is away: publishes are dropped and counted instead.
+      enableOfflineQueue: false,
+      retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
+    };
+    const pub = new Redis(this.#options.url, common);
+    const sub = new Redis(this.#options.url, { ...common, enableOfflineQueue: true, autoResubscribe: true });
+    this.#pub = pub;
+    this.#sub = sub;
+    for (const client of [pub, sub]) {
+      client.on('error', (error: Error) => sink.failed('redis.connection', error));
+      client.on('close', () => this.setState('degraded', 'connection closed'));
+    }
+    sub.on('message', (_channel: string, message: string) => this.received(message));
+    // After a reconnect, (re)subscribe to every topic, including those that appeared while down.
+    sub.on('ready', () => {
+      if (this.topics.size > 0) sub.subscribe(...[...this.topics].map((t) => this.#channel(t))).catch((e: unknown) => sink.failed('redis.subscribe', e));
+    });
+    await Promise.allSettled([pub.connect(), sub.connect()]);
+    await this.#check();
+    this.#probe = setInterval(() => void this.#check(), this.#options.probeInterval);
+    (this.#probe as { unref?: () => void }).unref?.();
+  }
+
+  /** Connected = the publisher answers PING in time and the subscriber is ready. */
+  async #check(): Promise<void> {
+    const pub = this.#pub;
+    if (!pub || this.closed) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ok = await Promise.race([
+      pub.ping().then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, this.#options.probeInterval, false))),
+    ]);
+    clearTimeout(timer);
+    if (this.closed) return;
+    const ready = ok && this.#sub?.status === 'ready';
+    this.setState(ready ? 'connected' : 'degraded', ready ? undefined : ok ? 'subscriber not ready' : 'no PING reply');
+  }
+
+  #channel(topic: string): string {
+    return channelOf(this.#options.prefix, topic);
+  }
+
+  protected send(topic: string, payload: string): void {
+    this.#pub!.publish(this.#channel(topic), payload).catch((error: unknown) => this.sink?.failed('redis.publish', error));
+  }
+
+  protected listen(topic: string): void {
+    if (this.#sub?.status === 'ready') this.#sub.subscribe(this.#channel(topic)).catch((e: unknown) => this.sink?.failed('redis.subscribe', e));
+  }
+
+  protected unlisten(topic: string): void {
+    if (this.#sub?.status === 'ready') this.#sub.unsubscribe(this.#channel(topic)).catch((e: unknown) => this.sink?.failed('redis.unsubscribe', e));
+  }
+
+  async close(): Promise<void> {
+    this.setState('closed');
+    clearInterval(this.#probe);
+    for (const client of [this.#pub, this.#sub]) {
+      if (!client) continue;
+      await Promise.race([client.quit().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+      client.disconnect();
+    }
+  }
+}
