@@ -8,9 +8,10 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { connect, eventually, inbox, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, denoBinary, eventually, inbox, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
 
 const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
+const deno: RuntimeTarget = { name: 'deno', command: [denoBinary(), 'run', '-A', 'main.ts'], testHandler: '' };
 
 function reachable(port: number): Promise<boolean> {
   return new Promise((resolve) => {
@@ -78,8 +79,8 @@ async function health(server: ServerProcess) {
   return { status: res.status, body: (await res.json()) as { status: string; backplane?: string } };
 }
 
-async function startNodes(url: string, count = 3): Promise<ServerProcess[]> {
-  const nodes = await Promise.all(Array.from({ length: count }, () => startServer(node, ['--handler', 'pubsub', '--backplane', url])));
+async function startNodes(url: string, count = 3, runtimes: RuntimeTarget[] = [node]): Promise<ServerProcess[]> {
+  const nodes = await Promise.all(Array.from({ length: count }, (_, i) => startServer(runtimes[i % runtimes.length]!, ['--handler', 'pubsub', '--backplane', url])));
   for (const n of nodes) await eventually(() => health(n), (h) => h.body.backplane === 'connected', 10_000);
   return nodes;
 }
@@ -142,6 +143,29 @@ for (const broker of brokers) {
       assert.equal(c.received[0]!.data, 'after garbage');
       c.ws.close();
       d.ws.close();
+    });
+  });
+
+  describe(`${broker.kind} backplane: a Node node and a Deno node`, { skip, timeout: 120_000 }, () => {
+    let nodes: ServerProcess[];
+    before(async () => {
+      nodes = await startNodes(broker.url, 2, [node, deno]);
+    });
+    after(async () => {
+      for (const n of nodes ?? []) await n.stop();
+    });
+
+    it('share topics exactly once across runtimes', async () => {
+      const topic = `mixed-${Date.now()}`;
+      const onNode = await pubsubClient(nodes[0]!, topic);
+      const onDeno = await pubsubClient(nodes[1]!, topic);
+      await sleep(300);
+      for (let i = 0; i < 20; i++) (i % 2 ? onNode : onDeno).publish(i);
+      await eventually(async () => [onNode.received.length, onDeno.received.length], ([a, b]) => a! >= 20 && b! >= 20, 10_000);
+      await sleep(300);
+      for (const c of [onNode, onDeno]) assert.deepEqual(c.received.map((m) => m.data).sort((a, b) => Number(a) - Number(b)), Array.from({ length: 20 }, (_, i) => i));
+      onNode.ws.close();
+      onDeno.ws.close();
     });
   });
 
