@@ -25,6 +25,8 @@ export interface RuntimeAdapter {
   remoteAddress(c: Context): string;
   /** Process figures for /stats (memory, handles), where the runtime has them. */
   processStats?(): Record<string, number>;
+  /** Cluster mode: every worker's figures, for /stats and /healthz. */
+  clusterStats?(): Promise<unknown>;
   /** The runtime's fan-out fast path for hub.publish (Node: frame once, write to every socket). */
   fanOut?: FanOut;
   /** Runs a full garbage collection if the runtime exposes one (Node with --expose-gc); for soak tests. */
@@ -49,8 +51,15 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
       if (verdict instanceof Response) return verdict;
       principal = verdict;
     }
+    // The limit of the whole cluster, where there is one: one slot per connection, asked for last.
+    const pool = registry.slots;
+    if (pool && !(await pool.acquire())) return refuse(registry.refuse('capacity'));
     const admission = registry.admit(remoteAddress, principal);
-    if (!(admission instanceof Connection)) return refuse(admission);
+    if (!(admission instanceof Connection)) {
+      pool?.release();
+      return refuse(admission);
+    }
+    admission.pooled = pool !== undefined;
     let response: Response;
     try {
       response = await adapter.upgradeWebSocket(c, admission as unknown as WSEvents<unknown>);
@@ -78,19 +87,22 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
 
   // 200 while running (with `degraded` when the backplane is away: local clients are still served,
   // so a load balancer should keep this node), 503 while draining.
-  app.get('/healthz', (c) => {
+  app.get('/healthz', async (c) => {
     const state = registry.state;
     const backplane = hub.backplaneStats();
     const body: Record<string, unknown> = { status: state !== 'running' ? state : backplane && backplane.state !== 'connected' ? 'degraded' : 'ok' };
     if (backplane) body.backplane = backplane.state;
+    if (adapter.clusterStats) body.cluster = await adapter.clusterStats();
     return c.json(body, state === 'running' ? 200 : 503);
   });
 
   // `?gc=1` collects garbage first, only where the operator enabled it (node --expose-gc): soak tests
   // compare heaps before and after; it is a no-op otherwise.
-  app.get('/stats', (c) => {
+  app.get('/stats', async (c) => {
     if (c.req.query('gc') === '1') adapter.collectGarbage?.();
-    return c.json({ runtime: adapter.runtime, ...hub.stats(), process: adapter.processStats?.() ?? {} });
+    const stats: Record<string, unknown> = { runtime: adapter.runtime, ...hub.stats(), process: adapter.processStats?.() ?? {} };
+    if (adapter.clusterStats) stats.cluster = await adapter.clusterStats();
+    return c.json(stats);
   });
 
   return app;

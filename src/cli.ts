@@ -16,6 +16,8 @@ export interface ServedHub {
 /** What a runtime entry lends the command. */
 export interface CliHost {
   readonly runtime: string;
+  /** Set in a cluster worker: its listening line is then `worker.listening` (the primary announces `listening`). */
+  readonly role?: string | undefined;
   readonly argv: readonly string[];
   readonly env: Readonly<Record<string, string | undefined>>;
   cwd(): string;
@@ -59,6 +61,9 @@ export async function runCli(host: CliHost): Promise<void> {
       return host.exit(0);
     }
     const options = command.options;
+    if (options.workers !== undefined && options.workers !== 1 && host.runtime !== 'node') {
+      throw new HubError('ERR_INVALID_OPTION', `--workers is only supported on Node (node:cluster); on ${host.runtime}, run one process per core behind a load balancer with a --backplane`);
+    }
     if (typeof options.handler === 'string') options.handler = await loadHandler(options.handler, host.cwd());
     hub = createHub(options);
   } catch (error) {
@@ -77,7 +82,8 @@ export async function runCli(host: CliHost): Promise<void> {
     hub.log.error('listen.error', { error, host: hub.options.host, port: hub.options.port });
     return host.exit(1);
   }
-  hub.log.info('listening', {
+  hub.log.info(host.role ? 'worker.listening' : 'listening', {
+    ...(host.role ? { role: host.role } : {}),
     url: served.url,
     path: hub.options.path,
     runtime: host.runtime,

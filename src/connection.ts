@@ -69,6 +69,8 @@ export class Connection implements HandlerContext {
   socket: SocketLike | undefined = undefined;
   data: unknown = undefined;
   principal: Principal | undefined = undefined;
+  /** Holds a slot of the registry's shared SlotPool (cluster mode). */
+  pooled = false;
   /** Topics this connection is subscribed to; created on the first subscribe. */
   topics: Set<string> | undefined = undefined;
   /** The registry heartbeat during which the peer was last heard (message or pong). */

@@ -50,6 +50,8 @@ export interface HubOptions {
   slowConsumer: 'close' | 'drop';
   /** Share publishes with other hubbub nodes: `redis://host:port`, `nats://host:port`, a Backplane object, or '' for none. @default '' */
   backplane: string | Backplane;
+  /** Node only: worker processes sharing the port (node:cluster) and one connection limit; 0 = one per core ('auto'). @default 1 */
+  workers: number;
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
   /** Handler: `'echo'` (the default), `'pubsub'` (the JSON topic protocol), a Handler, or (CLI) a path to a module exporting one. @default 'echo' */
@@ -237,6 +239,13 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     check: (value): value is HubOptions['backplane'] =>
       (typeof value === 'string' && (value === '' || /^(rediss?|nats):\/\/[^\s]+$/.test(value))) ||
       (typeof value === 'object' && value !== null && typeof (value as Backplane).publish === 'function' && typeof (value as Backplane).start === 'function'),
+  },
+  workers: {
+    flag: '--workers', env: ['HUBBUB_WORKERS'], default: 1,
+    doc: "Node: worker processes on one port with one shared connection limit ('auto' = one per core)",
+    accepts: "'auto' or an integer from 1 to 64",
+    parse: (text) => (text.trim() === 'auto' ? 0 : inRange(Number(text), 1, 64)),
+    check: (value): value is number => typeof value === 'number' && (value === 0 || inRange(value, 1, 64) !== undefined),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(['debug', 'info', 'warn', 'error', 'silent'] as const) },
   handler: {

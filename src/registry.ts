@@ -16,6 +16,7 @@ import {
 import type { Principal } from './handler.ts';
 import { KeyedBuckets, Tally, TokenBucket } from './limits.ts';
 import type { HubOptions } from './options.ts';
+import type { SlotPool } from './slots.ts';
 
 export type RegistryState = 'running' | 'draining' | 'closed';
 
@@ -76,6 +77,8 @@ export class Registry {
   dropped = 0;
   /** Endings by "kind closeCode", for metrics. */
   readonly closedByCode = new Map<string, number>();
+  /** A limit shared with other processes (cluster mode); each pooled connection holds one of its slots. */
+  slots: SlotPool | undefined = undefined;
   /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
   signalsPending = 0;
   /** The current one-second window of the per-connection message rate. */
@@ -193,6 +196,7 @@ export class Registry {
     else this.reservations.delete(conn.id);
     this.#perIp?.remove(conn.remoteAddress);
     if (conn.principal) this.#perPrincipal?.remove(conn.principal.id);
+    if (conn.pooled) this.slots?.release();
     this.released[reason.kind]++;
     const byCode = `${reason.kind} ${reason.closeCode}`;
     this.closedByCode.set(byCode, (this.closedByCode.get(byCode) ?? 0) + 1);

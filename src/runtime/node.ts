@@ -25,6 +25,10 @@ import type { FanOut, SocketLike } from '../connection.ts';
 import type { MessageData } from '../handler.ts';
 import { checkHandshake } from '../handshake.ts';
 import type { Hub } from '../hub.ts';
+import { createLogger } from '../log.ts';
+import { parseCommandLine, resolveOptions, type HubOptions } from '../options.ts';
+import cluster from 'node:cluster';
+import { isClusterWorker, runPrimary, workerSide } from './cluster.ts';
 
 /** Where the accepted events wait between the app's answer and the handshake, and then live. */
 const EVENTS = Symbol('hubbub.events');
@@ -219,10 +223,15 @@ export interface NodeServer extends ServedHub {
 }
 
 /** Serves a hub on Node at `hub.options.host:port`. Resolves once listening. */
-export function serveNode(hub: Hub): Promise<NodeServer> {
+export async function serveNode(hub: Hub): Promise<NodeServer> {
+  await hub.start();
   const { maxPayload, perMessageDeflate, headersTimeout } = hub.options;
   const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate });
+  // In cluster mode the limit is the whole cluster's, held by the primary.
+  const clusterSide = isClusterWorker() ? workerSide(hub) : undefined;
+  hub.registry.slots = clusterSide?.slots;
   const app = createApp(hub, {
+    ...(clusterSide ? { clusterStats: clusterSide.clusterStats } : {}),
     runtime: 'node',
     upgradeWebSocket: upgradeWebSocket as never,
     remoteAddress: (c) => remoteAddress((c.env as NodeEnv | undefined)?.incoming),
@@ -282,16 +291,34 @@ export function serveNode(hub: Hub): Promise<NodeServer> {
   });
 }
 
-/** `hubbub` on Node: `node dist/node.js [flags]`. */
-export function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+/** The options, if the command line is a valid `serve`; runCli reports errors itself. */
+function peekOptions(argv: readonly string[]): HubOptions | undefined {
+  try {
+    const command = parseCommandLine(argv, process.env);
+    return command.kind === 'serve' ? resolveOptions(command.options) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `hubbub` on Node: `node dist/node.js [flags]`; with `--workers N` the primary of a cluster. */
+export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  const worker = isClusterWorker();
+  if (!worker) {
+    const options = peekOptions(argv);
+    if (options && options.workers !== 1) return runPrimary(options, createLogger(options.logLevel));
+  }
   return runCli({
     runtime: 'node',
+    role: worker ? `worker ${cluster.worker?.id ?? '?'}` : undefined,
     argv,
     env: process.env,
     cwd: () => process.cwd(),
     serve: serveNode,
     onSignal: (signals, listener) => {
-      for (const signal of signals) process.on(signal, () => listener(signal));
+      // A cluster worker is stopped by its primary (SIGTERM); a terminal's SIGINT to the whole
+      // process group must not count as a first signal in every worker.
+      for (const signal of signals) if (!worker || signal === 'SIGTERM') process.on(signal, () => listener(signal));
     },
     exit: (code) => process.exit(code),
     stdout: (text) => process.stdout.write(text),

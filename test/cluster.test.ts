@@ -1,0 +1,106 @@
+// Cluster mode (`--workers 2`), black-box: one port, one limit for the whole server, whole-server
+// and per-worker /stats and /healthz, a killed worker replaced with its slots returned, drain on SIGTERM.
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import type WebSocket from 'ws';
+import { closed, connect, eventually, rawRequest, request, startServer, upgradeHeaders, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+
+const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
+
+interface ClusterStats {
+  workers: number;
+  limit: number;
+  slotsUsed: number;
+  live: number;
+  replaced: number;
+  perWorker: { id: number; pid: number; slots: number; live?: number }[];
+}
+
+async function clusterStats(server: ServerProcess): Promise<ClusterStats> {
+  const stats = (await (await fetch(`${server.url}/stats`)).json()) as { cluster: ClusterStats };
+  return stats.cluster;
+}
+
+async function openMany(server: ServerProcess, n: number): Promise<WebSocket[]> {
+  const sockets: WebSocket[] = [];
+  for (let i = 0; i < n; i++) sockets.push(await connect(server.wsUrl));
+  return sockets;
+}
+
+describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
+  it('one limit for the whole server, spread over both workers; stats for the whole and each worker', async () => {
+    const server = await startServer(node, ['--workers', '2', '--max-connections', '6']);
+    try {
+      await eventually(() => clusterStats(server), (c) => c?.workers === 2);
+      const sockets = await openMany(server, 6);
+      const refused = await connect(server.wsUrl).then(
+        () => assert.fail('socket 7 must be refused'),
+        (e: { status?: number; headers?: Record<string, string> }) => e,
+      );
+      assert.equal(refused.status, 503);
+      assert.equal(refused.headers?.['retry-after'], '1');
+      const c = await clusterStats(server);
+      assert.equal(c.limit, 6);
+      assert.equal(c.slotsUsed, 6);
+      assert.equal(c.live, 6);
+      assert.equal(c.perWorker.length, 2);
+      assert.ok(c.perWorker.every((w) => w.slots > 0 && w.slots === w.live), `both workers serve: ${JSON.stringify(c.perWorker)}`);
+      const health = (await (await fetch(`${server.url}/healthz`)).json()) as { status: string; cluster: ClusterStats };
+      assert.equal(health.status, 'ok');
+      assert.equal(health.cluster.workers, 2);
+      sockets[0]!.close();
+      await eventually(() => clusterStats(server), (s) => s.slotsUsed === 5);
+      const again = await connect(server.wsUrl);
+      assert.equal(await request(again, 'hi'), 'Server received: hi');
+      for (const ws of [...sockets, again]) ws.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('a worker killed with SIGKILL is replaced and its slots come back', async () => {
+    const server = await startServer(node, ['--workers', '2', '--max-connections', '4']);
+    try {
+      await eventually(() => clusterStats(server), (c) => c?.workers === 2);
+      const sockets = await openMany(server, 4);
+      const before = await clusterStats(server);
+      const victim = before.perWorker.find((w) => w.slots > 0)!;
+      const closes = sockets.map((ws) => closed(ws, 10_000).catch(() => undefined));
+      process.kill(victim.pid, 'SIGKILL');
+      const after = await eventually(
+        () => clusterStats(server),
+        (c) => c?.workers === 2 && c.replaced === 1 && c.slotsUsed === 4 - victim.slots,
+        15_000,
+      );
+      assert.equal(after.slotsUsed, 4 - victim.slots, 'the dead worker’s slots returned');
+      assert.ok(!after.perWorker.some((w) => w.pid === victim.pid));
+      // The freed slots can be used again.
+      const fresh = await openMany(server, victim.slots);
+      assert.equal((await clusterStats(server)).slotsUsed, 4);
+      for (const ws of [...sockets, ...fresh]) ws.terminate();
+      await Promise.all(closes);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('SIGTERM drains every worker: 1001 for live sockets, 503 for new ones, exit 0', async () => {
+    const server = await startServer(node, ['--workers', '2', '--shutdown-timeout', '2s']);
+    try {
+      await eventually(() => clusterStats(server), (c) => c?.workers === 2);
+      const sockets = await openMany(server, 4);
+      const stuck = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host)); // never answers the close frame
+      assert.equal(stuck.status, 101);
+      const closes = sockets.map((ws) => closed(ws));
+      server.child.kill('SIGTERM');
+      for (const c of await Promise.all(closes)) assert.equal(c.code, 1001);
+      const refused = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host)).catch(() => undefined);
+      if (refused) assert.equal(refused.status, 503); // or already closed: the worker that got it had stopped listening
+      const { code } = await server.exited;
+      assert.equal(code, 0);
+      stuck.socket.destroy();
+    } finally {
+      await server.stop();
+    }
+  });
+});
