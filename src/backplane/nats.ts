@@ -84,15 +84,7 @@ export class NatsBackplane extends BrokerBackplane {
   async #check(): Promise<void> {
     const nc = this.#nc;
     if (!nc || this.closed) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const ok = await Promise.race([
-      nc.flush().then(
-        () => true,
-        () => false,
-      ),
-      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, this.#options.probeInterval, false))),
-    ]);
-    clearTimeout(timer);
+    const ok = await this.answersWithin(() => nc.flush(), this.#options.probeInterval);
     const connected = ok && !nc.isClosed();
     if (!this.closed) this.setState(connected ? 'connected' : 'degraded', connected ? undefined : ok ? 'connection closed' : 'no flush reply');
   }

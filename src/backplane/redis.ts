@@ -71,15 +71,7 @@ export class RedisBackplane extends BrokerBackplane {
   async #check(): Promise<void> {
     const pub = this.#pub;
     if (!pub || this.closed) return;
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const ok = await Promise.race([
-      pub.ping().then(
-        () => true,
-        () => false,
-      ),
-      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, this.#options.probeInterval, false))),
-    ]);
-    clearTimeout(timer);
+    const ok = await this.answersWithin(() => pub.ping(), this.#options.probeInterval);
     if (this.closed) return;
     const ready = ok && this.#sub?.status === 'ready';
     this.setState(ready ? 'connected' : 'degraded', ready ? undefined : ok ? 'subscriber not ready' : 'no PING reply');

@@ -157,6 +157,20 @@ export abstract class BrokerBackplane implements Backplane {
     this.sink?.deliver(message.topic, message.data);
   }
 
+  /** Whether `roundTrip` (a PING, a flush) answers within `timeoutMs`: the health probe of a broker. */
+  protected async answersWithin(roundTrip: () => Promise<unknown>, timeoutMs: number): Promise<boolean> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const ok = await Promise.race([
+      roundTrip().then(
+        () => true,
+        () => false,
+      ),
+      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeoutMs, false))),
+    ]);
+    clearTimeout(timer);
+    return ok;
+  }
+
   protected get closed(): boolean {
     return this.state === 'closed';
   }
