@@ -90,8 +90,12 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   app.get('/healthz', async (c) => {
     const state = registry.state;
     const backplane = hub.backplaneStats();
-    const body: Record<string, unknown> = { status: state !== 'running' ? state : backplane && backplane.state !== 'connected' ? 'degraded' : 'ok' };
+    const limit = hub.slotPoolStats();
+    const degraded = (backplane && backplane.state !== 'connected') || (limit && limit.state !== 'connected');
+    const body: Record<string, unknown> = { status: state !== 'running' ? state : degraded ? 'degraded' : 'ok' };
     if (backplane) body.backplane = backplane.state;
+    // Without Redis the node admits up to its own share of the limit, and says so.
+    if (limit) body.clusterLimit = limit.state === 'connected' ? 'shared' : `local share of ${limit.fallbackShare}`;
     if (adapter.clusterStats) body.cluster = await adapter.clusterStats();
     return c.json(body, state === 'running' ? 200 : 503);
   });

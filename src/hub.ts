@@ -6,6 +6,7 @@ import { echoHandler, type Handler, type HandlerContext, type MessageData } from
 import { createPubSubHandler } from './pubsub.ts';
 import { TopicIndex } from './topics.ts';
 import type { Backplane, BackplaneStats } from './backplane/types.ts';
+import type { SlotPoolStats } from './slots-redis.ts';
 import { createLogger, type Logger } from './log.ts';
 import { resolveOptions, type HubOptions } from './options.ts';
 import { Registry, type RegistryState } from './registry.ts';
@@ -35,6 +36,8 @@ export interface HubStats {
   topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
   /** The backplane's state and counters; null without one. */
   backplane: BackplaneStats | null;
+  /** The limit shared through Redis; null without one. */
+  clusterLimit: SlotPoolStats | null;
 }
 
 export interface ShutdownResult {
@@ -69,6 +72,7 @@ export class Hub implements HubCore {
   eventLoopLagMs = 0;
   #fanOut: FanOut | undefined;
   #backplane: Backplane | undefined;
+  #slotPool: { stats(): SlotPoolStats; close(): Promise<void> } | undefined;
   #started: Promise<void> | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
   #shutdown: Promise<ShutdownResult> | undefined;
@@ -153,6 +157,7 @@ export class Hub implements HubCore {
   }
 
   async #startBackplane(): Promise<void> {
+    await this.#startClusterLimit();
     const spec = this.options.backplane;
     if (spec === '') return;
     const backplane = typeof spec === 'string' ? (await import('./backplane/index.ts')).backplaneFromUrl(spec) : spec;
@@ -178,6 +183,31 @@ export class Hub implements HubCore {
     this.log.warn('backplane.error', { stage, error, occurrences: entry.count });
     entry.loggedAt = now;
     entry.count = 0;
+  }
+
+  async #startClusterLimit(): Promise<void> {
+    const { clusterLimit, maxConnections, clusterName, slotBlock, leaseTime } = this.options;
+    if (clusterLimit === '') return;
+    const { RedisSlotPool } = await import('./slots-redis.ts');
+    const pool = new RedisSlotPool({
+      url: clusterLimit,
+      limit: maxConnections,
+      name: clusterName,
+      block: slotBlock,
+      leaseTime,
+      onStateChange: (state, detail) =>
+        (state === 'connected' ? this.log.info : this.log.warn)('cluster-limit.state', { state, detail, fallbackShare: pool.fallbackShare }),
+      onError: (stage, error) => this.#reportFailure(stage, error),
+    });
+    await pool.start();
+    this.#slotPool = pool;
+    this.registry.slots = pool;
+    this.log.info('cluster-limit.start', { node: pool.node, ...pool.stats() });
+  }
+
+  /** The shared limit's state (cluster-wide limit through Redis), or undefined without one. */
+  slotPoolStats(): SlotPoolStats | undefined {
+    return this.#slotPool?.stats();
   }
 
   /** The backplane's state and counters, or undefined without one. */
@@ -213,6 +243,7 @@ export class Hub implements HubCore {
       dropped: r.dropped,
       topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20) },
       backplane: this.backplaneStats() ?? null,
+      clusterLimit: this.slotPoolStats() ?? null,
     };
   }
 
@@ -241,6 +272,7 @@ export class Hub implements HubCore {
     r.state = 'closed';
     clearInterval(this.#sweeper);
     await this.#backplane?.close();
+    await this.#slotPool?.close();
     const result = { forced, durationMs: Date.now() - started };
     this.log.info('shutdown.done', result);
     return result;

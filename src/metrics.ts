@@ -70,6 +70,15 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
       [{ outcome: 'malformed' }, backplane.malformed],
     ]);
   }
+  const limit = hub.slotPoolStats();
+  if (limit) {
+    m.family('hubbub_cluster_limit_connected', 'gauge', '1 while the limit is shared through Redis, 0 while this node runs on its fallback share.', [[undefined, limit.state === 'connected' ? 1 : 0]]);
+    m.family('hubbub_cluster_limit_slots', 'gauge', 'Slots of the shared limit: held by this node, used by it, its fallback share.', [
+      [{ kind: 'held' }, limit.held],
+      [{ kind: 'used' }, limit.used],
+      [{ kind: 'fallback-share' }, limit.fallbackShare],
+    ]);
+  }
   if (processStats.rssBytes !== undefined) m.family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[undefined, processStats.rssBytes]]);
   if (processStats.heapUsedBytes !== undefined) m.family('hubbub_heap_used_bytes', 'gauge', 'JavaScript heap in use.', [[undefined, processStats.heapUsedBytes]]);
   return `${m.lines.join('\n')}\n`;

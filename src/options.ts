@@ -50,6 +50,14 @@ export interface HubOptions {
   slowConsumer: 'close' | 'drop';
   /** Share publishes with other hubbub nodes: `redis://host:port`, `nats://host:port`, a Backplane object, or '' for none. @default '' */
   backplane: string | Backplane;
+  /** Share `maxConnections` across every node through Redis (`redis://host:port`); '' = this process only. @default '' */
+  clusterLimit: string;
+  /** Nodes with the same name share one limit (and its Redis keys). @default 'hubbub' */
+  clusterName: string;
+  /** Milliseconds a node's slots survive in Redis without a renewal: a dead node's slots return within it. @default 10000 */
+  leaseTime: number;
+  /** Slots a node takes from Redis at a time, so most connects cost no round trip. @default 16 */
+  slotBlock: number;
   /** Node only: worker processes sharing the port (node:cluster) and one connection limit; 0 = one per core ('auto'). @default 1 */
   workers: number;
   /** Lowest level logged. @default 'info' */
@@ -240,6 +248,24 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
       (typeof value === 'string' && (value === '' || /^(rediss?|nats):\/\/[^\s]+$/.test(value))) ||
       (typeof value === 'object' && value !== null && typeof (value as Backplane).publish === 'function' && typeof (value as Backplane).start === 'function'),
   },
+  clusterLimit: {
+    flag: '--cluster-limit', env: ['HUBBUB_CLUSTER_LIMIT'], default: '',
+    doc: 'share --max-connections across every node through redis://host:port',
+    accepts: "a redis:// or rediss:// URL, or '' for none",
+    parse: (text) => (text === '' || /^rediss?:\/\/[^\s]+$/.test(text) ? text : undefined),
+    check: (value): value is string => typeof value === 'string' && (value === '' || /^rediss?:\/\/[^\s]+$/.test(value)),
+  },
+  clusterName: {
+    flag: '--cluster-name', env: ['HUBBUB_CLUSTER_NAME'], default: 'hubbub', doc: 'nodes with the same name share one limit',
+    accepts: 'letters, digits, -, _, . (1 to 64)',
+    parse: (text) => (/^[\w.-]{1,64}$/.test(text) ? text : undefined),
+    check: (value): value is string => typeof value === 'string' && /^[\w.-]{1,64}$/.test(value),
+  },
+  leaseTime: {
+    flag: '--lease-time', env: ['HUBBUB_LEASE_TIME'], default: 10_000,
+    doc: "a node's slots survive this long in Redis without renewal", ...duration(300, 600_000),
+  },
+  slotBlock: { flag: '--slot-block', env: ['HUBBUB_SLOT_BLOCK'], default: 16, doc: 'slots a node takes from Redis at a time', ...integer(1, 10_000) },
   workers: {
     flag: '--workers', env: ['HUBBUB_WORKERS'], default: 1,
     doc: "Node: worker processes on one port with one shared connection limit ('auto' = one per core)",

@@ -229,7 +229,8 @@ export async function serveNode(hub: Hub): Promise<NodeServer> {
   const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate });
   // In cluster mode the limit is the whole cluster's, held by the primary.
   const clusterSide = isClusterWorker() ? workerSide(hub) : undefined;
-  hub.registry.slots = clusterSide?.slots;
+  // (A limit shared through Redis, set by hub.start(), takes precedence: each worker is then a node.)
+  hub.registry.slots ??= clusterSide?.slots;
   const app = createApp(hub, {
     ...(clusterSide ? { clusterStats: clusterSide.clusterStats } : {}),
     runtime: 'node',
