@@ -304,6 +304,15 @@ function peekOptions(argv: readonly string[]): HubOptions | undefined {
 
 /** `hubbub` on Node: `node dist/node.js [flags]`; with `--workers N` the primary of a cluster. */
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  if (argv[0] === 'loadtest') {
+    const { runLoadtest } = await import('../loadtest/index.ts');
+    const code = await runLoadtest(argv.slice(1), {
+      stdout: (text) => void process.stdout.write(text),
+      stderr: (text) => void process.stderr.write(text),
+      isTTY: Boolean(process.stdout.isTTY),
+    });
+    process.exit(code);
+  }
   const worker = isClusterWorker();
   if (!worker) {
     const options = peekOptions(argv);
