@@ -155,7 +155,8 @@ export function renderTable(s: Summary): string {
   row('all', 'dropped by the server', s.dropped.total === 0 ? '0' : `${int(s.dropped.total)}: codes ${causes(s.dropped.byCode)}; in ${causes(s.dropped.byPhase)}`);
   if (s.unexpectedMessages) row('all', 'unexpected messages', int(s.unexpectedMessages));
   const env = s.environment;
-  if (env.timeWaitAtStart !== undefined && env.ephemeralPorts !== undefined && env.timeWaitAtStart > env.ephemeralPorts / 4) {
+  // With --source the client picks its ports; without it the kernel searches the crowded range.
+  if (s.options.sources.length === 0 && env.timeWaitAtStart !== undefined && env.ephemeralPorts !== undefined && env.timeWaitAtStart > env.ephemeralPorts / 4) {
     row('all', 'note', `${int(env.timeWaitAtStart)} TCP sockets were in TIME_WAIT at the start (ephemeral range ${int(env.ephemeralPorts)} ports): the kernel's port search slows connects`);
   }
   if (s.timedOut) {

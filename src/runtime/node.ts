@@ -309,7 +309,7 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     const code = await runLoadtest(argv.slice(1), {
       stdout: (text) => void process.stdout.write(text),
       stderr: (text) => void process.stderr.write(text),
-      isTTY: Boolean(process.stdout.isTTY),
+      isTTY: Boolean(process.stderr.isTTY), // progress bars go to stderr
     });
     process.exit(code);
   }
