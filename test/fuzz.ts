@@ -306,7 +306,12 @@ interface Outcome {
   violation?: string;
 }
 
-async function fuzzConnection(server: ServerProcess, seed: number, index: number): Promise<Outcome> {
+/**
+ * @param oversizedControlFrames the runtime's frame layer is documented to send control frames over
+ * 125 bytes (workerd: a pong echoing a long ping, a long close reason); those are not counted as
+ * violations, everything else about those frames still is.
+ */
+async function fuzzConnection(server: ServerProcess, seed: number, index: number, oversizedControlFrames = false): Promise<Outcome> {
   const plan = planConnection(seed, index);
   let conn: RawConnection;
   try {
@@ -353,7 +358,7 @@ async function fuzzConnection(server: ServerProcess, seed: number, index: number
       continue;
     }
     const bad = serverFrameViolation(event.frame);
-    if (bad) return { result: 'bad-frame', violation: bad };
+    if (bad && !(oversizedControlFrames && bad === 'server control frame payload > 125 bytes')) return { result: 'bad-frame', violation: bad };
     if (event.frame.opcode === Opcode.CLOSE) {
       const { code, reasonBytes } = parseClose(event.frame.payload);
       if (code !== undefined && !sendableCloseCode(code)) return { result: `close ${code}`, violation: `server sent the unsendable close code ${code}` };
@@ -452,7 +457,7 @@ export function runFuzz(target: RuntimeTarget): void {
         const worker = async () => {
           while (next < indices.length) {
             const index = indices[next++]!;
-            const outcome = await fuzzConnection(server, seed, index);
+            const outcome = await fuzzConnection(server, seed, index, target.differences?.has('oversized-control-frames'));
             outcomes.set(outcome.result, (outcomes.get(outcome.result) ?? 0) + 1);
             if (outcome.violation) {
               const plan = planConnection(seed, index);

@@ -45,7 +45,15 @@ export type RuntimeDifference =
   /** The runtime drops a slow request head after its own fixed time (Bun: about 10 s, checked every 4 s), not after --headers-timeout. */
   | 'fixed-headers-timeout'
   /** A server-initiated close completes at once (close frame, then FIN) without waiting for the peer's close frame, so no peer can hold a graceful shutdown open. */
-  | 'close-handshake-not-awaited';
+  | 'close-handshake-not-awaited'
+  /** The application cannot send pings (workerd): there is no heartbeat, a silent peer is never dropped as idle. */
+  | 'no-heartbeat'
+  /** The runtime exposes no send queue (workerd: no bufferedAmount): the slow-consumer policies never act, and the runtime buffers what a stalled reader does not read. */
+  | 'no-backpressure'
+  /** The runtime strips the Upgrade header from a non-101 answer (workerd), so a 426 carries only Sec-WebSocket-Version. */
+  | 'no-upgrade-header-on-426'
+  /** The runtime's frame layer sends control frames over 125 bytes (workerd: a pong echoing a long ping, a long close reason). */
+  | 'oversized-control-frames';
 
 export interface ServerProcess {
   url: string;

@@ -74,7 +74,9 @@ export function runSuite(target: RuntimeTarget): void {
     it('answers a plain GET /ws with 426 Upgrade Required', async () => {
       const res = await fetch(`${server.url}/ws`);
       assert.equal(res.status, 426);
-      assert.equal(res.headers.get('upgrade'), 'websocket');
+      // workerd strips Upgrade from a non-101 answer; Sec-WebSocket-Version still says what to use.
+      if (target.differences?.has('no-upgrade-header-on-426')) assert.equal(res.headers.get('sec-websocket-version'), '13');
+      else assert.equal(res.headers.get('upgrade'), 'websocket');
       await res.text();
     });
 
@@ -355,8 +357,8 @@ export function runSuite(target: RuntimeTarget): void {
         const closes = [closed(a), closed(b)];
         const started = Date.now();
         server.child.kill('SIGTERM');
-        for (const c of await Promise.all(closes)) assert.equal(c.code, 1001);
         if (closeNotAwaited) {
+          for (const c of await Promise.all(closes)) assert.equal(c.code, 1001);
           const { code } = await server.exited;
           assert.equal(code, 0);
           const elapsed = Date.now() - started;
@@ -368,13 +370,15 @@ export function runSuite(target: RuntimeTarget): void {
           stuck.socket.destroy();
           return;
         }
-        const health = await fetch(`${server.url}/healthz`);
-        assert.equal(health.status, 503);
-        await health.text();
+        // Draining: checked before the closes complete, because workerd ends the TCP connections it
+        // closed together only once every one of those peers has answered (here: at the deadline).
+        const health = await eventually(() => fetch(`${server.url}/healthz`).then(async (r) => (await r.text(), r.status)), (status) => status === 503, 3000);
+        assert.equal(health, 503);
         const refused = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));
         assert.equal(refused.status, 503);
         assert.equal(refused.headers['retry-after'], '3');
         refused.socket.destroy();
+        for (const c of await Promise.all(closes)) assert.equal(c.code, 1001);
         const { code } = await server.exited;
         assert.equal(code, 0);
         const elapsed = Date.now() - started;

@@ -1,0 +1,354 @@
+// Cloudflare workerd runtime: a Worker that hands every request to one Durable Object, and the
+// Durable Object (`HubObject`) that holds the hub. The object owns /ws, /healthz, /stats, … through
+// the same `createApp(hub, adapter)` as every other runtime; the connection limit is per object (one
+// global object by default, or one per `?room=` with HUBBUB_ROOMS=true).
+//
+// Sockets are accepted with the WebSocket Hibernation API (`ctx.acceptWebSocket`), so an idle crowd
+// costs nothing while the object sleeps: workerd holds the sockets, evicts the object after ~10 s
+// without events, and builds a new one for the next event. Each socket carries a small attachment
+// (address, principal, topics, when it opened); the constructor rebuilds one Connection per socket
+// from it, so the registry's counts are right again (/stats `live` = `ctx.getWebSockets().length`).
+// What does not survive an eviction: connection ids (restored sockets get fresh ones), `ctx.data`
+// and whatever else a handler keeps in memory, topic sequence numbers, and the /stats counters.
+//
+// Options come from the environment (wrangler.toml `[vars]`, `wrangler secret`), read by the same
+// `parseCommandLine` as the CLI. HUBBUB_HANDLER names a built-in handler, or one bundled into the
+// worker with `hubObjectWith({ name: handler })` (workerd cannot load a module at run time).
+// There are no signals, no process and no listener here: workerd serves, so `main()` does not apply.
+// What the adapter does for workerd: answers a client's close frame (workerd does not, on a
+// hibernatable socket), answers an invalid close code with 1002 as ws does, reads the code of
+// workerd's own protocol errors (1009 over its 32 MiB limit), declines permessage-deflate (workerd
+// would inflate up to 32 MiB whatever --max-payload says, and an idle deflate socket costs ~2.7× the
+// memory), and runs the hub's sweeper on events, not on a timer that would keep the object awake.
+// What workerd cannot do (application pings, backpressure, a headers timeout, …) is listed in the
+// README under "Runtime differences".
+import { defineWebSocketHelper } from 'hono/ws';
+import type { Hono } from 'hono';
+import { createApp } from '../app.ts';
+import { Connection, ConnectionState, type SocketLike } from '../connection.ts';
+import type { Handler, Principal } from '../handler.ts';
+import { checkHandshake } from '../handshake.ts';
+import { createHub, type HandlerFactory, type Hub } from '../hub.ts';
+import { createLogger } from '../log.ts';
+import { parseCommandLine } from '../options.ts';
+
+// ---- The little of the Workers API this file uses (tsc for Node has no Cloudflare types). ----
+
+/** workerd's WebSocket: the server half of a WebSocketPair, which the object accepts and keeps. */
+interface WorkerWebSocket {
+  readonly readyState: number;
+  send(data: string | ArrayBuffer | ArrayBufferView): void;
+  close(code?: number, reason?: string): void;
+  /** Hibernation API: up to 2,048 bytes (structured clone) that outlive the object. */
+  serializeAttachment(value: unknown): void;
+  deserializeAttachment(): unknown;
+}
+
+declare const WebSocketPair: new () => { 0: WorkerWebSocket; 1: WorkerWebSocket };
+
+export interface DurableObjectState {
+  acceptWebSocket(ws: WorkerWebSocket, tags?: string[]): void;
+  getWebSockets(tag?: string): WorkerWebSocket[];
+  blockConcurrencyWhile<T>(callback: () => Promise<T>): Promise<T>;
+}
+
+interface DurableObjectId {
+  toString(): string;
+}
+
+interface DurableObjectStub {
+  fetch(request: Request): Promise<Response>;
+}
+
+export interface DurableObjectNamespace {
+  idFromName(name: string): DurableObjectId;
+  get(id: DurableObjectId): DurableObjectStub;
+}
+
+/** The Worker's environment: the Durable Object binding and the vars (HUBBUB_* options). */
+export interface HubEnv {
+  readonly HUB: DurableObjectNamespace;
+  /** `true`: `?room=<name>` picks the object (the limit is then per room). @default false */
+  readonly HUBBUB_ROOMS?: string;
+  readonly [name: string]: unknown;
+}
+
+// ---- The Worker ----
+
+/** Paths only the hub's own tooling reaches, through the binding; the Worker answers them 404. */
+const INTERNAL_PREFIX = '/__hubbub/';
+const ROOM = /^[\w.-]{1,64}$/;
+const GLOBAL_OBJECT = 'global';
+
+export const worker = {
+  fetch(request: Request, env: HubEnv): Promise<Response> | Response {
+    const url = new URL(request.url);
+    if (url.pathname.startsWith(INTERNAL_PREFIX)) return new Response('Not Found\n', { status: 404 });
+    let name = GLOBAL_OBJECT;
+    const room = isOn(env.HUBBUB_ROOMS) ? url.searchParams.get('room') : null;
+    if (room !== null) {
+      if (!ROOM.test(room)) return new Response('room must be 1-64 letters, digits, ".", "_" or "-"\n', { status: 400 });
+      name = `room:${room}`;
+    }
+    return env.HUB.get(env.HUB.idFromName(name)).fetch(request);
+  },
+};
+
+function isOn(value: unknown): boolean {
+  return typeof value === 'string' && /^(true|1|yes|on)$/i.test(value);
+}
+
+// ---- The Durable Object ----
+
+/** What a socket carries through hibernation (kept small: workerd allows 2,048 bytes). */
+interface Attachment {
+  /** Client address. */
+  ip: string;
+  /** When the socket opened (ms). */
+  at: number;
+  principal?: Principal;
+  topics?: string[];
+}
+
+type HandlerSpec = Handler | HandlerFactory;
+
+const OPEN = { type: 'open' } as Event;
+/** An extension answer that names none workerd knows: it then negotiates none (and sends no header). */
+const NO_EXTENSIONS = 'none';
+
+export class HubObject {
+  /** Handlers bundled into this worker, by the name HUBBUB_HANDLER gives (besides `echo` and `pubsub`). */
+  static handlers: Readonly<Record<string, HandlerSpec>> = {};
+
+  readonly ctx: DurableObjectState;
+  readonly hub: Hub | undefined;
+  readonly app: Hono | undefined;
+  /** Why the hub could not be built (a bad option): every request is answered 500 with it. */
+  readonly startupError: string | undefined;
+  /** The Connection of each accepted socket, for the hibernation event handlers. */
+  readonly #connections = new WeakMap<WorkerWebSocket, Connection>();
+  /** The hub's sweeper, run on events instead of by a timer (a pending timer would keep the object awake). */
+  #sweep: (() => void) | undefined;
+  #attachmentWarned = false;
+
+  constructor(ctx: DurableObjectState, env: HubEnv) {
+    this.ctx = ctx;
+    const handlers = (this.constructor as typeof HubObject).handlers;
+    try {
+      const command = parseCommandLine([], stringVars(env));
+      if (command.kind !== 'serve') throw new Error('unreachable: no flags were given');
+      const options = command.options;
+      if ((options as { backplane?: unknown }).backplane) throw new Error('HUBBUB_BACKPLANE is not available on workerd: a Durable Object holds no broker connection (use rooms, HUBBUB_ROOMS)');
+      const name = typeof options.handler === 'string' ? options.handler : 'echo';
+      if (Object.hasOwn(handlers, name)) options.handler = handlers[name]!;
+      const { value: hub, interval } = capturingInterval(() => createHub(options));
+      this.hub = hub;
+      this.#sweep = interval;
+      this.app = createApp(hub, {
+        runtime: 'workerd',
+        upgradeWebSocket: this.#upgradeWebSocket as never,
+        remoteAddress: (c) => c.req.header('cf-connecting-ip') ?? '127.0.0.1',
+        processStats: () => ({ webSockets: this.ctx.getWebSockets().length }),
+      });
+      // Connects what the hub connects at start (nothing, without a backplane) before the first event.
+      const start = (hub as { start?: () => Promise<void> }).start;
+      if (start) void ctx.blockConcurrencyWhile(() => start.call(hub));
+      this.#persistTopics(hub);
+      for (const ws of ctx.getWebSockets()) this.#restore(ws);
+      if (hub.registry.liveConnections.size > 0) hub.log.info('hibernation.restored', { live: hub.registry.liveConnections.size });
+    } catch (error) {
+      this.startupError = (error as Error).message;
+      createLogger('error').error('startup.error', { error });
+    }
+  }
+
+  async fetch(request: Request): Promise<Response> {
+    if (!this.hub || !this.app) return new Response(`hubbub: ${this.startupError}\n`, { status: 500, headers: { Connection: 'close' } });
+    this.#tick();
+    const url = new URL(request.url);
+    if (url.pathname.startsWith(INTERNAL_PREFIX)) return this.#internal(url, request);
+    return this.app.fetch(request);
+  }
+
+  webSocketMessage(ws: WorkerWebSocket, message: string | ArrayBuffer): void {
+    this.#tick();
+    this.#connectionOf(ws)?.onMessage({ data: message }, ws as SocketLike);
+  }
+
+  webSocketClose(ws: WorkerWebSocket, code: number, reason: string, wasClean: boolean): void {
+    const conn = this.#connectionOf(ws);
+    this.#connections.delete(ws);
+    // workerd hands over any code a client sends. One a client may not send is a protocol error, as ws
+    // treats it: answered 1002 and counted as `error`.
+    if (wasClean && code !== 1005 && !isValidCloseCode(code)) {
+      closeQuietly(ws, 1002);
+      conn?.onError({ error: new Error(`invalid close code ${code}`), code: 1002 }, ws);
+    } else if (wasClean) replyToClose(ws, code, reason);
+    conn?.onClose({ code, reason }, ws);
+  }
+
+  /**
+   * workerd's own protocol errors (a bad frame, a message over its 32 MiB limit). It has already sent
+   * its close frame; the code it used is only in the message ("protocolError.statusCode = 1009").
+   */
+  webSocketError(ws: WorkerWebSocket, error: unknown): void {
+    const code = Number(/statusCode = (\d{4})/.exec(String((error as Error | undefined)?.message))?.[1]) || undefined;
+    this.#connectionOf(ws)?.onError({ error, code }, ws);
+  }
+
+  /** Hono's upgradeWebSocket on the Hibernation API: the socket is the object's, the events are the Connection. */
+  readonly #upgradeWebSocket = defineWebSocketHelper<unknown>((c, events) => {
+    const refusal = checkHandshake(c.req.method, c.req.raw.headers);
+    if (refusal) return refusal;
+    const conn = events as unknown as Connection;
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server);
+    this.#connections.set(server, conn);
+    conn.onOpen(OPEN, server as SocketLike);
+    this.#saveAttachment(conn);
+    const headers: Record<string, string> = {};
+    // As ws does: the first subprotocol the client offers.
+    const protocol = c.req.header('sec-websocket-protocol')?.split(',')[0]?.trim();
+    if (protocol) headers['Sec-WebSocket-Protocol'] = protocol;
+    // workerd would negotiate permessage-deflate by itself, and inflate each message up to its own
+    // 32 MiB limit whatever --max-payload says (a deflate bomb costs it that much memory). An answer
+    // that names the extensions decides instead: one without permessage-deflate, always.
+    if (c.req.header('sec-websocket-extensions')) headers['Sec-WebSocket-Extensions'] = NO_EXTENSIONS;
+    return new Response(null, { status: 101, webSocket: client, headers } as ResponseInit);
+  });
+
+  #connectionOf(ws: WorkerWebSocket): Connection | undefined {
+    return this.#connections.get(ws);
+  }
+
+  /** A socket accepted by an earlier instance of this object: a Connection again, without onOpen. */
+  #restore(ws: WorkerWebSocket): void {
+    const hub = this.hub!;
+    if (ws.readyState !== 1) return; // closing: its webSocketClose comes, and finds nothing to release
+    const attachment = ws.deserializeAttachment() as Attachment | null;
+    if (!attachment || typeof attachment.ip !== 'string') {
+      // Saved nothing (its principal could not be stored): without it the caps could not count this
+      // socket, so it goes; the client reconnects.
+      closeQuietly(ws, 1011, 'connection state lost');
+      return;
+    }
+    const admitted = hub.registry.admit(attachment.ip, attachment.principal);
+    if (!(admitted instanceof Connection)) {
+      // A limit was lowered across a deploy: the sockets over it are closed.
+      closeQuietly(ws, 1013, 'over capacity after restart');
+      return;
+    }
+    hub.registry.open(admitted, ws as SocketLike);
+    admitted.openedAt = attachment.at;
+    this.#connections.set(ws, admitted);
+    for (const topic of attachment.topics ?? []) hub.topics.subscribe(admitted, topic);
+  }
+
+  #saveAttachment(conn: Connection): void {
+    const socket = conn.socket as WorkerWebSocket | undefined;
+    if (!socket || conn.state !== ConnectionState.Open) return;
+    const attachment: Attachment = { ip: conn.remoteAddress, at: conn.openedAt };
+    if (conn.principal) attachment.principal = conn.principal;
+    if (conn.topics?.size) attachment.topics = [...conn.topics];
+    try {
+      socket.serializeAttachment(attachment);
+    } catch (error) {
+      // Over 2,048 bytes (many or long topic names) or not cloneable: this socket's topics would not survive an eviction.
+      if (!this.#attachmentWarned) this.hub!.log.warn('hibernation.attachment', { id: conn.id, error });
+      this.#attachmentWarned = true;
+    }
+  }
+
+  /** Subscriptions are saved in the socket's attachment as they change, so they survive an eviction. */
+  #persistTopics(hub: Hub): void {
+    const index = hub.topics;
+    const subscribe = index.subscribe.bind(index);
+    const unsubscribe = index.unsubscribe.bind(index);
+    index.subscribe = (conn, topic) => {
+      const added = subscribe(conn, topic);
+      if (added) this.#saveAttachment(conn);
+      return added;
+    };
+    index.unsubscribe = (conn, topic) => {
+      const removed = unsubscribe(conn, topic);
+      if (removed) this.#saveAttachment(conn);
+      return removed;
+    };
+  }
+
+  /**
+   * Runs the hub's sweeper when a new second has begun (message-rate window, rate-bucket pruning,
+   * reservation expiry). Driven by events, not a timer: an upgrade completes within its request, so
+   * nothing waits for a tick between events.
+   */
+  #tick(): void {
+    if (this.#sweep && Math.floor(Date.now() / 1000) !== this.hub!.registry.rateWindow) this.#sweep();
+  }
+
+  /** Reached only through the binding (the Worker answers these paths 404): the dev launcher's drain. */
+  async #internal(url: URL, request: Request): Promise<Response> {
+    if (url.pathname !== `${INTERNAL_PREFIX}shutdown` || request.method !== 'POST') return new Response('Not Found\n', { status: 404 });
+    const timeout = Number(url.searchParams.get('timeout') ?? Number.NaN);
+    return Response.json(await this.hub!.shutdown(Number.isFinite(timeout) ? timeout : undefined));
+  }
+}
+
+/** A HubObject class with more handlers bundled in, selectable by name through HUBBUB_HANDLER. */
+export function hubObjectWith(handlers: Readonly<Record<string, HandlerSpec>>): typeof HubObject {
+  return class extends HubObject {
+    static override handlers = { ...HubObject.handlers, ...handlers };
+  };
+}
+
+/**
+ * Completes the closing handshake the client started: workerd does not answer a close frame on a
+ * hibernatable socket by itself, and a client waits (10 s with ws) for the answer. The code and
+ * reason are echoed, as ws does; a close frame without a code (1005) is answered without one.
+ */
+function replyToClose(ws: WorkerWebSocket, code: number, reason: string): void {
+  if (code === 1005) closeQuietly(ws);
+  else closeQuietly(ws, code, reason);
+}
+
+function closeQuietly(ws: WorkerWebSocket, code?: number, reason?: string): void {
+  try {
+    if (code === undefined) ws.close();
+    else ws.close(code, reason);
+  } catch {
+    // already closed by the server (it started this closing handshake)
+  }
+}
+
+/** Close codes a peer may put in a close frame (RFC 6455 §7.4), as ws checks them. */
+function isValidCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
+}
+
+/** Vars as the strings parseCommandLine reads (a TOML number or boolean var arrives as a JSON value). */
+function stringVars(env: HubEnv): Record<string, string> {
+  const vars: Record<string, string> = {};
+  for (const [name, value] of Object.entries(env)) {
+    if (typeof value === 'string') vars[name] = value;
+    else if (typeof value === 'number' || typeof value === 'boolean') vars[name] = String(value);
+  }
+  return vars;
+}
+
+/**
+ * Builds the hub while catching the one interval its constructor starts (the sweeper), so that no
+ * timer keeps the object from hibernating; the object runs the sweeper itself on events (`#tick`).
+ */
+function capturingInterval<T>(build: () => T): { value: T; interval: (() => void) | undefined } {
+  const original = globalThis.setInterval;
+  let interval: (() => void) | undefined;
+  globalThis.setInterval = ((callback: () => void) => {
+    interval = callback;
+    return 0;
+  }) as unknown as typeof setInterval;
+  try {
+    return { value: build(), interval };
+  } finally {
+    globalThis.setInterval = original;
+  }
+}
+
