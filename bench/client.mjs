@@ -1,93 +1,59 @@
-// Load client for bench/idle.mjs. Runs as a forked child (IPC channel) so that its sockets, CPU and
-// memory are not the server's and not the orchestrator's. Commands arrive as IPC messages:
-//   { cmd: 'connect', url, connections, concurrency, handshakeTimeoutMs }
-//     → { type: 'connected', opened, failures, failureReasons, wallMs, connectRate, handshake: {p50,p99,max,mean} }
+// Load client for bench/idle.mjs and bench/run.mjs. Runs as a forked child (IPC channel, see
+// serveCommands in lib.mjs) so that its sockets, CPU and memory are not the server's and not the
+// orchestrator's. Commands:
+//   { cmd: 'connect', url, connections, concurrency, handshakeTimeoutMs, addresses? }
+//     → opens `connections` WebSockets, at most `concurrency` handshakes in flight, source addresses
+//       round-robin over `addresses` (127.x.x.x; none = the kernel's choice)
+//     → { type: 'connected', opened, failures, failureReasons, wallMs, connectRate, handshake: {p50,p99,max,mean}, handshakeHistogram }
+//       (and a { type: 'progress', label: 'connect', done, failures, total, elapsedS } message every 10 s meanwhile)
 //   { cmd: 'echo', timeoutMs } → each open socket sends one text message and awaits its echo
-//     → { type: 'echoed', ok, bad, missing, wallMs, firstBad }
+//     → { type: 'echoed', ok, bad, missing, droppedBeforeEcho, wallMs, firstBad }
+//   { cmd: 'echo-loop', durationMs, timeoutMs } → closed loop: every open socket sends a message,
+//       awaits its echo (checked), sends the next, … until `durationMs` have passed; then each
+//       finishes the round trip it has in flight (up to `timeoutMs`), so every message sent was
+//       echoed (or is counted missing)
+//     → { type: 'echo-looped', messages, ok, bad, missing, wallMs, latency: {p50,p90,p99,max,mean}, latencyHistogram, clientCpuUs,
+//         roundTrips: { <round trips completed>: <sockets> } }
 //   { cmd: 'close', timeoutMs } → closes every socket (close handshake, then terminate stragglers)
-//     → { type: 'closed', closedCleanly, terminated, wallMs }
+//     → { type: 'closed', closedCleanly, terminated, droppedWhileIdle, wallMs }
 //   { cmd: 'exit' } → exits.
-// Only loopback targets are accepted.
+// Only loopback targets and source addresses are accepted.
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { Histogram, assertLoopbackSources, closeSockets, echoOnce, openWebSocket, percentileSorted, pool, r, serveCommands, wsUrlOf } from './lib.mjs';
 
+const PREFIX = 'Server received: ';
 const sockets = [];
 
-function send(message) {
-  process.send?.(message);
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[index];
-}
-
-function round(n, digits = 3) {
-  return n === null || n === undefined ? n : Number(n.toFixed(digits));
-}
-
-function assertLoopback(url) {
-  const { hostname } = new URL(url);
-  if (hostname !== '127.0.0.1') throw new Error(`refusing to target ${hostname}: loopback 127.0.0.1 only`);
-}
-
-async function connect({ url, connections, concurrency, handshakeTimeoutMs }) {
-  assertLoopback(url);
-  const wsUrl = new URL('/ws', url.replace(/^http/, 'ws')).href;
+async function connect({ url, connections, concurrency, handshakeTimeoutMs, addresses = [] }) {
+  const wsUrl = wsUrlOf(url);
+  assertLoopbackSources(addresses);
   const times = [];
+  const histogram = new Histogram();
   const failureReasons = {};
   let failures = 0;
-  let next = 0;
-  const fail = (reason) => {
-    failures++;
-    failureReasons[reason] = (failureReasons[reason] ?? 0) + 1;
-  };
-
-  const openOne = (index) =>
-    new Promise((resolve) => {
-      const started = performance.now();
-      let settled = false;
-      const done = (ok, reason) => {
-        if (settled) return;
-        settled = true;
-        if (ok) times.push(performance.now() - started);
-        else fail(reason);
-        resolve();
-      };
-      let ws;
-      try {
-        ws = new WebSocket(wsUrl, { perMessageDeflate: false, handshakeTimeout: handshakeTimeoutMs });
-      } catch (error) {
-        done(false, `throw: ${error.message}`);
-        return;
-      }
+  const t0 = performance.now();
+  // Progress every 10 s, so that a slow connect (other load, SYN retransmits) shows while it lasts.
+  const progress = setInterval(
+    () => process.send?.({ type: 'progress', label: 'connect', done: sockets.length, failures, total: connections, elapsedS: r((performance.now() - t0) / 1000, 0) }),
+    10_000,
+  );
+  const wallMs = await pool(connections, concurrency, async (index) => {
+    const started = performance.now();
+    const localAddress = addresses.length ? addresses[index % addresses.length] : undefined;
+    const { ws, failure } = await openWebSocket(WebSocket, wsUrl, { handshakeTimeoutMs, localAddress });
+    if (ws) {
+      const ms = performance.now() - started;
+      times.push(ms);
+      histogram.record(ms);
       ws.index = index;
-      ws.once('open', () => {
-        sockets.push(ws);
-        done(true);
-      });
-      ws.once('unexpected-response', (_req, res) => {
-        done(false, `http ${res.statusCode}`);
-        res.resume();
-        ws.terminate?.();
-      });
-      ws.on('error', (error) => done(false, `error: ${error.code ?? error.message}`));
-      ws.once('close', (code) => {
-        if (!settled) done(false, `closed before open: ${code}`);
-        else ws.closedEarly = code; // an open socket the server dropped while idle
-      });
-    });
-
-  const startedAt = performance.now();
-  const worker = async () => {
-    while (next < connections) {
-      const index = next++;
-      await openOne(index);
+      sockets.push(ws);
+    } else {
+      failures++;
+      failureReasons[failure] = (failureReasons[failure] ?? 0) + 1;
     }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, connections) }, worker));
-  const wallMs = performance.now() - startedAt;
+  });
+  clearInterval(progress);
   times.sort((a, b) => a - b);
   const mean = times.length ? times.reduce((a, b) => a + b, 0) / times.length : null;
   return {
@@ -96,98 +62,110 @@ async function connect({ url, connections, concurrency, handshakeTimeoutMs }) {
     opened: sockets.length,
     failures,
     failureReasons,
-    wallMs: round(wallMs, 1),
-    connectRate: round(sockets.length / (wallMs / 1000), 1),
-    handshake: { p50: round(percentile(times, 50)), p99: round(percentile(times, 99)), max: round(times.at(-1) ?? null), mean: round(mean) },
+    wallMs: r(wallMs, 1),
+    connectRate: r(sockets.length / (wallMs / 1000), 1),
+    handshake: { p50: r(percentileSorted(times, 50), 3), p99: r(percentileSorted(times, 99), 3), max: r(times.at(-1) ?? null, 3), mean: r(mean, 3) },
+    handshakeHistogram: histogram.toJSON(),
   };
 }
 
 async function echo({ timeoutMs }) {
-  const startedAt = performance.now();
+  const result = await echoOnce(WebSocket, sockets, { timeoutMs, textFor: (ws) => `ping-${ws.index}` });
+  const dropped = sockets.filter((ws) => ws.readyState !== WebSocket.OPEN).length;
+  // A socket that closed while its echo was awaited never answered: missing.
+  return { type: 'echoed', ok: result.ok, bad: result.bad, missing: result.missing + result.closedWhileWaiting, droppedBeforeEcho: dropped, wallMs: result.wallMs, firstBad: result.firstBad };
+}
+
+/** Closed loop: one message in flight per socket, each sent when the previous echo arrived. */
+async function echoLoop({ durationMs, timeoutMs = 30_000 }) {
+  const histogram = new Histogram();
+  const open = sockets.filter((ws) => ws.readyState === WebSocket.OPEN);
+  let messages = 0;
   let ok = 0;
   let bad = 0;
   let firstBad;
-  const pending = new Set();
-  await new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    const check = () => {
-      if (pending.size === 0) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    for (const ws of sockets) {
-      if (ws.readyState !== WebSocket.OPEN) continue;
-      const text = `ping-${ws.index}`;
-      const expected = `Server received: ${text}`;
-      pending.add(ws);
-      ws.once('message', (data, isBinary) => {
-        const got = isBinary ? `<binary ${data.length} bytes>` : data.toString();
-        if (got === expected) ok++;
-        else {
-          bad++;
-          firstBad ??= { expected, got };
-        }
-        pending.delete(ws);
-        check();
-      });
-      ws.send(text);
-    }
-    check();
-  });
-  const dropped = sockets.filter((ws) => ws.readyState !== WebSocket.OPEN).length;
-  return { type: 'echoed', ok, bad, missing: pending.size, droppedBeforeEcho: dropped, wallMs: round(performance.now() - startedAt, 1), firstBad };
-}
-
-async function closeAll({ timeoutMs }) {
+  let inFlight = 0;
+  let sending = true;
+  const cpu0 = process.cpuUsage();
   const startedAt = performance.now();
-  const droppedWhileIdle = sockets.filter((ws) => ws.closedEarly !== undefined).length;
-  let closedCleanly = 0;
-  await new Promise((resolve) => {
-    let remaining = 0;
-    const timer = setTimeout(resolve, timeoutMs);
-    for (const ws of sockets) {
-      if (ws.readyState === WebSocket.CLOSED) continue;
-      remaining++;
-      ws.once('close', () => {
-        closedCleanly++;
-        if (--remaining === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      ws.close(1000, 'bench done');
+  const deadline = startedAt + durationMs;
+  let finish;
+  const finished = new Promise((resolvePromise) => (finish = resolvePromise));
+
+  const sendNext = (ws) => {
+    ws.seq = (ws.seq ?? 0) + 1;
+    ws.expected = `${PREFIX}e${ws.index}-${ws.seq}`;
+    ws.sentAt = performance.now();
+    inFlight++;
+    messages++;
+    ws.send(ws.expected.slice(PREFIX.length));
+  };
+  function onMessage(data, isBinary) {
+    const ws = this;
+    const now = performance.now();
+    if (ws.sentAt === undefined) return;
+    histogram.record(now - ws.sentAt);
+    ws.sentAt = undefined;
+    inFlight--;
+    const got = isBinary ? `<binary ${data.length} bytes>` : data.toString();
+    if (got === ws.expected) ok++;
+    else {
+      bad++;
+      firstBad ??= { expected: ws.expected, got: got.slice(0, 200) };
     }
-    if (remaining === 0) {
-      clearTimeout(timer);
-      resolve();
-    }
-  });
-  let terminated = 0;
-  for (const ws of sockets) {
-    if (ws.readyState !== WebSocket.CLOSED) {
-      terminated++;
-      ws.terminate();
-    }
+    if (sending && now < deadline) sendNext(ws);
+    else if (inFlight === 0) finish();
   }
-  sockets.length = 0;
-  return { type: 'closed', closedCleanly, terminated, droppedWhileIdle, wallMs: round(performance.now() - startedAt, 1) };
+  for (const ws of open) ws.on('message', onMessage);
+  for (const ws of open) sendNext(ws);
+  const stopTimer = setTimeout(() => {
+    sending = false;
+    if (inFlight === 0) finish();
+  }, durationMs);
+  const giveUp = setTimeout(finish, durationMs + timeoutMs);
+  await finished;
+  sending = false;
+  clearTimeout(stopTimer);
+  clearTimeout(giveUp);
+  const wallMs = performance.now() - startedAt;
+  for (const ws of open) ws.removeListener('message', onMessage);
+  const cpu = process.cpuUsage(cpu0);
+  // Fairness: how many round trips each socket completed (count of sockets by round trips).
+  const roundTrips = {};
+  for (const ws of open) {
+    const done = (ws.seq ?? 0) - (ws.sentAt === undefined ? 0 : 1);
+    roundTrips[done] = (roundTrips[done] ?? 0) + 1;
+  }
+  return {
+    type: 'echo-looped',
+    sockets: open.length,
+    messages,
+    ok,
+    bad,
+    missing: inFlight,
+    firstBad,
+    wallMs: r(wallMs, 1),
+    messagesPerSecond: r((ok + bad) / (wallMs / 1000), 1),
+    latency: histogram.summary(),
+    latencyHistogram: histogram.toJSON(),
+    clientCpuUs: { user: cpu.user, system: cpu.system },
+    roundTrips,
+    closedDuring: open.filter((ws) => ws.readyState !== WebSocket.OPEN).length,
+  };
 }
 
-process.on('message', async (message) => {
-  try {
-    if (message.cmd === 'connect') send(await connect(message));
-    else if (message.cmd === 'echo') send(await echo(message));
-    else if (message.cmd === 'close') send(await closeAll(message));
-    else if (message.cmd === 'exit') {
-      for (const ws of sockets) ws.terminate();
-      process.exit(0);
-    } else send({ type: 'error', error: `unknown command ${message.cmd}` });
-  } catch (error) {
-    send({ type: 'error', error: error?.stack ?? String(error) });
-  }
-});
+async function close({ timeoutMs }) {
+  const droppedWhileIdle = sockets.filter((ws) => ws.closedEarly !== undefined).length;
+  const closed = await closeSockets(WebSocket, sockets, { timeoutMs });
+  sockets.length = 0;
+  return { type: 'closed', closedCleanly: closed.closedCleanly, terminated: closed.terminated, droppedWhileIdle, wallMs: closed.wallMs };
+}
 
-// Never outlive the orchestrator.
-process.on('disconnect', () => process.exit(0));
-send({ type: 'ready', pid: process.pid });
+serveCommands(
+  { connect, echo, 'echo-loop': echoLoop, close },
+  {
+    onExit: () => {
+      for (const ws of sockets) ws.terminate();
+    },
+  },
+);

@@ -17,9 +17,11 @@
 //   { cmd: 'close', timeoutMs } → close handshake on every socket, then terminate stragglers
 //   { cmd: 'exit' } → exits.
 // Only loopback targets and source addresses are accepted.
-import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { assertLoopbackSources, closeSockets, cpuTicks, openWebSocket, percentileSorted as percentile, pool, r, serveCommands, wsUrlOf } from './lib.mjs';
+
+const round = (n, digits = 3) => r(n, digits);
 
 const PIPE = 0x7c; // '|'
 const FILL = 0x78; // 'x'
@@ -48,32 +50,6 @@ const phase = {
   badPayload: 0, // wrong length, binary, unparsable or corrupted
   late: 0, // receipts of a message after its wait had timed out
 };
-
-function send(message) {
-  process.send?.(message);
-}
-
-function round(n, digits = 3) {
-  return n === null || n === undefined || !Number.isFinite(n) ? null : Number(n.toFixed(digits));
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[index];
-}
-
-function assertLoopback(url) {
-  const { hostname } = new URL(url);
-  if (hostname !== '127.0.0.1') throw new Error(`refusing to target ${hostname}: loopback 127.0.0.1 only`);
-}
-
-function cpuTicks(pid) {
-  // /proc/<pid>/stat: "pid (comm) state ppid …"; utime and stime are fields 14 and 15 (1-based).
-  const text = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return { utime: Number(fields[11]), stime: Number(fields[12]) };
-}
 
 const monotonicUs = () => Number(process.hrtime.bigint() / 1000n);
 
@@ -120,62 +96,32 @@ function onMessage(data, isBinary) {
 }
 
 async function connect({ url, subscribers, addresses, concurrency, handshakeTimeoutMs }) {
-  assertLoopback(url);
-  for (const a of addresses) if (!/^127\.\d+\.\d+\.\d+$/.test(a)) throw new Error(`source address ${a} is not loopback`);
-  const wsUrl = new URL('/ws', url.replace(/^http/, 'ws')).href;
+  const wsUrl = wsUrlOf(url);
+  assertLoopbackSources(addresses);
   const failureReasons = {};
   let failures = 0;
-  const fail = (reason) => {
-    failures++;
-    failureReasons[reason] = (failureReasons[reason] ?? 0) + 1;
-  };
-  const openOne = (index, localAddress) =>
-    new Promise((resolve) => {
-      let settled = false;
-      const done = (ws) => {
-        if (settled) return;
-        settled = true;
-        resolve(ws);
-      };
-      let ws;
-      try {
-        ws = new WebSocket(wsUrl, { perMessageDeflate: false, handshakeTimeout: handshakeTimeoutMs, localAddress });
-      } catch (error) {
-        fail(`throw: ${error.message}`);
-        done(undefined);
-        return;
-      }
-      ws.index = index;
-      ws.expected = 0;
-      ws.on('message', onMessage);
-      ws.once('open', () => done(ws));
-      ws.once('unexpected-response', (_req, res) => {
-        if (!settled) fail(`http ${res.statusCode}`);
-        res.resume();
-        ws.terminate();
-        done(undefined);
-      });
-      ws.on('error', (error) => {
-        if (!settled) fail(`error: ${error.code ?? error.message}`);
-        done(undefined);
-      });
-      ws.once('close', (code) => {
-        if (!settled) fail(`closed before open: ${code}`);
-        else ws.closedEarly = code;
-        done(undefined);
-      });
+  const openOne = async (index, localAddress) => {
+    const { ws, failure } = await openWebSocket(WebSocket, wsUrl, {
+      handshakeTimeoutMs,
+      localAddress,
+      setup: (socket) => {
+        socket.index = index;
+        socket.expected = 0;
+        socket.on('message', onMessage);
+      },
     });
+    if (failure) {
+      failures++;
+      failureReasons[failure] = (failureReasons[failure] ?? 0) + 1;
+    }
+    return ws;
+  };
 
   const startedAt = performance.now();
-  let next = 0;
-  const worker = async () => {
-    while (next < subscribers) {
-      const index = next++;
-      const ws = await openOne(index, addresses[index % addresses.length]);
-      if (ws) sockets.push(ws);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(concurrency, subscribers) }, worker));
+  await pool(subscribers, concurrency, async (index) => {
+    const ws = await openOne(index, addresses[index % addresses.length]);
+    if (ws) sockets.push(ws);
+  });
   trigger = await openOne(-1, addresses[0]);
   if (!trigger) throw new Error(`trigger connection failed: ${JSON.stringify(failureReasons)}`);
   sockets.push(trigger);
@@ -306,55 +252,18 @@ async function publish({ size, warmup, messages, serverPid, messageTimeoutMs, gr
 }
 
 async function closeAll({ timeoutMs }) {
-  const startedAt = performance.now();
   const droppedEarly = sockets.filter((ws) => ws.closedEarly !== undefined).length;
-  let closedCleanly = 0;
-  await new Promise((resolve) => {
-    let remaining = 0;
-    const timer = setTimeout(resolve, timeoutMs);
-    for (const ws of sockets) {
-      if (ws.readyState === WebSocket.CLOSED) continue;
-      remaining++;
-      ws.once('close', () => {
-        closedCleanly++;
-        if (--remaining === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      ws.close(1000, 'bench done');
-    }
-    if (remaining === 0) {
-      clearTimeout(timer);
-      resolve();
-    }
-  });
-  let terminated = 0;
-  for (const ws of sockets) {
-    if (ws.readyState !== WebSocket.CLOSED) {
-      terminated++;
-      ws.terminate();
-    }
-  }
+  const closed = await closeSockets(WebSocket, sockets, { timeoutMs });
   sockets.length = 0;
   trigger = undefined;
-  return { type: 'closed', closedCleanly, terminated, droppedEarly, wallMs: round(performance.now() - startedAt, 1) };
+  return { type: 'closed', closedCleanly: closed.closedCleanly, terminated: closed.terminated, droppedEarly, wallMs: closed.wallMs };
 }
 
-process.on('message', async (message) => {
-  try {
-    if (message.cmd === 'connect') send(await connect(message));
-    else if (message.cmd === 'publish') send(await publish(message));
-    else if (message.cmd === 'close') send(await closeAll(message));
-    else if (message.cmd === 'exit') {
+serveCommands(
+  { connect, publish, close: closeAll },
+  {
+    onExit: () => {
       for (const ws of sockets) ws.terminate();
-      process.exit(0);
-    } else send({ type: 'error', error: `unknown command ${message.cmd}` });
-  } catch (error) {
-    send({ type: 'error', error: error?.stack ?? String(error) });
-  }
-});
-
-// Never outlive the orchestrator.
-process.on('disconnect', () => process.exit(0));
-send({ type: 'ready', pid: process.pid });
+    },
+  },
+);

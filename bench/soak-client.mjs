@@ -21,30 +21,12 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
+import { assertLoopbackSources, closeSockets, echoOnce, openWebSocket, percentileSorted as percentile, pool as runPool, r, serveCommands, wsUrlOf } from './lib.mjs';
 
 const PREFIX = 'Server received: ';
 const ENDINGS = ['reset', 'terminate', 'close'];
 
-function reply(id, body) {
-  process.send?.({ id, ...body });
-}
-
-function assertLoopback(url) {
-  const { hostname } = new URL(url);
-  if (hostname !== '127.0.0.1') throw new Error(`refusing to target ${hostname}: loopback 127.0.0.1 only`);
-}
-
-function assertLoopbackSources(addresses) {
-  for (const a of addresses) if (!/^127\.\d+\.\d+\.\d+$/.test(a)) throw new Error(`source address ${a} is not a loopback address`);
-}
-
-function percentile(sorted, p) {
-  if (sorted.length === 0) return null;
-  const index = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[index];
-}
-
-const round = (n, digits = 3) => (n === null || n === undefined || !Number.isFinite(n) ? null : Number(n.toFixed(digits)));
+const round = (n, digits = 3) => r(n, digits);
 
 function bump(map, key, by = 1) {
   map[key] = (map[key] ?? 0) + by;
@@ -54,142 +36,42 @@ function bump(map, key, by = 1) {
 const pool = [];
 
 async function idleOpen({ url, count, addresses, concurrency = 50, handshakeTimeoutMs = 10_000 }) {
-  assertLoopback(url);
+  const wsUrl = wsUrlOf(url);
   assertLoopbackSources(addresses);
-  const wsUrl = new URL('/ws', url.replace(/^http/, 'ws')).href;
   const failures = {};
-  let next = 0;
-  const openOne = (index) =>
-    new Promise((resolve) => {
-      let settled = false;
-      const done = (failure) => {
-        if (settled) return;
-        settled = true;
-        if (failure) bump(failures, failure);
-        resolve();
-      };
-      const ws = new WebSocket(wsUrl, { perMessageDeflate: false, handshakeTimeout: handshakeTimeoutMs, localAddress: addresses[index % addresses.length] });
-      ws.poolIndex = index;
-      ws.on('error', (error) => {
-        ws.lastError = error.code ?? error.message;
-        done(`connect-error:${ws.lastError}`);
-      });
-      ws.once('unexpected-response', (_req, res) => {
-        done(`http-${res.statusCode}`);
-        res.resume();
-        ws.terminate();
-      });
-      ws.once('open', () => {
-        pool.push(ws);
-        done();
-      });
-      ws.once('close', (code) => {
-        if (!settled) done(`closed-before-open-${code}`);
-        else if (!ws.closingOnPurpose) ws.droppedWithCode = code; // the server (or the network) dropped an idle socket
-      });
-    });
-  const startedAt = performance.now();
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, count) }, async () => {
-      while (next < count) await openOne(next++);
-    }),
-  );
-  return { type: 'result', requested: count, opened: pool.length, failures, wallMs: round(performance.now() - startedAt, 1) };
+  const wallMs = await runPool(count, concurrency, async (index) => {
+    const { ws, failure } = await openWebSocket(WebSocket, wsUrl, { handshakeTimeoutMs, localAddress: addresses[index % addresses.length] });
+    if (failure) return bump(failures, failure.replace(/^error: /, 'connect-error:').replace(/^http /, 'http-').replace(/^closed before open: /, 'closed-before-open-'));
+    ws.poolIndex = index;
+    pool.push(ws);
+  });
+  return { type: 'result', requested: count, opened: pool.length, failures, wallMs: round(wallMs, 1) };
 }
 
 async function idleCheck({ timeoutMs = 15_000 }) {
-  const startedAt = performance.now();
   const droppedCodes = {};
-  for (const ws of pool) if (ws.droppedWithCode !== undefined) bump(droppedCodes, String(ws.droppedWithCode));
-  let ok = 0;
-  let bad = 0;
-  let firstBad;
-  const pending = new Set();
-  await new Promise((resolve) => {
-    const timer = setTimeout(resolve, timeoutMs);
-    const check = () => {
-      if (pending.size === 0) {
-        clearTimeout(timer);
-        resolve();
-      }
-    };
-    for (const ws of pool) {
-      if (ws.readyState !== WebSocket.OPEN) continue;
-      const text = `idle-${process.pid}-${ws.poolIndex}`;
-      const expected = PREFIX + text;
-      pending.add(ws);
-      const onClose = () => {
-        pending.delete(ws);
-        check();
-      };
-      ws.once('close', onClose);
-      ws.once('message', (data, isBinary) => {
-        ws.removeListener('close', onClose);
-        const got = isBinary ? `<binary ${data.length} bytes>` : data.toString();
-        if (got === expected) ok++;
-        else {
-          bad++;
-          firstBad ??= { expected, got: got.slice(0, 200) };
-        }
-        pending.delete(ws);
-        check();
-      });
-      ws.send(text);
-    }
-    check();
-  });
+  // A socket the server (or the network) dropped while idle.
+  for (const ws of pool) if (ws.closedEarly !== undefined) bump(droppedCodes, String(ws.closedEarly));
+  const result = await echoOnce(WebSocket, pool, { timeoutMs, textFor: (ws) => `idle-${process.pid}-${ws.poolIndex}`, expectedFor: (_ws, text) => PREFIX + text });
   const droppedDuringCheck = pool.filter((ws) => ws.readyState !== WebSocket.OPEN).length;
   return {
     type: 'result',
     pooled: pool.length,
-    ok,
-    bad,
-    missing: pending.size,
+    ok: result.ok,
+    bad: result.bad,
+    missing: result.missing,
     droppedBeforeCheck: Object.values(droppedCodes).reduce((a, b) => a + b, 0),
     droppedCodes,
     notOpenAfterCheck: droppedDuringCheck,
-    firstBad,
-    wallMs: round(performance.now() - startedAt, 1),
+    firstBad: result.firstBad,
+    wallMs: result.wallMs,
   };
 }
 
 async function idleClose({ timeoutMs = 15_000 }) {
-  const startedAt = performance.now();
-  const codes = {};
-  let alreadyClosed = 0;
-  await new Promise((resolve) => {
-    let remaining = 0;
-    const timer = setTimeout(resolve, timeoutMs);
-    for (const ws of pool) {
-      if (ws.readyState === WebSocket.CLOSED) {
-        alreadyClosed++;
-        continue;
-      }
-      remaining++;
-      ws.closingOnPurpose = true;
-      ws.once('close', (code) => {
-        bump(codes, String(code));
-        if (--remaining === 0) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-      ws.close(1000, 'soak done');
-    }
-    if (remaining === 0) {
-      clearTimeout(timer);
-      resolve();
-    }
-  });
-  let terminated = 0;
-  for (const ws of pool) {
-    if (ws.readyState !== WebSocket.CLOSED) {
-      terminated++;
-      ws.terminate();
-    }
-  }
+  const closed = await closeSockets(WebSocket, pool, { timeoutMs, reason: 'soak done' });
   pool.length = 0;
-  return { type: 'result', closeCodes: codes, alreadyClosed, terminated, wallMs: round(performance.now() - startedAt, 1) };
+  return { type: 'result', closeCodes: closed.closeCodes, alreadyClosed: closed.alreadyClosed, terminated: closed.terminated, wallMs: closed.wallMs };
 }
 
 // ---------- soak ----------
@@ -208,9 +90,8 @@ async function soak(request) {
     progressMs = 5000,
     label = 'soak',
   } = request;
-  assertLoopback(url);
+  const wsUrl = wsUrlOf(url);
   assertLoopbackSources(addresses);
-  const wsUrl = new URL('/ws', url.replace(/^http/, 'ws')).href;
   const { port } = new URL(url);
   const oversized = 'x'.repeat(oversizedBytes);
   const tag = `${process.pid}`;
@@ -445,22 +326,11 @@ async function soak(request) {
   };
 }
 
-process.on('message', async (message) => {
-  const { id } = message;
-  try {
-    if (message.cmd === 'idle-open') reply(id, await idleOpen(message));
-    else if (message.cmd === 'soak') reply(id, await soak(message));
-    else if (message.cmd === 'idle-check') reply(id, await idleCheck(message));
-    else if (message.cmd === 'idle-close') reply(id, await idleClose(message));
-    else if (message.cmd === 'exit') {
+serveCommands(
+  { 'idle-open': idleOpen, soak, 'idle-check': idleCheck, 'idle-close': idleClose },
+  {
+    onExit: () => {
       for (const ws of pool) ws.terminate();
-      process.exit(0);
-    } else reply(id, { type: 'error', error: `unknown command ${message.cmd}` });
-  } catch (error) {
-    reply(id, { type: 'error', error: error?.stack ?? String(error) });
-  }
-});
-
-// Never outlive the orchestrator.
-process.on('disconnect', () => process.exit(0));
-process.send?.({ type: 'ready', pid: process.pid });
+    },
+  },
+);

@@ -32,19 +32,12 @@
 //   5. stop the server (SIGTERM; SIGKILL if it has not exited 12 s later), and record how it ended.
 // Per-runtime JSON goes to stdout as each runtime finishes, then an overall JSON (also written to
 // bench/results/soak-<timestamp>.json, gitignored). Progress goes to stderr. Loopback only.
-import { execFileSync, fork, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
-import http from 'node:http';
-import { cpus } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
-
-const here = dirname(fileURLToPath(import.meta.url));
-const root = resolve(here, '..');
+import { readdir, readFile, readlink } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import {
+  createLog, denoBinary, forkClient, getJson, here, int, loopbackList, machineInfo, mergeCounts, num, r, root, runMain, sleep, sourceState, split,
+  startServer as spawnServer, writeResult,
+} from './lib.mjs';
 
 const SERVER_FLAGS = [
   '--host', '127.0.0.1',
@@ -77,16 +70,6 @@ function parseArgs(argv) {
     timeout: undefined,
     out: join(here, 'results'),
   };
-  const int = (name, text, min) => {
-    const n = Number(text);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer >= ${min} (got ${text})`);
-    return n;
-  };
-  const num = (name, text, min) => {
-    const n = Number(text);
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name} must be a number >= ${min} (got ${text})`);
-    return n;
-  };
   for (let i = 0; i < argv.length; i++) {
     const eq = argv[i].indexOf('=');
     const flag = eq === -1 ? argv[i] : argv[i].slice(0, eq);
@@ -116,11 +99,7 @@ function parseArgs(argv) {
       case '--deno': opts.deno = resolve(take()); break;
       case '--timeout': opts.timeout = int('timeout', take(), 10); break;
       case '--out': opts.out = resolve(take()); break;
-      case '--addresses': {
-        opts.addresses = take().split(',').map((s) => s.trim()).filter(Boolean);
-        for (const a of opts.addresses) if (!/^127\.\d+\.\d+\.\d+$/.test(a)) throw new Error(`--addresses: ${a} is not a 127.x.x.x address`);
-        break;
-      }
+      case '--addresses': opts.addresses = loopbackList('--addresses', take()); break;
       case '--help': case '-h':
         process.stdout.write(
           'usage: node bench/soak.mjs [--runtimes node,deno] [--cycles N] [--max-seconds S] [--clients C] [--workers W]\n' +
@@ -137,71 +116,16 @@ function parseArgs(argv) {
   return opts;
 }
 
-const log = (...parts) => process.stderr.write(`[soak] ${parts.join(' ')}\n`);
-const r = (n, digits = 2) => (n === null || n === undefined || !Number.isFinite(n) ? null : Number(n.toFixed(digits)));
-
-// ---------- child process bookkeeping (everything we start, we stop) ----------
-const children = new Set();
-function track(child) {
-  children.add(child);
-  child.once('exit', () => children.delete(child));
-  return child;
-}
-function killAll() {
-  for (const child of children) {
-    try {
-      child.kill('SIGKILL');
-    } catch {}
-  }
-}
-function waitExit(child, ms) {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolvePromise) => {
-    const timer = setTimeout(() => resolvePromise(false), ms);
-    child.once('exit', () => {
-      clearTimeout(timer);
-      resolvePromise(true);
-    });
-  });
-}
-// SIGTERM, then SIGKILL after `graceMs`; says how it ended and how long it took.
-// `beforeKill` may look at the process that ignored SIGTERM (what it still holds) before SIGKILL.
-async function stop(child, name, graceMs, beforeKill) {
-  if (child.exitCode !== null || child.signalCode !== null) return { how: 'already-exited', code: child.exitCode, signal: child.signalCode, ms: 0 };
-  const t0 = Date.now();
-  child.kill('SIGTERM');
-  if (await waitExit(child, graceMs)) return { how: 'SIGTERM', code: child.exitCode, signal: child.signalCode, ms: Date.now() - t0 };
-  log(`${name} did not exit within ${graceMs} ms of SIGTERM, sending SIGKILL`);
-  const held = await Promise.resolve(beforeKill?.()).catch((error) => ({ error: error.message }));
-  child.kill('SIGKILL');
-  await waitExit(child, 5000);
-  return { how: 'SIGKILL', code: child.exitCode, signal: child.signalCode, ms: Date.now() - t0, ...(held ? { heldWhenKilled: held } : {}) };
-}
+const log = createLog('soak');
 
 // ---------- server ----------
-function denoBinary(opts) {
-  if (opts.deno) return opts.deno;
-  const local = join(root, 'node_modules/deno/deno');
-  if (existsSync(local)) return local;
-  const printed = execFileSync(process.execPath, ['-e', "Promise.resolve(require('deno/install_api.cjs').runInstall()).then((p) => console.log(p))"], {
-    cwd: root,
-    encoding: 'utf8',
-    timeout: 120_000,
-  }).trim().split('\n').at(-1);
-  if (!printed || !existsSync(printed)) throw new Error(`cannot find the deno binary (install_api printed ${JSON.stringify(printed)})`);
-  return printed;
-}
-
 function serverCommand(runtime, opts) {
   if (runtime === 'node') return [process.execPath, ['--expose-gc', join(root, 'dist/node.js'), ...SERVER_FLAGS]];
-  return [denoBinary(opts), ['run', '--v8-flags=--expose-gc', '-A', join(root, 'main.ts'), ...SERVER_FLAGS]];
+  return [denoBinary(opts.deno), ['run', '--v8-flags=--expose-gc', '-A', join(root, 'main.ts'), ...SERVER_FLAGS]];
 }
 
 // Every line the server prints after "listening" is kept in counts (by level and event); error and
 // warn lines and anything that is not JSON are kept verbatim (the first 50 of each).
-function watchOutput(stream, name, sink) {
-  createInterface({ input: stream }).on('line', (line) => recordLine(line, name, sink));
-}
 function recordLine(line, name, sink) {
   {
     sink.lines++;
@@ -226,63 +150,18 @@ function recordLine(line, name, sink) {
 
 async function startServer(runtime, opts) {
   const [command, args] = serverCommand(runtime, opts);
-  const child = track(spawn(command, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } }));
   const output = { lines: 0, nonJson: 0, nonJsonSamples: [], byLevel: {}, byEvent: {}, problemSamples: [], tail: [] };
-  const exit = { code: null, signal: null, unexpected: false };
-  let stopping = false;
-  watchOutput(child.stderr, 'stderr', output);
-  const stdoutLines = createInterface({ input: child.stdout });
-  const url = await new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${runtime}: no listening line within 60 s; output: ${output.tail.concat(output.nonJsonSamples).join(' | ')}`)), 60_000);
-    let first = true;
-    stdoutLines.on('line', (line) => {
-      // After the listening line, stdout keeps being drained (so the pipe never fills) into the counts.
-      if (!first) return recordLine(line, 'stdout', output);
-      first = false;
-      clearTimeout(timer);
-      try {
-        const event = JSON.parse(line);
-        if (event.event !== 'listening' || typeof event.url !== 'string') throw new Error('not a listening event');
-        if (new URL(event.url).hostname !== '127.0.0.1') throw new Error(`server listens on ${event.url}, not 127.0.0.1`);
-        resolvePromise(event.url);
-      } catch (error) {
-        reject(new Error(`${runtime}: first stdout line is not a JSON listening event (${error.message}): ${line}`));
-      }
-    });
-    child.once('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`${runtime} exited before listening (code ${code}, signal ${signal}); output: ${output.nonJsonSamples.concat(output.tail).join(' | ')}`));
-    });
+  const server = await spawnServer({
+    name: runtime,
+    command,
+    args,
+    env: { ...process.env, NO_COLOR: '1' },
+    readyTimeoutMs: 60_000,
+    log,
+    // After the listening line, stdout keeps being drained (so the pipe never fills) into the counts.
+    onLine: (line, stream) => recordLine(line, stream, output),
   });
-  child.once('exit', (code, signal) => {
-    exit.code = code;
-    exit.signal = signal;
-    exit.unexpected = !stopping;
-    if (!stopping) log(`${runtime}: server exited unexpectedly (code ${code}, signal ${signal})`);
-  });
-  return { child, url, output, exit, markStopping: () => (stopping = true) };
-}
-
-// One request per connection (no keep-alive pool), so the orchestrator's own /stats connections
-// do not linger in the server's socket and fd counts.
-function getJson(url, timeoutMs = 10_000) {
-  return new Promise((resolvePromise, reject) => {
-    const req = http.get(url, { agent: false, headers: { connection: 'close' }, timeout: timeoutMs }, (res) => {
-      const chunks = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        if (res.statusCode !== 200) return reject(new Error(`GET ${url}: ${res.statusCode}`));
-        try {
-          resolvePromise(JSON.parse(Buffer.concat(chunks).toString('utf8')));
-        } catch (error) {
-          reject(error);
-        }
-      });
-      res.on('error', reject);
-    });
-    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer within ${timeoutMs} ms`)));
-    req.on('error', reject);
-  });
+  return { ...server, output };
 }
 
 // What the kernel says the server process holds, independent of the runtime: open fds (and how
@@ -371,61 +250,9 @@ async function waitQuiescent(url, seconds) {
 
 // ---------- load clients ----------
 function startClient(index) {
-  const child = track(fork(join(here, 'soak-client.mjs'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
-  let nextId = 1;
-  const pending = new Map();
-  let ready;
-  const readyPromise = new Promise((resolvePromise, reject) => {
-    ready = { resolve: resolvePromise, reject };
-    setTimeout(() => reject(new Error(`load client ${index} not ready within 10 s`)), 10_000).unref();
-  });
   const progress = new Map();
-  child.on('message', (message) => {
-    if (message.type === 'ready') return ready.resolve(message);
-    if (message.type === 'progress') {
-      progress.set(message.label, message);
-      return;
-    }
-    const waiter = pending.get(message.id);
-    if (!waiter) return;
-    pending.delete(message.id);
-    if (message.type === 'error') waiter.reject(new Error(`load client ${index}: ${message.error}`));
-    else waiter.resolve(message);
-  });
-  child.once('exit', (code, signal) => {
-    const error = new Error(`load client ${index} exited (code ${code}, signal ${signal})`);
-    ready.reject(error);
-    for (const waiter of pending.values()) waiter.reject(error);
-    pending.clear();
-  });
-  return {
-    index,
-    child,
-    progress,
-    ready: () => readyPromise,
-    request(message, timeoutMs) {
-      const id = nextId++;
-      return new Promise((resolvePromise, reject) => {
-        const timer = setTimeout(() => {
-          pending.delete(id);
-          reject(new Error(`load client ${index}: no answer to ${message.cmd} within ${timeoutMs} ms`));
-        }, timeoutMs);
-        pending.set(id, {
-          resolve: (m) => (clearTimeout(timer), resolvePromise(m)),
-          reject: (e) => (clearTimeout(timer), reject(e)),
-        });
-        child.send({ ...message, id });
-      });
-    },
-  };
-}
-
-// Splits `total` over `parts` as evenly as possible.
-const split = (total, parts) => Array.from({ length: parts }, (_, i) => Math.floor(total / parts) + (i < total % parts ? 1 : 0));
-
-function mergeCounts(target, source) {
-  for (const [k, v] of Object.entries(source ?? {})) target[k] = (target[k] ?? 0) + v;
-  return target;
+  const client = forkClient(join(here, 'soak-client.mjs'), { name: `load client ${index}`, onProgress: (message) => progress.set(message.label, message) });
+  return { index, progress, ...client };
 }
 
 async function runCycles(clients, server, opts, { cycles, seconds, label }) {
@@ -604,8 +431,7 @@ async function runRuntime(runtime, opts) {
     const idleClose = { closeCodes: idleClosed.reduce((a, x) => mergeCounts(a, x.closeCodes), {}), terminated: idleClosed.reduce((a, x) => a + x.terminated, 0) };
     log(`${runtime}: idle pool echo ok ${idleCheck.ok}, bad ${idleCheck.bad}, missing ${idleCheck.missing}, dropped ${idleCheck.droppedBeforeCheck}; close codes ${JSON.stringify(idleClose.closeCodes)}`);
 
-    for (const c of clients) c.child.send({ cmd: 'exit' });
-    await Promise.all(clients.map((c) => waitExit(c.child, 5000)));
+    await Promise.all(clients.map((c) => c.exit()));
 
     const quiesce = await waitQuiescent(server.url, opts.quiesceSeconds);
     log(`${runtime}: ${quiesce.reached ? `quiescent after ${quiesce.afterMs} ms` : `NOT quiescent after ${quiesce.afterMs} ms: live ${quiesce.stats?.live} reserved ${quiesce.stats?.reserved} closing ${quiesce.stats?.closing}`}`);
@@ -635,14 +461,9 @@ async function runRuntime(runtime, opts) {
     };
   } finally {
     clearInterval(pollTimer);
-    for (const c of clients) {
-      if (c.child.exitCode === null && c.child.signalCode === null) {
-        c.child.kill('SIGKILL');
-        await waitExit(c.child, 5000);
-      }
-    }
+    for (const c of clients) await c.kill();
     server.markStopping();
-    serverStop = await stop(server.child, runtime, opts.termGraceSeconds * 1000, () => kernelFigures(server.child.pid, new URL(server.url).port));
+    serverStop = await server.stop({ graceMs: opts.termGraceSeconds * 1000, beforeKill: () => kernelFigures(server.pid, server.port) });
     if (serverStop.heldWhenKilled) log(`${runtime}: still held when killed: ${JSON.stringify(serverStop.heldWhenKilled)}`);
     log(`${runtime}: server stopped (${serverStop.how} after ${serverStop.ms} ms, exit code ${serverStop.code}, signal ${serverStop.signal})`);
     if (server.exit.unexpected) log(`${runtime}: NOTE the server had exited on its own (code ${server.exit.code}, signal ${server.exit.signal})`);
@@ -713,34 +534,12 @@ function summaryOf(run) {
   };
 }
 
-// The tree under test: src/ may carry uncommitted work, so record exactly what was measured.
-function sourceState() {
-  const git = (...args) => {
-    try {
-      return execFileSync('git', args, { cwd: root, encoding: 'utf8', timeout: 10_000 }).trim();
-    } catch {
-      return null;
-    }
-  };
-  const diff = git('diff', 'HEAD', '--', 'src', 'main.ts', 'deno.json', 'package.json');
-  return {
-    head: git('rev-parse', 'HEAD'),
-    dirty: git('status', '--short', '--', 'src', 'main.ts', 'deno.json', 'package.json')?.split('\n').filter(Boolean) ?? null,
-    srcDiffSha256: diff === null ? null : createHash('sha256').update(diff).digest('hex').slice(0, 16),
-  };
-}
-
 // ---------- main ----------
-async function main() {
+runMain(log, async ({ setLimit, clearLimit }) => {
   const opts = parseArgs(process.argv.slice(2));
   const startedAt = new Date();
   const source = sourceState();
-  const overall = setTimeout(() => {
-    log(`overall timeout of ${opts.timeout} s reached: killing children and exiting`);
-    killAll();
-    process.exit(3);
-  }, opts.timeout * 1000);
-  overall.unref();
+  setLimit(opts.timeout);
 
   log(`runtimes=${opts.runtimes.join(',')} cycles=${opts.cycles} max-seconds=${opts.maxSeconds} clients=${opts.clients}×${opts.workers} idle=${opts.idle} addresses=${opts.addresses.join(',')} timeout=${opts.timeout} s`);
   const runs = [];
@@ -764,34 +563,16 @@ async function main() {
     durationSeconds: r((Date.now() - startedAt.getTime()) / 1000, 1),
     command: `node bench/soak.mjs ${process.argv.slice(2).join(' ')}`.trim(),
     source,
-    machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model, node: process.version, platform: process.platform, loopback: '127.0.0.1' },
+    machine: machineInfo({ loopback: '127.0.0.1' }),
     options: { ...opts, out: undefined, serverFlags: SERVER_FLAGS },
     verdict: Object.fromEntries(runs.map((run) => [run.runtime, run.error ? 'ERROR' : run.verdicts.overall])),
     summary,
     runs,
   };
-  const text = JSON.stringify(result, null, 2);
-  await mkdir(opts.out, { recursive: true });
-  const file = join(opts.out, `soak-${startedAt.toISOString().replace(/[:.]/g, '-')}.json`);
-  await writeFile(file, `${text}\n`);
+  const file = await writeResult(opts.out, 'soak', startedAt, result);
   log(`wrote ${file}`);
   // The overall JSON on stdout is the summary (verdicts and figures); the full runs are in the file.
   process.stdout.write(`${JSON.stringify({ benchmark: 'soak', file, command: result.command, durationSeconds: result.durationSeconds, verdict: result.verdict, summary }, null, 2)}\n`);
-  clearTimeout(overall);
+  clearLimit();
   process.exitCode = runs.some((run) => run.error || run.verdicts.overall !== 'pass') ? 1 : 0;
-}
-
-for (const signal of ['SIGINT', 'SIGTERM']) {
-  process.on(signal, () => {
-    log(`${signal}: killing children`);
-    killAll();
-    process.exit(130);
-  });
-}
-process.on('exit', killAll);
-
-main().catch((error) => {
-  log(`fatal: ${error.stack ?? error}`);
-  killAll();
-  process.exit(1);
 });

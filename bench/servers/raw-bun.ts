@@ -1,8 +1,15 @@
 // Floor reference on Bun: a bare Bun.serve WebSocket server, echoing `Server received: <msg>` (text
 // stays text, binary stays binary). No Hono, no registry. Bun's defaults otherwise
 // (perMessageDeflate off, idleTimeout 120 s with pings). Run: `bun run bench/servers/raw-bun.ts`.
+// With `--fanout` (bench/run.mjs fan-out phase) it also keeps a Set of open sockets and answers a
+// text message `fanout <payload>` by sending <payload> to each in a loop (the naive fan-out; Bun's
+// own topic publish is not used, so that every runtime's baseline does the same work).
 const PREFIX = 'Server received: ';
 const PREFIX_BYTES = new TextEncoder().encode(PREFIX);
+const FANOUT = 'fanout ';
+const fanout = process.argv.includes('--fanout');
+type Socket = { send(data: string | Uint8Array): number };
+const clients = new Set<Socket>();
 
 const server = Bun.serve({
   port: 0,
@@ -12,8 +19,19 @@ const server = Bun.serve({
     return new Response('not found\n', { status: 404, headers: { 'Content-Type': 'text/plain' } });
   },
   websocket: {
+    ...(fanout
+      ? {
+          open: (ws: Socket) => void clients.add(ws),
+          close: (ws: Socket) => void clients.delete(ws),
+        }
+      : {}),
     message(ws, message) {
       if (typeof message === 'string') {
+        if (fanout && message.startsWith(FANOUT)) {
+          const payload = message.slice(FANOUT.length);
+          for (const client of clients) client.send(payload);
+          return;
+        }
         ws.send(PREFIX + message);
         return;
       }
@@ -25,4 +43,4 @@ const server = Bun.serve({
   },
 });
 
-process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${server.port}`, server: 'raw-bun' })}\n`);
+process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${server.port}`, server: 'raw-bun', fanout })}\n`);
