@@ -37,7 +37,7 @@
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import {
-  CLK_TCK, createLog, interleavedRounds, fanOutPhase, forkClient, getJson, here, int, loadAverage, loopbackList, machineInfo, median, percentile, r, ratio, root, runMain, sleep, stamp,
+  CLK_TCK, createLog, knownList, interleavedRounds, fanOutPhase, forkClient, getJson, here, int, loadAverage, loopbackList, machineInfo, median, percentile, r, ratio, root, runMain, sleep, stamp,
   startServer, summariseProfile, writeResult,
 } from './lib.mjs';
 
@@ -76,11 +76,7 @@ function parseArgs(argv) {
     timeout: 900,
     out: join(here, 'results'),
   };
-  const serverList = (text) => {
-    const list = text.split(',').map((s) => s.trim()).filter(Boolean);
-    for (const s of list) if (!SERVERS[s]) throw new Error(`unknown server ${s}; known: ${Object.keys(SERVERS).join(', ')}`);
-    return list;
-  };
+  const serverList = (text) => knownList(text, SERVERS, 'server');
   for (let i = 0; i < argv.length; i++) {
     const [flag, value] = argv[i].split('=', 2);
     const take = () => value ?? argv[++i];

@@ -19,7 +19,7 @@
 // bench/results/idle-<timestamp>.json; progress goes to stderr. Loopback only.
 import { join, resolve } from 'node:path';
 import {
-  createLog, interleavedRounds, forkClient, getJson, here, int, machineInfo, median, r, ratio, root, rssKB, runMain, sampleRss, sleep, startServer, writeResult,
+  createLog, knownList, interleavedRounds, forkClient, getJson, here, int, machineInfo, median, r, ratio, root, rssKB, runMain, sampleRss, sleep, startServer, writeResult,
 } from './lib.mjs';
 
 const SERVERS = {
@@ -52,11 +52,7 @@ function parseArgs(argv) {
       case '--hold': opts.hold = int('hold', take(), 0); break;
       case '--timeout': opts.timeout = int('timeout', take(), 10); break;
       case '--out': opts.out = resolve(take()); break;
-      case '--servers': {
-        opts.servers = take().split(',').map((s) => s.trim()).filter(Boolean);
-        for (const s of opts.servers) if (!SERVERS[s]) throw new Error(`unknown server ${s}; known: ${Object.keys(SERVERS).join(', ')}`);
-        break;
-      }
+      case '--servers': opts.servers = knownList(take(), SERVERS, 'server'); break;
       case '--help': case '-h':
         process.stdout.write('usage: node bench/idle.mjs [--connections N] [--rounds R] [--concurrency C] [--servers a,b,c] [--hold MS] [--timeout S] [--out DIR]\n');
         process.exit(0);

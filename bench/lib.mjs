@@ -119,6 +119,13 @@ export function num(name, text, min) {
   return n;
 }
 
+/** A comma-separated list of names, each a key of `known` (servers, runtimes, …). */
+export function knownList(text, known, what) {
+  const list = text.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const s of list) if (!Object.hasOwn(known, s)) throw new Error(`unknown ${what} ${s}; known: ${Object.keys(known).join(', ')}`);
+  return list;
+}
+
 /** A comma-separated list of 127.x.x.x source addresses. */
 export function loopbackList(flag, text) {
   const list = text.split(',').map((s) => s.trim()).filter(Boolean);
@@ -303,6 +310,29 @@ export async function sampleRss(pid, samples = 5, intervalMs = 200) {
   }
   return { medianKB: median(values), samplesKB: values };
 }
+
+/**
+ * Machine-wide TCP counters (/proc/net/netstat TcpExt): SYN retransmissions and listen-queue
+ * overflows. Other processes count too; a delta over a phase still tells whether handshakes waited
+ * for a retransmitted SYN (1 s, then 3 s, …) rather than for the server.
+ */
+export function tcpCounters() {
+  const out = {};
+  try {
+    const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n');
+    for (let i = 0; i + 1 < lines.length; i += 2) {
+      if (!lines[i].startsWith('TcpExt:')) continue;
+      const names = lines[i].split(/\s+/).slice(1);
+      const values = lines[i + 1].split(/\s+/).slice(1);
+      names.forEach((name, k) => {
+        if (['TCPSynRetrans', 'ListenOverflows', 'ListenDrops', 'TCPTimeWaitOverflow', 'TCPReqQFullDrop'].includes(name)) out[name] = Number(values[k]);
+      });
+    }
+  } catch {}
+  return out;
+}
+
+export const countersDelta = (before, after) => Object.fromEntries(Object.keys(after).map((k) => [k, after[k] - (before[k] ?? 0)]));
 
 // ---------- HTTP ----------
 /**

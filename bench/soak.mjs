@@ -35,7 +35,7 @@
 import { readdir, readFile, readlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
-  createLog, denoBinary, forkClient, getJson, here, int, loopbackList, machineInfo, mergeCounts, num, r, root, runMain, sleep, sourceState, split,
+  createLog, knownList, denoBinary, forkClient, getJson, here, int, loopbackList, machineInfo, mergeCounts, num, r, root, runMain, sleep, sourceState, split,
   startServer as spawnServer, writeResult,
 } from './lib.mjs';
 
@@ -80,11 +80,7 @@ function parseArgs(argv) {
       return v;
     };
     switch (flag) {
-      case '--runtimes': {
-        opts.runtimes = take().split(',').map((s) => s.trim()).filter(Boolean);
-        for (const r of opts.runtimes) if (r !== 'node' && r !== 'deno') throw new Error(`unknown runtime ${r}; known: node, deno`);
-        break;
-      }
+      case '--runtimes': opts.runtimes = knownList(take(), { node: true, deno: true }, 'runtime'); break;
       case '--cycles': opts.cycles = int('cycles', take(), 1); break;
       case '--max-seconds': opts.maxSeconds = int('max-seconds', take(), 1); break;
       case '--clients': opts.clients = int('clients', take(), 1); break;
