@@ -123,7 +123,8 @@ function parseArgs(argv) {
     servers: undefined,
     clients: 2,
     concurrency: 200,
-    addresses: ['127.0.0.1', '127.0.0.2', '127.0.0.3', '127.0.0.4'],
+    // One source: up to ~28,000 connections to one port, and 127.0.0.1 is not bound (bindableSource).
+    addresses: ['127.0.0.1'],
     profile: [],
     messageTimeout: 10_000,
     out: join(here, 'results'),
@@ -241,6 +242,7 @@ async function runIdleEcho(name, opts, { connections, echoSeconds = opts.echoSec
     const shares = split(connections, nClients);
     const concurrency = split(opts.concurrency, nClients).map((c) => Math.max(1, c));
     const tcp0 = tcpCounters();
+    const connectTicks0 = totalTicks(pid);
     const connected = await profiled('connect', () => Promise.all(
       clients.map((c, i) =>
         c.request(
@@ -252,6 +254,9 @@ async function runIdleEcho(name, opts, { connections, echoSeconds = opts.echoSec
     ));
     // Machine-wide: a slow connect with SYN retransmissions waited on the kernel, not on the server.
     const connectTcp = countersDelta(tcp0, tcpCounters());
+    // Server CPU per handshake: steadier than the rate, which also depends on the load clients and on
+    // whatever else the machine runs (the rate is wall time; this is the server's own utime + stime).
+    const connectTicks = totalTicks(pid) - connectTicks0;
     const opened = connected.reduce((a, c) => a + c.opened, 0);
     const connectFailures = connected.reduce((a, c) => a + c.failures, 0);
     const failureReasons = {};
@@ -260,7 +265,8 @@ async function runIdleEcho(name, opts, { connections, echoSeconds = opts.echoSec
     const handshake = new Histogram();
     for (const c of connected) handshake.merge(c.handshakeHistogram);
     const connectRate = r(opened / (connectWallMs / 1000), 1);
-    log(`${label}: opened ${opened}/${connections} in ${r(connectWallMs, 0)} ms (${connectRate}/s), handshake p99 ${r(handshake.percentile(99), 1)} ms, failures ${connectFailures}, SYN retransmits ${connectTcp.TCPSynRetrans ?? '?'}, listen overflows ${connectTcp.ListenOverflows ?? '?'}`);
+    const connectCpuUsPerHandshake = opened > 0 ? r(((connectTicks / CLK_TCK) * 1e6) / opened, 2) : null;
+    log(`${label}: opened ${opened}/${connections} in ${r(connectWallMs, 0)} ms (${connectRate}/s, ${connectCpuUsPerHandshake} µs server CPU each), handshake p99 ${r(handshake.percentile(99), 1)} ms, failures ${connectFailures}, SYN retransmits ${connectTcp.TCPSynRetrans ?? '?'}, listen overflows ${connectTcp.ListenOverflows ?? '?'}`);
 
     const echoed = await Promise.all(clients.map((c) => c.request({ cmd: 'echo', timeoutMs: 30_000 }, 40_000)));
     const echoCheck = { ok: 0, bad: 0, missing: 0, firstBad: echoed.find((e) => e.firstBad)?.firstBad };
@@ -319,6 +325,7 @@ async function runIdleEcho(name, opts, { connections, echoSeconds = opts.echoSec
       failureReasons,
       kbPerConnection,
       connectRate,
+      connectCpuUsPerHandshake,
       connectWallMs,
       connectTcp,
       handshakeMs: handshake.summary(),
@@ -439,6 +446,7 @@ function summariseServer(runs, name) {
     rounds: idle.length,
     kbPerConnection: m(idle, (x) => x.kbPerConnection),
     connectRate: m(idle, (x) => x.connectRate, 1),
+    connectCpuUsPerHandshake: m(idle, (x) => x.connectCpuUsPerHandshake, 2),
     handshakeP99Ms: m(idle, (x) => x.handshakeMs.p99),
     echoMessagesPerSecond: m(idle, (x) => x.echo.messagesPerSecond, 0),
     echoCpuUsPerMessage: m(idle, (x) => x.echo.cpuUsPerMessage),
@@ -452,6 +460,7 @@ function summariseServer(runs, name) {
     perRound: {
       kbPerConnection: idle.map((x) => x.kbPerConnection),
       connectRate: idle.map((x) => x.connectRate),
+      connectCpuUsPerHandshake: idle.map((x) => x.connectCpuUsPerHandshake),
       echoCpuUsPerMessage: idle.map((x) => x.echo.cpuUsPerMessage),
     },
     fanout: {},
@@ -479,6 +488,7 @@ function groupRatios(summary, group) {
     against: group.baseline,
     memory: ratio(h.kbPerConnection, b.kbPerConnection),
     connectRate: ratio(h.connectRate, b.connectRate),
+    connectCpu: ratio(h.connectCpuUsPerHandshake, b.connectCpuUsPerHandshake),
     handshakeP99: ratio(h.handshakeP99Ms, b.handshakeP99Ms),
     echoCpuPerMessage: ratio(h.echoCpuUsPerMessage, b.echoCpuUsPerMessage),
     echoThroughput: ratio(h.echoMessagesPerSecond, b.echoMessagesPerSecond),
@@ -559,6 +569,7 @@ function renderMarkdown(result) {
       `${GROUPS[rt].hubbub} ÷ ${g.against}`,
       judged ? mark(g.memory, g.memory <= GOALS.memory) : fx(g.memory),
       judged ? mark(g.connectRate, g.connectRate >= GOALS.connectRate) : fx(g.connectRate),
+      fx(g.connectCpu),
       fx(g.handshakeP99),
       judged ? mark(g.echoCpuPerMessage, g.echoCpuPerMessage <= GOALS.echoCpu) : fx(g.echoCpuPerMessage),
       fx(g.echoThroughput),
@@ -568,9 +579,9 @@ function renderMarkdown(result) {
     ]);
   }
   lines.push(table(
-    ['ratio', 'memory / idle conn', 'connect rate', 'handshake p99', 'echo CPU / msg', 'echo msg/s', 'echo p50', 'echo p99', ...sizes.flatMap((s) => [`fan-out CPU / delivery ${s}`, `fan-out time-to-all p99 ${s}`])],
+    ['ratio', 'memory / idle conn', 'connect rate', 'connect CPU / handshake', 'handshake p99', 'echo CPU / msg', 'echo msg/s', 'echo p50', 'echo p99', ...sizes.flatMap((s) => [`fan-out CPU / delivery ${s}`, `fan-out time-to-all p99 ${s}`])],
     ratioRows,
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', ...sizes.flatMap(() => ['r', 'r'])],
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', ...sizes.flatMap(() => ['r', 'r'])],
   ));
   lines.push('');
   lines.push('Absolute figures (medians over rounds):');
@@ -584,6 +595,7 @@ function renderMarkdown(result) {
         `${rt}: ${name}${name === GROUPS[rt].baseline ? ' (baseline)' : ''}`,
         fmt(s.kbPerConnection, 2),
         fmt(s.connectRate, 0),
+        fmt(s.connectCpuUsPerHandshake, 1),
         fmt(s.handshakeP99Ms, 1),
         fmt(s.echoMessagesPerSecond, 0),
         fmt(s.echoCpuUsPerMessage, 2),
@@ -595,9 +607,9 @@ function renderMarkdown(result) {
     }
   }
   lines.push(table(
-    ['server', 'kB / idle conn', 'conn/s', 'handshake p99 ms', 'echo msg/s', 'echo CPU µs / msg', 'echo p50 / p99 / max ms', 'echo: sockets served ≤ once', ...sizes.map((s) => `fan-out ${s}: CPU / delivery, time-to-all p50 / p99`), 'failures'],
+    ['server', 'kB / idle conn', 'conn/s', 'connect CPU µs / handshake', 'handshake p99 ms', 'echo msg/s', 'echo CPU µs / msg', 'echo p50 / p99 / max ms', 'echo: sockets served ≤ once', ...sizes.map((s) => `fan-out ${s}: CPU / delivery, time-to-all p50 / p99`), 'failures'],
     absRows,
-    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', ...sizes.map(() => 'r'), 'r'],
+    ['l', 'r', 'r', 'r', 'r', 'r', 'r', 'r', 'r', ...sizes.map(() => 'r'), 'r'],
   ));
   lines.push('');
   if (large.length) {

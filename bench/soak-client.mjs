@@ -21,7 +21,7 @@ import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import WebSocket from 'ws';
-import { assertLoopbackSources, closeSockets, echoOnce, openWebSocket, percentileSorted as percentile, pool as runPool, r, serveCommands, wsUrlOf } from './lib.mjs';
+import { assertLoopbackSources, bindableSource, closeSockets, echoOnce, openWebSocket, percentileSorted as percentile, pool as runPool, r, serveCommands, wsUrlOf } from './lib.mjs';
 
 const PREFIX = 'Server received: ';
 const ENDINGS = ['reset', 'terminate', 'close'];
@@ -143,7 +143,7 @@ async function soak(request) {
         } catch {}
       }, cycleTimeoutMs);
       try {
-        ws = new WebSocket(wsUrl, { perMessageDeflate: false, handshakeTimeout: handshakeTimeoutMs, localAddress });
+        ws = new WebSocket(wsUrl, { perMessageDeflate: false, handshakeTimeout: handshakeTimeoutMs, localAddress: bindableSource(localAddress) });
       } catch (error) {
         finish(`connect-throw:${error.code ?? error.message}`);
         return;
@@ -215,7 +215,7 @@ async function soak(request) {
         }
         resolve();
       };
-      const socket = net.connect({ host: '127.0.0.1', port: Number(port), localAddress });
+      const socket = net.connect({ host: '127.0.0.1', port: Number(port), localAddress: bindableSource(localAddress) });
       const timer = setTimeout(() => {
         finish(`timeout-vanish-variant-${variant}`);
         socket.destroy();
