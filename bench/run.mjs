@@ -50,6 +50,8 @@
 // The load average is sampled every 5 s and reported: other work on the two cores moves absolute
 // numbers, so the ratios (same conditions, interleaved) are what count. Loopback only; every child
 // is killed on exit, error or the overall timeout.
+// Output: the result as one JSON object on stdout (also saved in bench/results/); progress, and with
+// --quick or --no-markdown the tables, on stderr.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join, relative, resolve } from 'node:path';
@@ -763,7 +765,9 @@ runMain(log, async ({ setLimit, clearLimit }) => {
     log(`updated ${relative(root, opts.markdown)}`);
   }
   log(`wrote ${file}`);
-  process.stdout.write(`${markdown}\n`);
+  // Machines read stdout (the JSON result, as every bench/ script prints); people read the tables.
+  if (!opts.markdown) process.stderr.write(`${markdown}\n`);
+  process.stdout.write(`${JSON.stringify(result)}\n`);
   clearLimit();
   const anyError = flat.some((x) => x.error) || large.some((x) => x.error);
   const anyFailure = Object.values(summary).some((s) => s.failures > 0) || large.some((x) => x.failures > 0);
