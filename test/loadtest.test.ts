@@ -79,6 +79,29 @@ describe('loadtest', { timeout: 120_000 }, () => {
     assert.ok(stats.accepted >= 200);
   });
 
+  it('a cluster (--workers 2): memory is the whole server, from /stats and from the primary pid with its workers', async () => {
+    const cluster = await startServer(node, ['--workers', '2', '--max-connections', '100']);
+    try {
+      const whole = async () => ((await (await fetch(`${cluster.url}/stats`)).json()) as { cluster?: { workers: number; rssBytes: number; perWorker: { rssBytes?: number }[] } }).cluster;
+      const c = await eventually(whole, (x) => x?.workers === 2 && x.perWorker.every((w) => typeof w.rssBytes === 'number'));
+      const workersRss = c!.perWorker.reduce((a, w) => a + (w.rssBytes ?? 0), 0);
+      assert.ok(c!.perWorker.every((w) => w.rssBytes! > 10 * 1024 * 1024), JSON.stringify(c!.perWorker));
+      assert.ok(c!.rssBytes > workersRss, `cluster.rssBytes ${c!.rssBytes} adds the primary to the workers' ${workersRss}`);
+      for (const extra of [[], ['--server-pid', String(cluster.child.pid)]]) {
+        const { code, stdout, stderr } = await loadtest(['--url', cluster.wsUrl, '--connections', '20', '--phases', 'connect,hold', '--hold', '100ms', '--timeout', '30s', '--json', ...extra]);
+        assert.equal(code, 0, stderr || stdout);
+        const memory = (JSON.parse(stdout) as LoadtestSummary).hold!.memory;
+        assert.ok(!('error' in memory), JSON.stringify(memory));
+        if ('error' in memory) continue;
+        // Three Node processes: far more than any one of them holds.
+        assert.ok(memory.loadedBytes > workersRss, `${extra.join(' ') || '/stats'}: ${memory.loadedBytes} B is the whole server (workers alone: ${workersRss} B)`);
+        if (extra.length === 0) assert.equal(memory.serverLive, 20, 'live counts every worker');
+      }
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   it('prints an aligned summary table without --json', async () => {
     const { code, stdout, stderr } = await loadtest(['--url', server.wsUrl, '--connections', '20', '--protocol', 'pubsub', '--hold', '0', '--echo-messages', '2', '--fanout', '2']);
     assert.equal(code, 0, stderr);

@@ -130,7 +130,7 @@ const SPECS: readonly FlagSpec[] = [
   { flag: '--hold', key: 'holdMs', value: '<duration>', shown: '5s', doc: 'hold phase: how long every connection stays idle before the server memory is read', ...duration(0, 3_600_000) },
   {
     flag: '--server-pid', key: 'serverPid', value: '<pid>', shown: '(read /stats)',
-    doc: 'read the server memory (VmRSS) from /proc/<pid>/status; without it, process.rssBytes from GET /stats on the URL origin',
+    doc: 'read the server memory (VmRSS) from /proc/<pid>/status, with its child processes (a cluster primary counts its workers); without it, from GET /stats on the URL origin (the whole cluster in cluster mode)',
     ...integer(1, 2 ** 22),
   },
   { flag: '--echo-messages', key: 'echoMessages', value: '<n>', shown: '10', doc: 'echo phase: round trips per connection (closed loop: send, await the reply, repeat)', ...integer(1, 1_000_000) },

@@ -25,6 +25,7 @@ interface WorkerStats {
   accepted: number;
   messagesIn: number;
   messagesOut: number;
+  rssBytes: number;
 }
 
 export interface ClusterStats {
@@ -36,6 +37,8 @@ export interface ClusterStats {
   reserved: number;
   accepted: number;
   replaced: number;
+  /** Resident memory of the whole server: every worker that answered, plus the primary. */
+  rssBytes: number;
   perWorker: ({ id: number; pid: number; slots: number } & Partial<WorkerStats>)[];
 }
 
@@ -120,7 +123,17 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
     send(request.from, {
       hubbub: 'stats',
       id: request.id,
-      cluster: { workers: perWorker.length, limit, slotsUsed: used, live: sum('live'), reserved: sum('reserved'), accepted: sum('accepted'), replaced, perWorker },
+      cluster: {
+        workers: perWorker.length,
+        limit,
+        slotsUsed: used,
+        live: sum('live'),
+        reserved: sum('reserved'),
+        accepted: sum('accepted'),
+        replaced,
+        rssBytes: sum('rssBytes') + process.memoryUsage.rss(),
+        perWorker,
+      },
     });
   }
 
@@ -188,7 +201,7 @@ export function workerSide(hub: Hub): { slots: SlotPool; clusterStats(): Promise
         return;
       case 'stats-collect': {
         const s = hub.stats();
-        process.send?.({ hubbub: 'stats-report', id: msg.id, stats: { live: s.live, reserved: s.reserved, accepted: s.accepted, messagesIn: s.messagesIn, messagesOut: s.messagesOut } } satisfies ToPrimary);
+        process.send?.({ hubbub: 'stats-report', id: msg.id, stats: { live: s.live, reserved: s.reserved, accepted: s.accepted, messagesIn: s.messagesIn, messagesOut: s.messagesOut, rssBytes: process.memoryUsage.rss() } } satisfies ToPrimary);
         return;
       }
       case 'stats':
