@@ -27,6 +27,8 @@ export interface RuntimeAdapter {
   processStats?(): Record<string, number>;
   /** Cluster mode: every worker's figures, for /stats and /healthz. */
   clusterStats?(): Promise<unknown>;
+  /** Cluster mode: the whole server's /metrics (every worker's, labelled `worker`, and the primary's). */
+  clusterMetrics?(): Promise<string>;
   /** The runtime's fan-out fast path for hub.publish (Node: frame once, write to every socket). */
   fanOut?: FanOut;
   /** Runs a full garbage collection if the runtime exposes one (Node with --expose-gc); for soak tests. */
@@ -83,7 +85,10 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
 
   app.get('/', (c) => c.html(demoPage));
 
-  app.get('/metrics', () => new Response(renderMetrics(hub, adapter.runtime, adapter.processStats?.()), { headers: { 'Content-Type': METRICS_CONTENT_TYPE } }));
+  app.get('/metrics', async () => {
+    const text = adapter.clusterMetrics ? await adapter.clusterMetrics() : renderMetrics(hub, adapter.runtime, adapter.processStats?.());
+    return new Response(text, { headers: { 'Content-Type': METRICS_CONTENT_TYPE } });
+  });
 
   // 200 while running (with `degraded` when the backplane is away: local clients are still served,
   // so a load balancer should keep this node), 503 while draining.

@@ -18,17 +18,19 @@ function sample(name: string, labels: Labels | undefined, value: number): string
 
 class Exposition {
   readonly lines: string[] = [];
+  /** Labels put first on every sample (cluster mode: `worker`). */
+  constructor(readonly constant: Labels = {}) {}
   family(name: string, type: 'counter' | 'gauge', help: string, samples: [Labels | undefined, number][]): void {
     this.lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
-    for (const [labels, value] of samples) this.lines.push(sample(name, labels, value));
+    for (const [labels, value] of samples) this.lines.push(sample(name, { ...this.constant, ...labels }, value));
   }
 }
 
 export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
-export function renderMetrics(hub: Hub, runtime: string, processStats: Record<string, number> = {}): string {
+export function renderMetrics(hub: Hub, runtime: string, processStats: Record<string, number> = {}, constantLabels: Labels = {}): string {
   const r = hub.registry;
-  const m = new Exposition();
+  const m = new Exposition(constantLabels);
   m.family('hubbub_info', 'gauge', 'hubbub build and runtime.', [[{ version: VERSION, runtime }, 1]]);
   m.family('hubbub_connections', 'gauge', 'WebSocket connections by state: open, admitted but not yet open, closing.', [
     [{ state: 'live' }, r.liveConnections.size],
@@ -82,4 +84,55 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
   if (processStats.rssBytes !== undefined) m.family('process_resident_memory_bytes', 'gauge', 'Resident memory size in bytes.', [[undefined, processStats.rssBytes]]);
   if (processStats.heapUsedBytes !== undefined) m.family('hubbub_heap_used_bytes', 'gauge', 'JavaScript heap in use.', [[undefined, processStats.heapUsedBytes]]);
   return `${m.lines.join('\n')}\n`;
+}
+
+/** What a cluster primary knows about the whole server (Node `--workers`). */
+export interface ClusterFigures {
+  workers: number;
+  limit: number;
+  slotsUsed: number;
+  replaced: number;
+  /** The primary's own resident memory. */
+  primaryRssBytes: number;
+}
+
+/** The families only the primary can give: workers, the one limit, slots used, replacements. */
+export function renderClusterMetrics(c: ClusterFigures): string {
+  const m = new Exposition();
+  m.family('hubbub_cluster_workers', 'gauge', 'Worker processes serving (cluster mode).', [[undefined, c.workers]]);
+  m.family('hubbub_cluster_connection_limit', 'gauge', 'The connection limit of the whole server (cluster mode).', [[undefined, c.limit]]);
+  m.family('hubbub_cluster_slots_used', 'gauge', 'Slots of that limit held by the workers (cluster mode).', [[undefined, c.slotsUsed]]);
+  m.family('hubbub_cluster_workers_replaced_total', 'counter', 'Workers that died and were replaced (cluster mode).', [[undefined, c.replaced]]);
+  m.family('hubbub_cluster_primary_resident_memory_bytes', 'gauge', 'Resident memory of the primary process (cluster mode).', [[undefined, c.primaryRssBytes]]);
+  return `${m.lines.join('\n')}\n`;
+}
+
+/**
+ * Several expositions as one: each family's HELP and TYPE once (from the first text that has it),
+ * then its samples from every text, in order. Cluster mode: every worker's exposition, each sample
+ * labelled `worker="<id>"`, so one scrape of the port sees the whole server whichever worker answers.
+ */
+export function mergeExpositions(texts: readonly string[]): string {
+  const families = new Map<string, { meta: string[]; samples: string[] }>();
+  const familyOf = (name: string) => {
+    let f = families.get(name);
+    if (!f) families.set(name, (f = { meta: [], samples: [] }));
+    return f;
+  };
+  for (const text of texts) {
+    for (const line of text.split('\n')) {
+      if (line === '') continue;
+      const meta = /^# (HELP|TYPE) (\S+)/.exec(line);
+      if (meta) {
+        const f = familyOf(meta[2]!);
+        if (!f.meta.some((l) => l.startsWith(`# ${meta[1]} `))) f.meta.push(line);
+        continue;
+      }
+      if (line.startsWith('#')) continue;
+      familyOf(/^[^{\s]+/.exec(line)![0]).samples.push(line);
+    }
+  }
+  const out: string[] = [];
+  for (const f of families.values()) out.push(...f.meta, ...f.samples);
+  return out.length > 0 ? `${out.join('\n')}\n` : '';
 }

@@ -1,9 +1,10 @@
 // Cluster mode (`--workers 2`), black-box: one port, one limit for the whole server, whole-server
-// and per-worker /stats and /healthz, a killed worker replaced with its slots returned, drain on SIGTERM.
+// and per-worker /stats, /healthz and /metrics, a killed worker replaced with its slots returned, drain on SIGTERM.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type WebSocket from 'ws';
 import { closed, connect, eventually, rawRequest, request, startServer, upgradeHeaders, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { parseMetrics } from './observability.ts';
 
 const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
 
@@ -56,6 +57,23 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       assert.equal(c.live, 6);
       assert.equal(c.perWorker.length, 2);
       assert.ok(c.perWorker.every((w) => w.slots > 0 && w.slots === w.live), `both workers serve: ${JSON.stringify(c.perWorker)}`);
+      // /metrics is the whole server whichever worker answers: every worker's families labelled
+      // `worker`, each TYPE once, and the primary's cluster families. Several scrapes, so both
+      // workers answer at least once (round-robin).
+      for (let i = 0; i < 4; i++) {
+        const text = await (await fetch(`${server.url}/metrics`, { headers: { connection: 'close' } })).text();
+        const { samples } = parseMetrics(text);
+        const typeLines = text.split('\n').filter((l) => l.startsWith('# TYPE '));
+        assert.equal(new Set(typeLines).size, typeLines.length, 'one TYPE line per family');
+        const live = [...samples].filter(([k]) => /^hubbub_connections\{worker="\d+",state="live"\}$/.test(k));
+        assert.equal(live.length, 2, `a live gauge per worker: ${live.map(([k]) => k).join(', ')}`);
+        assert.equal(live.reduce((a, [, v]) => a + v, 0), 6, 'the workers’ live sockets add up to the whole server');
+        assert.equal(samples.get('hubbub_cluster_workers'), 2);
+        assert.equal(samples.get('hubbub_cluster_slots_used'), 6);
+        assert.equal(samples.get('hubbub_cluster_connection_limit'), 6);
+        const accepted = [...samples].filter(([k]) => k.startsWith('hubbub_upgrades_accepted_total{worker='));
+        assert.equal(accepted.reduce((a, [, v]) => a + v, 0), 6);
+      }
       const health = (await (await fetch(`${server.url}/healthz`)).json()) as { status: string; cluster: ClusterStats };
       assert.equal(health.status, 'ok');
       assert.equal(health.cluster.workers, 2);

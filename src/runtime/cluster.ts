@@ -7,17 +7,22 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { Hub } from '../hub.ts';
 import type { Logger } from '../log.ts';
+import { mergeExpositions, renderClusterMetrics } from '../metrics.ts';
 import type { SlotPool } from '../slots.ts';
 
 type ToPrimary =
   | { hubbub: 'acquire'; id: number }
   | { hubbub: 'release' }
   | { hubbub: 'stats-request'; id: number }
-  | { hubbub: 'stats-report'; id: number; stats: WorkerStats };
+  | { hubbub: 'stats-report'; id: number; stats: WorkerStats }
+  | { hubbub: 'metrics-request'; id: number }
+  | { hubbub: 'metrics-report'; id: number; text: string };
 type ToWorker =
   | { hubbub: 'acquired'; id: number; ok: boolean }
   | { hubbub: 'stats-collect'; id: number }
-  | { hubbub: 'stats'; id: number; cluster: ClusterStats };
+  | { hubbub: 'stats'; id: number; cluster: ClusterStats }
+  | { hubbub: 'metrics-collect'; id: number }
+  | { hubbub: 'metrics'; id: number; text: string };
 
 interface WorkerStats {
   live: number;
@@ -61,8 +66,28 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
   let stopping = false;
   let announced = false;
   const listening = new Set<number>();
-  const statsRequests = new Map<number, { from: Worker; id: number; reports: Map<number, WorkerStats>; timer: ReturnType<typeof setTimeout> }>();
-  let nextStats = 0;
+  // A /stats or /metrics request: the worker that got it asks, every worker reports, the primary
+  // answers once all have (or after 500 ms, with those that did).
+  interface Collect {
+    what: 'stats' | 'metrics';
+    from: Worker;
+    id: number;
+    reports: Map<number, unknown>;
+    timer: ReturnType<typeof setTimeout>;
+  }
+  const collects = new Map<number, Collect>();
+  let nextCollect = 0;
+  const collect = (what: Collect['what'], from: Worker, id: number) => {
+    const key = nextCollect++;
+    collects.set(key, { what, from, id, reports: new Map(), timer: setTimeout(() => answer(key), 500) });
+    for (const w of Object.values(cluster.workers ?? {})) if (w) send(w, { hubbub: `${what}-collect`, id: key });
+  };
+  const report = (worker: Worker, key: number, value: unknown) => {
+    const request = collects.get(key);
+    if (!request) return;
+    request.reports.set(worker.id, value);
+    if (request.reports.size >= Object.keys(cluster.workers ?? {}).length) answer(key);
+  };
 
   const fork = () => {
     const worker = cluster.fork({ HUBBUB_CLUSTER_WORKER: '1' });
@@ -94,31 +119,29 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
         }
         return;
       }
-      case 'stats-request': {
-        const request = { from: worker, id: msg.id, reports: new Map<number, WorkerStats>(), timer: setTimeout(() => answer(key), 500) };
-        const key = nextStats++;
-        statsRequests.set(key, request);
-        for (const w of Object.values(cluster.workers ?? {})) if (w) send(w, { hubbub: 'stats-collect', id: key });
-        return;
-      }
-      case 'stats-report': {
-        const request = statsRequests.get(msg.id);
-        if (!request) return;
-        request.reports.set(worker.id, msg.stats);
-        if (request.reports.size >= Object.keys(cluster.workers ?? {}).length) answer(msg.id);
-        return;
-      }
+      case 'stats-request':
+      case 'metrics-request':
+        return collect(msg.hubbub === 'stats-request' ? 'stats' : 'metrics', worker, msg.id);
+      case 'stats-report':
+        return report(worker, msg.id, msg.stats);
+      case 'metrics-report':
+        return report(worker, msg.id, msg.text);
     }
   }
 
   function answer(key: number): void {
-    const request = statsRequests.get(key);
+    const request = collects.get(key);
     if (!request) return;
-    statsRequests.delete(key);
+    collects.delete(key);
     clearTimeout(request.timer);
-    const perWorker = Object.values(cluster.workers ?? {})
-      .filter((w): w is Worker => w !== undefined)
-      .map((w) => ({ id: w.id, pid: w.process.pid ?? 0, slots: slots.get(w.id) ?? 0, ...request.reports.get(w.id) }));
+    const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
+    if (request.what === 'metrics') {
+      const own = renderClusterMetrics({ workers: workers.length, limit, slotsUsed: used, replaced, primaryRssBytes: process.memoryUsage.rss() });
+      const texts = workers.map((w) => request.reports.get(w.id)).filter((t): t is string => typeof t === 'string');
+      send(request.from, { hubbub: 'metrics', id: request.id, text: mergeExpositions([own, ...texts]) });
+      return;
+    }
+    const perWorker = workers.map((w) => ({ id: w.id, pid: w.process.pid ?? 0, slots: slots.get(w.id) ?? 0, ...(request.reports.get(w.id) as WorkerStats | undefined) }));
     const sum = (k: keyof WorkerStats) => perWorker.reduce((a, w) => a + (w[k] ?? 0), 0);
     send(request.from, {
       hubbub: 'stats',
@@ -188,11 +211,19 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
 
 // ---------------------------------------------------------------- worker
 
-/** The worker's view of the shared limit, and of the whole cluster for /stats. */
-export function workerSide(hub: Hub): { slots: SlotPool; clusterStats(): Promise<ClusterStats | undefined> } {
+/**
+ * The worker's view of the shared limit, and of the whole cluster for /stats and /metrics.
+ * `renderMetrics` renders this worker's own exposition (labelled with its worker id).
+ */
+export function workerSide(
+  hub: Hub,
+  renderMetrics: (labels: Record<string, string>) => string,
+): { slots: SlotPool; clusterStats(): Promise<ClusterStats | undefined>; clusterMetrics(): Promise<string> } {
   let nextId = 0;
   const acquires = new Map<number, (ok: boolean) => void>();
   const statsWaiters = new Map<number, (stats: ClusterStats | undefined) => void>();
+  const metricsWaiters = new Map<number, (text: string | undefined) => void>();
+  const worker = String(cluster.worker?.id ?? process.pid);
   process.on('message', (msg: ToWorker) => {
     switch (msg?.hubbub) {
       case 'acquired':
@@ -207,6 +238,13 @@ export function workerSide(hub: Hub): { slots: SlotPool; clusterStats(): Promise
       case 'stats':
         statsWaiters.get(msg.id)?.(msg.cluster);
         statsWaiters.delete(msg.id);
+        return;
+      case 'metrics-collect':
+        process.send?.({ hubbub: 'metrics-report', id: msg.id, text: renderMetrics({ worker }) } satisfies ToPrimary);
+        return;
+      case 'metrics':
+        metricsWaiters.get(msg.id)?.(msg.text);
+        metricsWaiters.delete(msg.id);
         return;
     }
   });
@@ -230,5 +268,7 @@ export function workerSide(hub: Hub): { slots: SlotPool; clusterStats(): Promise
       release: () => void process.send?.({ hubbub: 'release' } satisfies ToPrimary),
     },
     clusterStats: () => ask(statsWaiters, (id) => ({ hubbub: 'stats-request', id }), undefined),
+    // No answer from the primary: this worker's own figures, still labelled, rather than nothing.
+    clusterMetrics: () => ask<string | undefined>(metricsWaiters, (id) => ({ hubbub: 'metrics-request', id }), undefined).then((text) => text ?? renderMetrics({ worker })),
   };
 }

@@ -26,6 +26,7 @@ import type { MessageData } from '../handler.ts';
 import { checkHandshake } from '../handshake.ts';
 import type { Hub } from '../hub.ts';
 import { createLogger } from '../log.ts';
+import { renderMetrics } from '../metrics.ts';
 import { parseCommandLine, resolveOptions, type HubOptions } from '../options.ts';
 import cluster from 'node:cluster';
 import { isClusterWorker, runPrimary, workerSide } from './cluster.ts';
@@ -228,34 +229,35 @@ export async function serveNode(hub: Hub): Promise<NodeServer> {
   const { maxPayload, perMessageDeflate, headersTimeout } = hub.options;
   const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate });
   // In cluster mode the limit is the whole cluster's, held by the primary.
-  const clusterSide = isClusterWorker() ? workerSide(hub) : undefined;
+  let serverRef: Server | undefined;
+  const processStats = () => {
+    const m = process.memoryUsage();
+    const internals = process as unknown as { _getActiveHandles?: () => unknown[] };
+    return {
+      rssBytes: m.rss,
+      heapUsedBytes: m.heapUsed,
+      externalBytes: m.external,
+      activeHandles: internals._getActiveHandles?.().length ?? -1,
+      upgradeListeners: serverRef?.listenerCount('upgrade') ?? 0,
+      processListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM'),
+    };
+  };
+  const clusterSide = isClusterWorker() ? workerSide(hub, (labels) => renderMetrics(hub, 'node', processStats(), labels)) : undefined;
   // (A limit shared through Redis, set by hub.start(), takes precedence: each worker is then a node.)
   hub.registry.slots ??= clusterSide?.slots;
   const app = createApp(hub, {
-    ...(clusterSide ? { clusterStats: clusterSide.clusterStats } : {}),
+    ...(clusterSide ? { clusterStats: clusterSide.clusterStats, clusterMetrics: clusterSide.clusterMetrics } : {}),
     runtime: 'node',
     upgradeWebSocket: upgradeWebSocket as never,
     remoteAddress: (c) => remoteAddress((c.env as NodeEnv | undefined)?.incoming),
     fanOut: nodeFanOut,
-    processStats: () => {
-      const m = process.memoryUsage();
-      const internals = process as unknown as { _getActiveHandles?: () => unknown[] };
-      return {
-        rssBytes: m.rss,
-        heapUsedBytes: m.heapUsed,
-        externalBytes: m.external,
-        activeHandles: internals._getActiveHandles?.().length ?? -1,
-        upgradeListeners: serverRef?.listenerCount('upgrade') ?? 0,
-        processListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM'),
-      };
-    },
+    processStats,
     collectGarbage: () => {
       const gc = (globalThis as { gc?: () => void }).gc;
       gc?.();
       return gc !== undefined;
     },
   });
-  let serverRef: Server | undefined;
   return new Promise((resolve, reject) => {
     const server = serve({
       fetch: app.fetch,
