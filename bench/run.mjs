@@ -553,7 +553,7 @@ function renderMarkdown(result) {
   lines.push('');
   lines.push(`Run ${result.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${fmt(result.durationSeconds / 60, 1)} min; ${machine.cpus} cores (${machine.cpuModel}), Node ${result.versions.node}, ${result.versions.deno?.split(' (')[0]}, Bun ${result.versions.bun}; tree ${result.source.head?.slice(0, 7)}${result.source.dirty?.length ? ` + uncommitted changes in ${result.source.dirty.length} src/entry files` : ''}. ${o.connections.toLocaleString('en-US')} connections (${o.clients} load-client processes, ${o.concurrency} handshakes in flight, sources ${o.addresses.join(', ')}), echo loop ${o.echoSeconds} s, fan-out to ${o.subscribers.toLocaleString('en-US')} + 1 connections, ${o.messages} timed messages of ${o.payloads.join(' and ')} B, median of ${o.rounds} interleaved round${o.rounds === 1 ? '' : 's'}.`);
   lines.push('');
-  lines.push(`**Load average during the run: ${fmt(load.min1.min, 1)}–${fmt(load.min1.max, 1)} (1-minute, mean ${fmt(load.min1.mean, 1)}) on 2 cores** — other sessions' test suites share the machine, so absolute numbers move between runs; the ratios compare servers measured under the same conditions, interleaved.`);
+  lines.push(`**Load average during the run: ${fmt(load.min1.min, 1)}–${fmt(load.min1.max, 1)} (1-minute, mean ${fmt(load.min1.mean, 1)}) on 2 cores** — the server and its load clients share the two cores (and whatever else runs there), so absolute numbers move between runs; the ratios compare servers measured under the same conditions, interleaved.`);
   lines.push('');
   lines.push('Goals (hubbub ÷ naive Hono on the same runtime):');
   lines.push('');

@@ -1,13 +1,13 @@
 // Test helpers: spawn a real server process, talk to it over real sockets.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
-import net from 'node:net';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import WebSocket from 'ws';
+import { rawHttp, type HttpResponse } from './frames.ts';
 
 /** The project root (tests run from compiled .test-build/test/). */
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -240,13 +240,7 @@ export async function request(ws: WebSocket, text: string): Promise<string> {
   return (await reply).text;
 }
 
-export interface RawResponse {
-  status: number;
-  headers: Record<string, string>;
-  socket: net.Socket;
-  /** Bytes received after the response head (e.g. the start of WebSocket frames). */
-  rest: Buffer;
-}
+export type RawResponse = HttpResponse;
 
 export function upgradeHeaders(host: string, overrides: Record<string, string | undefined> = {}): Record<string, string> {
   const headers: Record<string, string | undefined> = {
@@ -260,38 +254,7 @@ export function upgradeHeaders(host: string, overrides: Record<string, string | 
   return Object.fromEntries(Object.entries(headers).filter((e): e is [string, string] => e[1] !== undefined));
 }
 
-/** Sends a raw HTTP request over TCP and reads the response head. */
-export async function rawRequest(url: string, headers: Record<string, string>, requestPath = '/ws', timeoutMs = 5000): Promise<RawResponse> {
-  const { hostname, port } = new URL(url);
-  const socket = net.connect(Number(port), hostname);
-  await once(socket, 'connect');
-  socket.write(`GET ${requestPath} HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`);
-  return new Promise((resolve, reject) => {
-    let buffer = Buffer.alloc(0);
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(new Error('no HTTP response within timeout'));
-    }, timeoutMs);
-    const onData = (chunk: Buffer) => {
-      buffer = Buffer.concat([buffer, chunk]);
-      const end = buffer.indexOf('\r\n\r\n');
-      if (end < 0) return;
-      clearTimeout(timer);
-      socket.off('data', onData);
-      socket.off('error', onError);
-      const [statusLine, ...headerLines] = buffer.subarray(0, end).toString('latin1').split('\r\n');
-      const parsed: Record<string, string> = {};
-      for (const line of headerLines) {
-        const i = line.indexOf(':');
-        parsed[line.slice(0, i).trim().toLowerCase()] = line.slice(i + 1).trim();
-      }
-      resolve({ status: Number(statusLine!.split(' ')[1]), headers: parsed, socket, rest: buffer.subarray(end + 4) });
-    };
-    const onError = (error: Error) => {
-      clearTimeout(timer);
-      reject(error);
-    };
-    socket.on('data', onData);
-    socket.on('error', onError);
-  });
+/** Sends a raw HTTP request over TCP and reads the response head (frames.ts `rawHttp`). */
+export function rawRequest(url: string, headers: Record<string, string>, requestPath = '/ws', timeoutMs = 5000): Promise<RawResponse> {
+  return rawHttp(url, headers, { path: requestPath, timeoutMs });
 }
