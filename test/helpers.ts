@@ -254,7 +254,13 @@ export function upgradeHeaders(host: string, overrides: Record<string, string | 
   return Object.fromEntries(Object.entries(headers).filter((e): e is [string, string] => e[1] !== undefined));
 }
 
-/** Sends a raw HTTP request over TCP and reads the response head (frames.ts `rawHttp`). */
-export function rawRequest(url: string, headers: Record<string, string>, requestPath = '/ws', timeoutMs = 5000): Promise<RawResponse> {
-  return rawHttp(url, headers, { path: requestPath, timeoutMs });
+/**
+ * Sends a raw HTTP request over TCP and reads the response head (frames.ts `rawHttp`). Unlike
+ * rawHttp, the socket is left flowing: what arrives before the caller listens is discarded, and
+ * 'end' fires when the server ends the connection.
+ */
+export async function rawRequest(url: string, headers: Record<string, string>, requestPath = '/ws', timeoutMs = 5000): Promise<RawResponse> {
+  const response = await rawHttp(url, headers, { path: requestPath, timeoutMs });
+  response.socket.resume();
+  return response;
 }
