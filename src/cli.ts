@@ -2,7 +2,7 @@
 // handler, serve, and shut down on SIGINT/SIGTERM. Exit codes: 0 after a graceful shutdown,
 // 1 when the server cannot start (e.g. port taken), 2 for a bad option, 128+n on a second signal.
 import { HubError } from './errors.ts';
-import { builtinHandlers, createHub, type Hub } from './hub.ts';
+import { builtinHandlers, createHub, type Hub, type HubInit } from './hub.ts';
 import { parseCommandLine, type HubOptions } from './options.ts';
 import { VERSION } from './version.ts';
 
@@ -18,6 +18,8 @@ export interface CliHost {
   readonly runtime: string;
   /** Set in a cluster worker: its listening line is then `worker.listening` (the primary announces `listening`). */
   readonly role?: string | undefined;
+  /** How the runtime builds its hub (cluster worker: an id prefix). */
+  readonly hubInit?: HubInit | undefined;
   readonly argv: readonly string[];
   readonly env: Readonly<Record<string, string | undefined>>;
   cwd(): string;
@@ -65,7 +67,7 @@ export async function runCli(host: CliHost): Promise<void> {
       throw new HubError('ERR_INVALID_OPTION', `--workers is only supported on Node (node:cluster); on ${host.runtime}, run one process per core behind a load balancer with a --backplane`);
     }
     if (typeof options.handler === 'string') options.handler = await loadHandler(options.handler, host.cwd());
-    hub = createHub(options);
+    hub = createHub(options, undefined, host.hubInit);
   } catch (error) {
     if (error instanceof HubError && error.code === 'ERR_INVALID_OPTION') {
       host.stderr(`hubbub: ${error.message}\n`);

@@ -61,6 +61,14 @@ export interface PublishOptions {
 
 const SWEEP_INTERVAL_MS = 1000;
 
+/** How a runtime builds its hub (not user options: these follow from where the hub runs). */
+export interface HubInit {
+  /** 'timer' (default): the hub sweeps every second by itself. 'manual': the runtime calls `hub.sweep()`. */
+  sweeper?: 'timer' | 'manual';
+  /** Put before every connection id, to keep ids unique across processes or instances (cluster worker, Durable Object). */
+  idPrefix?: string;
+}
+
 export class Hub implements HubCore {
   readonly options: HubOptions;
   readonly registry: Registry;
@@ -75,34 +83,49 @@ export class Hub implements HubCore {
   #slotPool: { stats(): SlotPoolStats; close(): Promise<void> } | undefined;
   #started: Promise<void> | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
+  #sweepTick: number;
+  #nextHeartbeat: number;
   #shutdown: Promise<ShutdownResult> | undefined;
 
-  constructor(options: HubOptions, log?: Logger) {
+  constructor(options: HubOptions, log?: Logger, init: HubInit = {}) {
     this.options = options;
     this.log = log ?? createLogger(options.logLevel);
-    this.registry = new Registry(options);
+    this.registry = new Registry(options, init.idPrefix === undefined ? {} : { idPrefix: init.idPrefix });
     this.registry.attach(this);
     this.handler = this.#resolveHandler(options.handler);
     // One sweeper for the whole hub, never a timer per socket: reservation expiry, the message-rate
     // window, pruning of rate buckets, and heartbeats.
     const tick = Math.min(SWEEP_INTERVAL_MS, options.handshakeTimeout, options.heartbeatInterval || SWEEP_INTERVAL_MS);
-    let nextHeartbeat = Date.now() + options.heartbeatInterval;
+    this.#sweepTick = tick;
+    this.#nextHeartbeat = Date.now() + options.heartbeatInterval;
+    if (init.sweeper === 'manual') return;
     let expected = Date.now() + tick;
     this.#sweeper = setInterval(() => {
       const now = Date.now();
       // How late this tick fired: the event loop's lag, as seen by a timer.
       this.eventLoopLagMs = Math.max(0, now - expected);
       expected = now + tick;
-      const r = this.registry;
-      r.expireReservations(now);
-      r.nextRateWindow(now);
-      if (options.heartbeatInterval > 0 && now + tick / 2 >= nextHeartbeat) {
-        nextHeartbeat = now + options.heartbeatInterval;
-        const dropped = r.heartbeat();
-        if (dropped > 0) this.log.info('heartbeat.dropped', { dropped, live: r.liveConnections.size });
-      }
+      this.sweep(now);
     }, tick);
     (this.#sweeper as { unref?: () => void }).unref?.();
+  }
+
+  /**
+   * The sweeper's work: expire reservations, start a new message-rate window, prune rate buckets,
+   * and send the heartbeat when it is due. A timer runs it every second (or sooner, with short
+   * timeouts); with `sweeper: 'manual'` the runtime calls it itself (workerd, where a pending timer
+   * would keep a Durable Object from hibernating).
+   */
+  sweep(now: number = Date.now()): void {
+    const r = this.registry;
+    r.expireReservations(now);
+    r.nextRateWindow(now);
+    const interval = this.options.heartbeatInterval;
+    if (interval > 0 && now + this.#sweepTick / 2 >= this.#nextHeartbeat) {
+      this.#nextHeartbeat = now + interval;
+      const dropped = r.heartbeat();
+      if (dropped > 0) this.log.info('heartbeat.dropped', { dropped, live: r.liveConnections.size });
+    }
   }
 
   #resolveHandler(spec: HubOptions['handler']): Handler {
@@ -280,6 +303,6 @@ export class Hub implements HubCore {
 }
 
 /** Creates a hub from validated options. Throws a HubError (code ERR_INVALID_OPTION) naming a bad option. */
-export function createHub(options: Partial<HubOptions> = {}, log?: Logger): Hub {
-  return new Hub(resolveOptions(options), log);
+export function createHub(options: Partial<HubOptions> = {}, log?: Logger, init?: HubInit): Hub {
+  return new Hub(resolveOptions(options), log, init);
 }

@@ -28,6 +28,8 @@ export class TopicIndex {
   /** Subscriptions across all topics. */
   subscriptions = 0;
   interest: TopicInterest | undefined = undefined;
+  /** Told after a connection's own subscriptions changed (workerd saves them with the socket). */
+  subscriptionsChanged: ((conn: Connection) => void) | undefined = undefined;
 
   /** Adds the connection to the topic. False if it was already subscribed. */
   subscribe(conn: Connection, name: string): boolean {
@@ -41,6 +43,7 @@ export class TopicIndex {
     topic.subscribers.add(conn);
     (conn.topics ??= new Set()).add(name);
     this.subscriptions++;
+    this.subscriptionsChanged?.(conn);
     return true;
   }
 
@@ -51,6 +54,7 @@ export class TopicIndex {
     conn.topics?.delete(name);
     this.subscriptions--;
     if (topic.subscribers.size === 0) this.#remove(name);
+    this.subscriptionsChanged?.(conn);
     return true;
   }
 

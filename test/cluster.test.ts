@@ -41,7 +41,7 @@ async function openMany(server: ServerProcess, n: number): Promise<WebSocket[]> 
 
 describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
   it('one limit for the whole server, spread over both workers; stats for the whole and each worker', async () => {
-    const server = await startServer(node, ['--workers', '2', '--max-connections', '6']);
+    const server = await startServer(node, ['--workers', '2', '--max-connections', '6', '--log-level', 'debug']);
     try {
       await eventually(() => clusterStats(server), (c) => c?.workers === 2);
       const sockets = await openMany(server, 6);
@@ -57,6 +57,13 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       assert.equal(c.live, 6);
       assert.equal(c.perWorker.length, 2);
       assert.ok(c.perWorker.every((w) => w.slots > 0 && w.slots === w.live), `both workers serve: ${JSON.stringify(c.perWorker)}`);
+      // Connection ids are unique across the cluster: `<worker id>-<n>`.
+      const ids = await eventually(
+        async () => server.lines.filter((l) => l.includes('"connection.open"')).map((l) => (JSON.parse(l) as { id: string }).id),
+        (list) => list.length === 6,
+      );
+      assert.ok(ids.every((id) => /^\d+-[0-9a-z]+$/.test(id)), `worker-prefixed ids: ${ids.join(' ')}`);
+      assert.equal(new Set(ids).size, 6, `no id twice across workers: ${ids.join(' ')}`);
       // /metrics is the whole server whichever worker answers: every worker's families labelled
       // `worker`, each TYPE once, and the primary's cluster families. Several scrapes, so both
       // workers answer at least once (round-robin).

@@ -323,6 +323,8 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
   return runCli({
     runtime: 'node',
     role: worker ? `worker ${cluster.worker?.id ?? '?'}` : undefined,
+    // Connection ids unique across the cluster: `<worker id>-<n>`.
+    hubInit: worker ? { idPrefix: `${cluster.worker?.id ?? process.pid}-` } : undefined,
     argv,
     env: process.env,
     cwd: () => process.cwd(),

@@ -127,8 +127,6 @@ export class HubObject {
   readonly startupError: string | undefined;
   /** The Connection of each accepted socket, for the hibernation event handlers. */
   readonly #connections = new WeakMap<WorkerWebSocket, Connection>();
-  /** The hub's sweeper, run on events instead of by a timer (a pending timer would keep the object awake). */
-  #sweep: (() => void) | undefined;
   #attachmentWarned = false;
 
   constructor(ctx: DurableObjectState, env: HubEnv) {
@@ -141,9 +139,10 @@ export class HubObject {
       if ((options as { backplane?: unknown }).backplane) throw new Error('HUBBUB_BACKPLANE is not available on workerd: a Durable Object holds no broker connection (use rooms, HUBBUB_ROOMS)');
       const name = typeof options.handler === 'string' ? options.handler : 'echo';
       if (Object.hasOwn(handlers, name)) options.handler = handlers[name]!;
-      const { value: hub, interval } = capturingInterval(() => createHub(options));
+      // No sweeper timer (a pending timer keeps the object awake): `#tick` sweeps on events. Ids get a
+      // prefix per instance, so that ids from before and after an eviction never meet in the logs.
+      const hub = createHub(options, undefined, { sweeper: 'manual', idPrefix: `${instancePrefix()}-` });
       this.hub = hub;
-      this.#sweep = interval;
       this.app = createApp(hub, {
         runtime: 'workerd',
         upgradeWebSocket: this.#upgradeWebSocket as never,
@@ -153,7 +152,8 @@ export class HubObject {
       // Connects what the hub connects at start (nothing, without a backplane) before the first event.
       const start = (hub as { start?: () => Promise<void> }).start;
       if (start) void ctx.blockConcurrencyWhile(() => start.call(hub));
-      this.#persistTopics(hub);
+      // Subscriptions are saved in the socket's attachment as they change, so they survive an eviction.
+      hub.topics.subscriptionsChanged = (conn) => this.#saveAttachment(conn);
       for (const ws of ctx.getWebSockets()) this.#restore(ws);
       if (hub.registry.liveConnections.size > 0) hub.log.info('hibernation.restored', { live: hub.registry.liveConnections.size });
     } catch (error) {
@@ -259,30 +259,14 @@ export class HubObject {
     }
   }
 
-  /** Subscriptions are saved in the socket's attachment as they change, so they survive an eviction. */
-  #persistTopics(hub: Hub): void {
-    const index = hub.topics;
-    const subscribe = index.subscribe.bind(index);
-    const unsubscribe = index.unsubscribe.bind(index);
-    index.subscribe = (conn, topic) => {
-      const added = subscribe(conn, topic);
-      if (added) this.#saveAttachment(conn);
-      return added;
-    };
-    index.unsubscribe = (conn, topic) => {
-      const removed = unsubscribe(conn, topic);
-      if (removed) this.#saveAttachment(conn);
-      return removed;
-    };
-  }
-
   /**
    * Runs the hub's sweeper when a new second has begun (message-rate window, rate-bucket pruning,
    * reservation expiry). Driven by events, not a timer: an upgrade completes within its request, so
    * nothing waits for a tick between events.
    */
   #tick(): void {
-    if (this.#sweep && Math.floor(Date.now() / 1000) !== this.hub!.registry.rateWindow) this.#sweep();
+    const now = Date.now();
+    if (Math.floor(now / 1000) !== this.hub!.registry.rateWindow) this.hub!.sweep(now);
   }
 
   /** Reached only through the binding (the Worker answers these paths 404): the dev launcher's drain. */
@@ -334,21 +318,8 @@ function stringVars(env: HubEnv): Record<string, string> {
   return vars;
 }
 
-/**
- * Builds the hub while catching the one interval its constructor starts (the sweeper), so that no
- * timer keeps the object from hibernating; the object runs the sweeper itself on events (`#tick`).
- */
-function capturingInterval<T>(build: () => T): { value: T; interval: (() => void) | undefined } {
-  const original = globalThis.setInterval;
-  let interval: (() => void) | undefined;
-  globalThis.setInterval = ((callback: () => void) => {
-    interval = callback;
-    return 0;
-  }) as unknown as typeof setInterval;
-  try {
-    return { value: build(), interval };
-  } finally {
-    globalThis.setInterval = original;
-  }
+/** A short random prefix for this instance's connection ids (4 base-36 characters). */
+function instancePrefix(): string {
+  const [n] = crypto.getRandomValues(new Uint32Array(1));
+  return (n! % 36 ** 4).toString(36).padStart(4, '0');
 }
-
