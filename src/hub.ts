@@ -90,7 +90,7 @@ export class Hub implements HubCore {
   constructor(options: HubOptions, log?: Logger, init: HubInit = {}) {
     this.options = options;
     this.log = log ?? createLogger(options.logLevel);
-    this.registry = new Registry(options, init.idPrefix === undefined ? {} : { idPrefix: init.idPrefix });
+    this.registry = new Registry(options, init);
     this.registry.attach(this);
     this.handler = this.#resolveHandler(options.handler);
     // One sweeper for the whole hub, never a timer per socket: reservation expiry, the message-rate

@@ -17,21 +17,19 @@ interface ClusterStats {
   perWorker: { id: number; pid: number; slots: number; live?: number }[];
 }
 
-async function clusterStats(server: ServerProcess): Promise<ClusterStats> {
-  const stats = (await (await fetch(`${server.url}/stats`, { signal: AbortSignal.timeout(5000) })).json()) as { cluster: ClusterStats };
-  return stats.cluster;
+/** The cluster section of /stats, on a fresh connection, with a deadline. */
+async function clusterStats(server: ServerProcess, timeoutMs = 5000): Promise<ClusterStats> {
+  const res = await fetch(`${server.url}/stats`, { signal: AbortSignal.timeout(timeoutMs), headers: { connection: 'close' } });
+  return ((await res.json()) as { cluster: ClusterStats }).cluster;
 }
 
 /**
  * /stats while a worker is dying. Node's round-robin primary can lose a connection it was handing to
  * that worker at the instant it died (the handoff's reply never comes, so the primary neither closes
  * nor redistributes it; nodejs/node-v0.x-archive#7928): that request would hang. So each poll has a
- * short deadline on a fresh connection, and a lost one counts as "not yet".
+ * short deadline, and a lost one counts as "not yet".
  */
-const pollClusterStats = (server: ServerProcess) => () =>
-  fetch(`${server.url}/stats`, { signal: AbortSignal.timeout(1000), headers: { connection: 'close' } })
-    .then(async (res) => ((await res.json()) as { cluster: ClusterStats }).cluster)
-    .catch(() => undefined);
+const pollClusterStats = (server: ServerProcess) => () => clusterStats(server, 1000).catch(() => undefined);
 
 async function openMany(server: ServerProcess, n: number): Promise<WebSocket[]> {
   const sockets: WebSocket[] = [];

@@ -30,7 +30,6 @@ export class NatsBackplane extends BrokerBackplane {
   readonly #options: Required<NatsBackplaneOptions>;
   #nc: NatsLike | undefined;
   readonly #subscriptions = new Map<string, SubscriptionLike>();
-  #probe: ReturnType<typeof setInterval> | undefined;
   #connecting: Promise<void> | undefined;
 
   constructor(options: NatsBackplaneOptions) {
@@ -44,8 +43,7 @@ export class NatsBackplane extends BrokerBackplane {
     // even while the broker is away, and joins the backplane when it comes.
     this.#connecting = this.#connect();
     await Promise.race([this.#connecting, new Promise((r) => setTimeout(r, 2000))]);
-    this.#probe = setInterval(() => void this.#check(), this.#options.probeInterval);
-    (this.#probe as { unref?: () => void }).unref?.();
+    this.probeEvery(this.#options.probeInterval, () => this.#check());
   }
 
   async #connect(): Promise<void> {
@@ -118,7 +116,7 @@ export class NatsBackplane extends BrokerBackplane {
 
   async close(): Promise<void> {
     this.setState('closed');
-    clearInterval(this.#probe);
+    this.stopProbing();
     if (this.#nc && !this.#nc.isClosed()) await Promise.race([this.#nc.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
   }
 }

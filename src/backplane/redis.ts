@@ -30,7 +30,6 @@ export class RedisBackplane extends BrokerBackplane {
   readonly #options: Required<RedisBackplaneOptions>;
   #pub: RedisLike | undefined;
   #sub: RedisLike | undefined;
-  #probe: ReturnType<typeof setInterval> | undefined;
 
   constructor(options: RedisBackplaneOptions) {
     super();
@@ -63,8 +62,7 @@ export class RedisBackplane extends BrokerBackplane {
     });
     await Promise.allSettled([pub.connect(), sub.connect()]);
     await this.#check();
-    this.#probe = setInterval(() => void this.#check(), this.#options.probeInterval);
-    (this.#probe as { unref?: () => void }).unref?.();
+    this.probeEvery(this.#options.probeInterval, () => this.#check());
   }
 
   /** Connected = the publisher answers PING in time and the subscriber is ready. */
@@ -95,7 +93,7 @@ export class RedisBackplane extends BrokerBackplane {
 
   async close(): Promise<void> {
     this.setState('closed');
-    clearInterval(this.#probe);
+    this.stopProbing();
     for (const client of [this.#pub, this.#sub]) {
       if (!client) continue;
       await Promise.race([client.quit().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);

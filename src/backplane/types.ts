@@ -109,6 +109,7 @@ export abstract class BrokerBackplane implements Backplane {
   protected state: BackplaneState = 'degraded';
   protected readonly topics = new Set<string>();
   protected counts = { published: 0, received: 0, droppedWhileDegraded: 0, malformed: 0, ownEchoes: 0 };
+  #probe: ReturnType<typeof setInterval> | undefined;
 
   abstract start(sink: BackplaneSink): Promise<void>;
   protected abstract send(topic: string, payload: string): void;
@@ -155,6 +156,16 @@ export abstract class BrokerBackplane implements Backplane {
     if (!this.topics.has(message.topic)) return;
     this.counts.received++;
     this.sink?.deliver(message.topic, message.data);
+  }
+
+  /** Runs the broker's health check every `intervalMs` until `stopProbing` (a timer that does not hold the process open). */
+  protected probeEvery(intervalMs: number, check: () => Promise<void>): void {
+    this.#probe = setInterval(() => void check(), intervalMs);
+    (this.#probe as { unref?: () => void }).unref?.();
+  }
+
+  protected stopProbing(): void {
+    clearInterval(this.#probe);
   }
 
   /** Whether `roundTrip` (a PING, a flush) answers within `timeoutMs`: the health probe of a broker. */
