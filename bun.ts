@@ -1,4 +1,4 @@
 // Bun entry: `bun run bun.ts [flags]`.
-import { main } from './src/runtime/bun.ts';
+import { main } from './src/runtime/bun/main.ts';
 
 await main();

@@ -1,14 +1,15 @@
-// createApp: the Hono app every runtime serves. /ws (admission, then the runtime's upgrade),
-// /healthz and /stats. Runtime-free: the runtime's parts come in through a RuntimeAdapter.
+// createApp: the Hono app every runtime serves. Routes only: /ws (admission, then the runtime's
+// upgrade), /admission, /healthz, /stats, /metrics and the demo page. Runtime-free: the runtime's
+// parts come in through a RuntimeAdapter.
 import { Hono, type Context } from 'hono';
-import type { WSEvents } from 'hono/ws';
-import { Connection, type FanOut } from './connection.ts';
-import { closeReason, refusalStatus, type RefusalReason } from './errors.ts';
-import type { Principal } from './handler.ts';
-import { upgradeRequired, wantsWebSocket } from './handshake.ts';
-import type { Hub } from './hub.ts';
-import type { Refusal } from './registry.ts';
+import type { Refusal } from './admission/admission.ts';
+import { authenticate } from './admission/authenticate.ts';
+import { Connection } from './connection.ts';
+import type { FanOut, Principal } from './contracts.ts';
 import { demoPage } from './demo.ts';
+import { closeReason, refusalStatus, refusalText } from './errors.ts';
+import { upgradeRequired, wantsWebSocket, type HubUpgrade } from './handshake.ts';
+import type { Hub } from './hub.ts';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.ts';
 
 /** What a runtime provides: its upgrade helper (Hono's contract) and the client's address. */
@@ -20,7 +21,7 @@ export interface RuntimeAdapter {
    * no socket will open; otherwise the adapter calls `events.onOpen` when the socket opens, or
    * `events.onClose` if the handshake fails after this point. A reservation that hears neither expires.
    */
-  upgradeWebSocket(c: Context, events: WSEvents<unknown>): Promise<Response>;
+  upgradeWebSocket: HubUpgrade;
   /** The client's IP address. */
   remoteAddress(c: Context): string;
   /** Process figures for /stats (memory, handles), where the runtime has them. */
@@ -38,49 +39,42 @@ export interface RuntimeAdapter {
 export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   const app = new Hono();
   const { registry, handler, log } = hub;
-  const originAllowed = originMatcher(hub.options.allowedOrigins);
+  const { admission } = registry;
   hub.useFanOut(adapter.fanOut);
 
   app.get(hub.options.path, async (c) => {
     if (!wantsWebSocket(c.req.header('upgrade'))) return upgradeRequired();
     const remoteAddress = adapter.remoteAddress(c);
-    if (!originAllowed(c.req.header('origin'))) return refuse(registry.refuse('origin'));
-    const screened = registry.screen(remoteAddress);
+    const screened = admission.screen(remoteAddress, c.req.header('origin'));
     if (screened) return refuse(screened);
     let principal: Principal | undefined;
     if (handler.authenticate) {
-      const verdict = await authenticate(hub, c.req.raw, remoteAddress);
+      const verdict = await authenticate(handler.authenticate, c.req.raw, remoteAddress, admission, log);
       if (verdict instanceof Response) return verdict;
+      if (isRefusal(verdict)) return refuse(verdict);
       principal = verdict;
     }
-    // The limit of the whole cluster, where there is one: one slot per connection, asked for last.
-    const pool = registry.slots;
-    if (pool && !(await pool.acquire())) return refuse(registry.refuse('capacity'));
-    const admission = registry.admit(remoteAddress, principal);
-    if (!(admission instanceof Connection)) {
-      pool?.release();
-      return refuse(admission);
-    }
-    admission.pooled = pool !== undefined;
+    const admitted = await registry.admit(remoteAddress, principal);
+    if (!(admitted instanceof Connection)) return refuse(admitted);
     let response: Response;
     try {
-      response = await adapter.upgradeWebSocket(c, admission as unknown as WSEvents<unknown>);
+      response = await adapter.upgradeWebSocket(c, admitted);
     } catch (error) {
-      registry.release(admission, closeReason('handshake-failed', undefined, 'upgrade threw', error));
-      log.error('upgrade.error', { id: admission.id, error });
+      registry.release(admitted, closeReason('handshake-failed', undefined, 'upgrade threw', error));
+      log.error('upgrade.error', { id: admitted.id, error });
       return new Response('upgrade failed\n', { status: 500 });
     }
-    if (response.status >= 400) registry.release(admission, closeReason('handshake-failed', undefined, `answered ${response.status}`));
+    if (response.status >= 400) registry.release(admitted, closeReason('handshake-failed', undefined, `answered ${response.status}`));
     return response;
   });
 
   // Would an upgrade be admitted right now? Browsers cannot read the status of a refused WebSocket
   // handshake, so a page whose socket failed asks here why (503 full / draining). Takes no token.
   app.get('/admission', (c) => {
-    const r = registry;
-    const reason: RefusalReason | undefined = r.state !== 'running' ? 'draining' : r.size >= r.limits.maxConnections ? 'capacity' : undefined;
-    if (!reason) return c.json({ admit: true, live: r.liveConnections.size, limit: r.limits.maxConnections });
-    return c.json({ admit: false, reason, live: r.liveConnections.size, limit: r.limits.maxConnections }, 503, { 'Retry-After': String(hub.options.retryAfter) });
+    const reason = admission.probe();
+    const figures = { live: registry.liveConnections.size, limit: admission.limit };
+    if (!reason) return c.json({ admit: true, ...figures });
+    return c.json({ admit: false, reason, ...figures }, 503, { 'Retry-After': String(admission.retryAfter) });
   });
 
   app.get('/', (c) => c.html(demoPage));
@@ -95,7 +89,7 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   app.get('/healthz', async (c) => {
     const state = registry.state;
     const backplane = hub.backplaneStats();
-    const limit = hub.slotPoolStats();
+    const limit = hub.clusterLimitStats();
     const degraded = (backplane && backplane.state !== 'connected') || (limit && limit.state !== 'connected');
     const body: Record<string, unknown> = { status: state !== 'running' ? state : degraded ? 'degraded' : 'ok' };
     if (backplane) body.backplane = backplane.state;
@@ -117,61 +111,14 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   return app;
 }
 
-const refusalText: Record<RefusalReason, string> = {
-  capacity: 'server is full, retry later',
-  draining: 'server is shutting down, retry later',
-  'rate-limited': 'too many connection attempts, retry later',
-  'ip-limit': 'too many connections from your address',
-  'principal-limit': 'too many connections for this user',
-  origin: 'origin not allowed',
-  unauthorized: 'unauthorized',
-};
+function isRefusal(value: object): value is Refusal {
+  return 'reason' in value && 'retryAfter' in value && !('id' in value);
+}
 
 /** A refusal as a complete HTTP answer. Connection: close — a refused client keeps no socket (fd) open. */
 function refuse({ reason, retryAfter }: Refusal): Response {
-  const status = refusalStatus[reason];
+  const status = refusalStatus(reason);
   const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
   if (status === 503 || status === 429) headers['Retry-After'] = String(retryAfter);
-  return new Response(`${refusalText[reason]}\n`, { status, headers });
-}
-
-/** Runs the handler's authenticate hook: a Principal admits, a Response (or anything else) refuses. */
-async function authenticate(hub: Hub, request: Request, remoteAddress: string): Promise<Principal | Response> {
-  let verdict: unknown;
-  try {
-    verdict = await hub.handler.authenticate!(request, { remoteAddress });
-  } catch (error) {
-    hub.log.error('handler.error', { stage: 'authenticate', remoteAddress, error });
-    hub.registry.refuse('unauthorized');
-    return new Response('authentication failed\n', { status: 500, headers: { Connection: 'close' } });
-  }
-  if (verdict instanceof Response) {
-    hub.registry.refuse('unauthorized');
-    if (verdict.status < 400) {
-      hub.log.error('handler.error', { stage: 'authenticate', remoteAddress, error: `refusal answer must be 4xx/5xx, got ${verdict.status}` });
-      return new Response('authentication failed\n', { status: 500, headers: { Connection: 'close' } });
-    }
-    return verdict;
-  }
-  if (verdict && typeof verdict === 'object' && typeof (verdict as Principal).id === 'string') return verdict as Principal;
-  return refuse(hub.registry.refuse('unauthorized'));
-}
-
-/** Origin allow-list: exact origins, or `scheme://*.domain` for any subdomain. Empty list: any origin. */
-export function originMatcher(allowed: readonly string[]): (origin: string | undefined) => boolean {
-  if (allowed.length === 0) return () => true;
-  const exact = new Set<string>();
-  const suffixes: [scheme: string, suffix: string][] = [];
-  for (const entry of allowed) {
-    const lower = entry.toLowerCase();
-    const star = lower.indexOf('://*.');
-    if (star < 0) exact.add(lower);
-    else suffixes.push([lower.slice(0, star + 3), lower.slice(star + 4)]);
-  }
-  return (origin) => {
-    if (origin === undefined) return true; // not a browser: Origin is a browser's promise, not a credential
-    const lower = origin.toLowerCase();
-    if (exact.has(lower)) return true;
-    return suffixes.some(([scheme, suffix]) => lower.startsWith(scheme) && lower.endsWith(suffix) && lower.length > scheme.length + suffix.length);
-  };
+  return new Response(`${refusalText(reason)}\n`, { status, headers });
 }

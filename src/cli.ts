@@ -2,8 +2,10 @@
 // handler, serve, and shut down on SIGINT/SIGTERM. Exit codes: 0 after a graceful shutdown,
 // 1 when the server cannot start (e.g. port taken), 2 for a bad option, 128+n on a second signal.
 import { HubError } from './errors.ts';
-import { builtinHandlers, createHub, type Hub, type HubInit } from './hub.ts';
-import { parseCommandLine, type HubOptions } from './options.ts';
+import { builtinHandlers } from './handlers/index.ts';
+import { createHub, type Hub, type HubInit } from './hub.ts';
+import { parseCommandLine, resolveOptions, type HubOptions } from './options.ts';
+import { withDeadline } from './timers.ts';
 import { VERSION } from './version.ts';
 
 export interface ServedHub {
@@ -18,11 +20,14 @@ export interface CliHost {
   readonly runtime: string;
   /** Set in a cluster worker: its listening line is then `worker.listening` (the primary announces `listening`). */
   readonly role?: string | undefined;
+  /** Node: runs the primary of a cluster (`--workers` other than 1) instead of serving. Absent where there is no cluster mode. */
+  runCluster?(options: HubOptions): void;
   /** How the runtime builds its hub (cluster worker: an id prefix). */
   readonly hubInit?: HubInit | undefined;
   readonly argv: readonly string[];
   readonly env: Readonly<Record<string, string | undefined>>;
   cwd(): string;
+  /** Starts the hub (`hub.start()`) and serves it; resolves once listening. */
   serve(hub: Hub): Promise<ServedHub>;
   onSignal(signals: readonly ('SIGINT' | 'SIGTERM')[], listener: (signal: 'SIGINT' | 'SIGTERM') => void): void;
   exit(code: number): never;
@@ -63,8 +68,11 @@ export async function runCli(host: CliHost): Promise<void> {
       return host.exit(0);
     }
     const options = command.options;
-    if (options.workers !== undefined && options.workers !== 1 && host.runtime !== 'node') {
-      throw new HubError('ERR_INVALID_OPTION', `--workers is only supported on Node (node:cluster); on ${host.runtime}, run one process per core behind a load balancer with a --backplane`);
+    if (options.workers !== undefined && options.workers !== 1 && host.role === undefined) {
+      if (!host.runCluster) {
+        throw new HubError('ERR_INVALID_OPTION', `--workers is only supported on Node (node:cluster); on ${host.runtime}, run one process per core behind a load balancer with a --backplane`);
+      }
+      return host.runCluster(resolveOptions(options));
     }
     if (typeof options.handler === 'string') options.handler = await loadHandler(options.handler, host.cwd());
     hub = createHub(options, undefined, host.hubInit);
@@ -78,7 +86,6 @@ export async function runCli(host: CliHost): Promise<void> {
 
   let served: ServedHub;
   try {
-    await hub.start();
     served = await host.serve(hub);
   } catch (error) {
     hub.log.error('listen.error', { error, host: hub.options.host, port: hub.options.port });
@@ -105,7 +112,7 @@ export async function runCli(host: CliHost): Promise<void> {
       .shutdown()
       // Stopping the listener can hang on connections the runtime never hands over (Deno keeps a
       // socket whose client vanished mid-handshake): give it a moment, then exit regardless.
-      .then(() => Promise.race([served.close(), new Promise<void>((resolve) => setTimeout(resolve, LISTENER_CLOSE_GRACE_MS))]))
+      .then(() => withDeadline(served.close(), LISTENER_CLOSE_GRACE_MS, undefined))
       .then(
         () => host.exit(0),
         (error) => {

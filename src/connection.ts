@@ -1,42 +1,34 @@
-// One connection: the Hono WebSocket events object the adapter drives, and the context the
-// handler sees, in one small object (no per-connection closures). Runtime-free.
+// One connection: the events object the runtime adapter drives (HubEvents) and the context the
+// handler sees (HandlerContext), in one small object with no per-connection closures. It changes its
+// own state; everything beyond itself goes through the small host interface below (the registry).
+// Runtime-free.
+import type { CloseEventLike, ErrorEventLike, FanOut, Handler, HandlerContext, HubEvents, MessageData, MessageEventLike, Principal, SocketLike } from './contracts.ts';
+import type { Counters } from './counters.ts';
 import { closeReason, type CloseKind, type ConnectionClosed, CloseCode, HubError, isSendableCloseCode } from './errors.ts';
-import type { Handler, HandlerContext, MessageData, Principal } from './handler.ts';
 import type { Logger } from './log.ts';
-import type { Registry } from './registry.ts';
-import type { TopicIndex } from './topics.ts';
+import type { HubOptions } from './options.ts';
 
-/**
- * What the core needs of a socket. Hono's `WSContext`, `ws`'s WebSocket and the web `WebSocket`
- * all fit, so adapters may hand over their runtime's socket without wrapping it.
- */
-export interface SocketLike {
-  send(data: string | Uint8Array): void;
-  close(code?: number, reason?: string): void;
-  readonly readyState: number;
-  /** Drops the socket at once without a closing handshake, where the runtime can. */
-  terminate?(): void;
-  /** Sends a ping, where the runtime lets the application do so (Node). */
-  ping?(): void;
-  /** Bytes queued for sending (ws, web WebSocket). Used for the slow-consumer limit. */
-  readonly bufferedAmount?: number;
-}
+/** The options a connection enforces by itself. */
+export type ConnectionLimits = Readonly<Pick<HubOptions, 'messageRate' | 'maxPayload' | 'maxBackpressure' | 'slowConsumer'>>;
 
-/**
- * A runtime's fast path for fan-out: `prepare` turns a message into something sent many times
- * without re-encoding it (on Node, a complete WebSocket frame), `sendPrepared` sends it to one socket.
- */
-export interface FanOut<P = unknown> {
-  prepare(data: MessageData): P;
-  sendPrepared(socket: SocketLike, prepared: P): void;
-}
-
-/** The parts of a hub a connection calls back into. */
-export interface HubCore {
-  readonly registry: Registry;
+/** What a connection calls back into (the registry implements it). */
+export interface ConnectionHost {
+  readonly limits: ConnectionLimits;
+  readonly counters: Counters;
   readonly handler: Handler;
   readonly log: Logger;
-  readonly topics: TopicIndex;
+  /** Heartbeats so far; a connection remembers the one during which its peer was last heard. */
+  readonly heartbeats: number;
+  /** The current one-second window of the per-connection message rate. */
+  readonly rateWindow: number;
+  /** The reservation's socket opened. False (and the socket is closed) if the reservation already ended. */
+  open(conn: Connection, socket: SocketLike): boolean;
+  /** The one way a connection ends (exactly once). */
+  release(conn: Connection, reason: ConnectionClosed): boolean;
+  /** The runtime reports the socket fully closed. */
+  socketGone(conn: Connection): void;
+  subscribe(conn: Connection, topic: string): boolean;
+  unsubscribe(conn: Connection, topic: string): boolean;
 }
 
 export const ConnectionState = {
@@ -49,81 +41,112 @@ export const ConnectionState = {
 } as const;
 export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState];
 
-/** Hono's close event carries `code`; our adapters may pass just `{ code }`. */
-interface CloseEventLike {
-  readonly code?: number;
-  readonly reason?: string;
-}
-
 /** How long a send queue may stay over `maxBackpressure`, and how far over it may go, before the slow-consumer policy applies. */
 const SLOW_CONSUMER_GRACE_MS = 1000;
 const SLOW_CONSUMER_HARD_FACTOR = 4;
 
-export class Connection implements HandlerContext {
+export class Connection implements HandlerContext, HubEvents {
   readonly id: string;
   readonly remoteAddress: string;
   /** When the reservation was made (ms); used to expire reservations that never open. */
   readonly admittedAt: number;
-  openedAt = 0;
-  state: ConnectionState = ConnectionState.Reserved;
-  socket: SocketLike | undefined = undefined;
+  readonly principal: Principal | undefined;
+  /** Holds a slot of the cluster limit (given back by the registry's release). */
+  readonly holdsClusterSlot: boolean;
   data: unknown = undefined;
-  principal: Principal | undefined = undefined;
-  /** Holds a slot of the registry's shared SlotPool (cluster mode). */
-  pooled = false;
-  /** Topics this connection is subscribed to; created on the first subscribe. */
+  /** Topics this connection is subscribed to: kept by the topic index, created on the first subscribe. */
   topics: Set<string> | undefined = undefined;
-  /** The registry heartbeat during which the peer was last heard (message or pong). */
-  heardAt = 0;
+  #state: ConnectionState = ConnectionState.Reserved;
+  #socket: SocketLike | undefined = undefined;
+  #openedAt = 0;
+  /** The host heartbeat during which the peer was last heard (message or pong). */
+  #heardAt = 0;
   /** When the send queue went over `maxBackpressure` (ms), 0 while under it. */
-  overLimitSince = 0;
+  #overLimitSince = 0;
   /** Messages received in the current rate window, and which window that is. */
-  messagesInWindow = 0;
-  rateWindow = 0;
-  /** Set once, by the registry's release. */
-  releaseReason: ConnectionClosed | undefined = undefined;
-  readonly core: HubCore;
+  #messagesInWindow = 0;
+  #rateWindow = 0;
+  #releaseReason: ConnectionClosed | undefined = undefined;
+  readonly #host: ConnectionHost;
   // Created on first use of `signal`: most sockets of a large idle crowd never need one.
   #controller: AbortController | undefined = undefined;
 
-  constructor(core: HubCore, id: string, remoteAddress: string, admittedAt: number) {
-    this.core = core;
+  constructor(host: ConnectionHost, id: string, remoteAddress: string, admittedAt: number, principal: Principal | undefined, holdsClusterSlot: boolean) {
+    this.#host = host;
     this.id = id;
     this.remoteAddress = remoteAddress;
     this.admittedAt = admittedAt;
+    this.principal = principal;
+    this.holdsClusterSlot = holdsClusterSlot;
   }
+
+  get state(): ConnectionState {
+    return this.#state;
+  }
+  get socket(): SocketLike | undefined {
+    return this.#socket;
+  }
+  get openedAt(): number {
+    return this.#openedAt;
+  }
+  get heardAt(): number {
+    return this.#heardAt;
+  }
+  /** Set once, by the registry's release. */
+  get releaseReason(): ConnectionClosed | undefined {
+    return this.#releaseReason;
+  }
+
+  // ---- state transitions, made by the registry ----
+
+  /** Reserved → Open. */
+  markOpen(socket: SocketLike, openedAt: number, heardAt: number): void {
+    this.#state = ConnectionState.Open;
+    this.#socket = socket;
+    this.#openedAt = openedAt;
+    this.#heardAt = heardAt;
+  }
+
+  /** → Released, with the reason. Exactly once (the registry checks), first thing in its release. */
+  markReleased(reason: ConnectionClosed): void {
+    this.#state = ConnectionState.Released;
+    this.#releaseReason = reason;
+  }
+
+  /** Aborts the signal with the release reason, if a signal was ever handed out (the registry's release, once). */
+  abortSignal(): void {
+    const controller = this.#controller;
+    if (!controller) return;
+    this.#host.counters.signalsPending--;
+    controller.abort(this.#releaseReason);
+  }
+
+  // ---- HandlerContext ----
 
   get signal(): AbortSignal {
     if (this.#controller) return this.#controller.signal;
-    if (this.releaseReason) return AbortSignal.abort(this.releaseReason);
+    if (this.#releaseReason) return AbortSignal.abort(this.#releaseReason);
     this.#controller = new AbortController();
-    this.core.registry.signalsPending++;
+    this.#host.counters.signalsPending++;
     return this.#controller.signal;
   }
 
-  /** Called by the registry's release, exactly once. */
-  abortSignal(reason: ConnectionClosed): void {
-    if (!this.#controller) return;
-    this.core.registry.signalsPending--;
-    this.#controller.abort(reason);
-  }
-
   send(data: MessageData): void {
-    if (this.state !== ConnectionState.Open || !this.#hasRoom()) return;
-    this.socket!.send(data);
-    const registry = this.core.registry;
-    registry.messagesOut++;
-    registry.bytesOut += byteLength(data);
+    if (this.#state !== ConnectionState.Open || !this.#hasRoom()) return;
+    this.#socket!.send(data);
+    const counters = this.#host.counters;
+    counters.messagesOut++;
+    counters.bytesOut += byteLength(data);
   }
 
   /** Sends a message prepared once for many sockets (hub.publish). False if not sent. */
   deliver<P>(fanOut: FanOut<P> | undefined, data: MessageData, prepared: P, bytes: number): boolean {
-    if (this.state !== ConnectionState.Open || !this.#hasRoom()) return false;
-    if (fanOut) fanOut.sendPrepared(this.socket!, prepared);
-    else this.socket!.send(data);
-    const registry = this.core.registry;
-    registry.messagesOut++;
-    registry.bytesOut += bytes;
+    if (this.#state !== ConnectionState.Open || !this.#hasRoom()) return false;
+    if (fanOut) fanOut.sendPrepared(this.#socket!, prepared);
+    else this.#socket!.send(data);
+    const counters = this.#host.counters;
+    counters.messagesOut++;
+    counters.bytesOut += bytes;
     return true;
   }
 
@@ -135,47 +158,47 @@ export class Connection implements HandlerContext {
    * itself has not flushed yet (Deno writes asynchronously); the 4× cap bounds memory regardless.
    */
   #hasRoom(): boolean {
-    const registry = this.core.registry;
-    const max = registry.limits.maxBackpressure;
-    const queued = max === 0 ? 0 : (this.socket!.bufferedAmount ?? 0);
+    const host = this.#host;
+    const max = host.limits.maxBackpressure;
+    const queued = max === 0 ? 0 : (this.#socket!.bufferedAmount ?? 0);
     if (queued <= max) {
-      this.overLimitSince = 0;
+      this.#overLimitSince = 0;
       return true;
     }
     const now = Date.now();
-    if (this.overLimitSince === 0) this.overLimitSince = now;
-    if (queued <= max * SLOW_CONSUMER_HARD_FACTOR && now - this.overLimitSince < SLOW_CONSUMER_GRACE_MS) return true;
-    if (registry.limits.slowConsumer === 'drop') registry.dropped++;
-    else registry.release(this, closeReason('slow-consumer', undefined, 'send queue over the limit'));
+    if (this.#overLimitSince === 0) this.#overLimitSince = now;
+    if (queued <= max * SLOW_CONSUMER_HARD_FACTOR && now - this.#overLimitSince < SLOW_CONSUMER_GRACE_MS) return true;
+    if (host.limits.slowConsumer === 'drop') host.counters.dropped++;
+    else host.release(this, closeReason('slow-consumer', undefined, 'send queue over the limit'));
     return false;
   }
 
   subscribe(topic: string): boolean {
-    if (this.state !== ConnectionState.Open) return false;
-    return this.core.topics.subscribe(this, topic);
+    if (this.#state !== ConnectionState.Open) return false;
+    return this.#host.subscribe(this, topic);
   }
 
   unsubscribe(topic: string): boolean {
-    return this.core.topics.unsubscribe(this, topic);
+    return this.#host.unsubscribe(this, topic);
   }
 
   close(code: number = CloseCode.NORMAL, reason?: string): void {
     if (!isSendableCloseCode(code)) throw new HubError('ERR_INVALID_OPTION', `close code ${code} cannot be sent (use 1000, 1001-1003, 1007-1014 or 3000-4999)`);
-    this.core.registry.release(this, closeReason('server-close', code, reason));
+    this.#host.release(this, closeReason('server-close', code, reason));
   }
 
   /** Ends the connection because the handler failed: 1011 for this socket only, logged with its id. */
   fail(stage: 'onOpen' | 'onMessage', error: unknown): void {
-    if (this.state === ConnectionState.Released) return;
-    this.core.log.error('handler.error', { id: this.id, stage, error });
-    this.core.registry.release(this, closeReason('handler-error', undefined, `${stage} failed`, error));
+    if (this.#state === ConnectionState.Released) return;
+    this.#host.log.error('handler.error', { id: this.id, stage, error });
+    this.#host.release(this, closeReason('handler-error', undefined, `${stage} failed`, error));
   }
 
-  // ---- Hono WSEvents: called by the runtime adapter ----
+  // ---- HubEvents: called by the runtime adapter ----
 
   onOpen(_event: unknown, socket: SocketLike): void {
-    if (!this.core.registry.open(this, socket)) return;
-    const { handler } = this.core;
+    if (!this.#host.open(this, socket)) return;
+    const { handler } = this.#host;
     if (!handler.onOpen) return;
     try {
       const result = handler.onOpen(this);
@@ -185,28 +208,28 @@ export class Connection implements HandlerContext {
     }
   }
 
-  onMessage(event: { readonly data: unknown; readonly bytes?: number }, _socket: SocketLike): void {
-    if (this.state !== ConnectionState.Open) return;
-    const { registry, handler } = this.core;
-    const limits = registry.limits;
-    this.heardAt = registry.heartbeats;
-    registry.messagesIn++;
+  onMessage(event: MessageEventLike, _socket: SocketLike): void {
+    if (this.#state !== ConnectionState.Open) return;
+    const host = this.#host;
+    const { limits, counters, handler } = host;
+    this.#heardAt = host.heartbeats;
+    counters.messagesIn++;
     if (limits.messageRate > 0) {
-      if (this.rateWindow !== registry.rateWindow) {
-        this.rateWindow = registry.rateWindow;
-        this.messagesInWindow = 0;
+      if (this.#rateWindow !== host.rateWindow) {
+        this.#rateWindow = host.rateWindow;
+        this.#messagesInWindow = 0;
       }
-      if (++this.messagesInWindow > limits.messageRate) {
-        registry.release(this, closeReason('rate-limited', undefined, 'message rate exceeded'));
+      if (++this.#messagesInWindow > limits.messageRate) {
+        host.release(this, closeReason('rate-limited', undefined, 'message rate exceeded'));
         return;
       }
     }
     const raw = event.data;
     const data: MessageData = typeof raw === 'string' || raw instanceof Uint8Array ? raw : new Uint8Array(raw as ArrayBuffer);
-    registry.bytesIn += event.bytes ?? byteLength(data);
+    counters.bytesIn += event.bytes ?? byteLength(data);
     // ws enforces maxPayload while reading; runtimes without a limit (Deno) are held to it here.
     if (exceeds(data, limits.maxPayload)) {
-      registry.release(this, closeReason('message-too-big', undefined, 'message too big'));
+      host.release(this, closeReason('message-too-big', undefined, 'message too big'));
       return;
     }
     if (!handler.onMessage) return;
@@ -218,38 +241,37 @@ export class Connection implements HandlerContext {
     }
   }
 
-  /** hubbub extension to Hono's events: the peer answered a ping. */
   onPong(): void {
-    this.heardAt = this.core.registry.heartbeats;
+    this.#heardAt = this.#host.heartbeats;
   }
 
-  /** hubbub extension: the runtime's own idle timeout ended the socket (Deno). */
   onIdleTimeout(): void {
-    this.core.registry.release(this, closeReason('idle', CloseCode.GOING_AWAY, 'no response to ping'));
+    this.#host.release(this, closeReason('idle', CloseCode.GOING_AWAY, 'no response to ping'));
   }
 
-  onClose(event: CloseEventLike | undefined, _socket: unknown): void {
-    const registry = this.core.registry;
-    if (this.state === ConnectionState.Released) {
-      registry.socketGone(this);
+  onClose(event: CloseEventLike | undefined, _socket: SocketLike | undefined): void {
+    const host = this.#host;
+    if (this.#state === ConnectionState.Released) {
+      host.socketGone(this);
       return;
     }
     // No code, 0 (Deno after a reset) or 1006 all mean: no close frame arrived.
     const code = event?.code || CloseCode.ABNORMAL;
     let kind: CloseKind;
-    if (this.state === ConnectionState.Reserved) kind = 'handshake-failed';
+    if (this.#state === ConnectionState.Reserved) kind = 'handshake-failed';
     else kind = code === CloseCode.ABNORMAL ? 'connection-lost' : 'client-close';
-    registry.release(this, closeReason(kind, code, event?.reason || undefined));
-    registry.socketGone(this);
+    host.release(this, closeReason(kind, code, event?.reason || undefined));
+    host.socketGone(this);
   }
 
-  onError(event: unknown, _socket: unknown): void {
-    if (this.state === ConnectionState.Released) return;
+  onError(event: ErrorEventLike | undefined, _socket: SocketLike | undefined): void {
+    if (this.#state === ConnectionState.Released) return;
     // Adapters may say which close code the WebSocket layer answered the error with (ws does).
-    const { error = event, code } = (event ?? {}) as { error?: unknown; code?: number };
-    this.core.log.debug('connection.error', { id: this.id, error });
+    const error = event?.error ?? event;
+    const code = event?.code;
+    this.#host.log.debug('connection.error', { id: this.id, error });
     const kind: CloseKind = code === CloseCode.MESSAGE_TOO_BIG ? 'message-too-big' : 'error';
-    this.core.registry.release(this, closeReason(kind, code, error instanceof Error ? error.message : undefined, error));
+    this.#host.release(this, closeReason(kind, code, error instanceof Error ? error.message : undefined, error));
   }
 }
 

@@ -1,5 +1,5 @@
-// The one error type of hubbub, and the close-code table. Every close code the server sends is
-// chosen here and only here, so the table in the README and the behaviour cannot drift apart.
+// The close-kind table, the refusal table and hubbub's error types. It imports nothing: every other
+// layer may use it. Every close code the server sends is derived from these tables.
 
 /** WebSocket close codes (RFC 6455 §7.4.1) and hubbub's own 4xxx application codes. */
 export const CloseCode = {
@@ -20,112 +20,83 @@ export const CloseCode = {
 } as const;
 
 /**
- * Why a connection ended. Every ending goes through the registry's one release function with one
- * of these; it becomes `ctx.signal.reason.kind`, a `/stats` counter and a log field.
+ * How an ending of a kind is carried out:
+ *  - `peer`: the peer (or the network) ended it; the server sends nothing;
+ *  - `close`: the server sends a close frame with `code` and waits for the closing handshake;
+ *  - `terminate`: the peer is presumed gone; the socket is dropped without a closing handshake.
  */
-export type CloseKind =
-  /** The client sent a close frame. */
-  | 'client-close'
-  /** The socket went away without a close frame (TCP reset, process killed, network gone). */
-  | 'connection-lost'
-  /** The WebSocket layer reported an error (bad frame, write failure). */
-  | 'error'
-  /** The handler's onOpen/onMessage threw or rejected. */
-  | 'handler-error'
-  /** The handler closed the socket itself with `ctx.close()`. */
-  | 'server-close'
-  /** The application kicked the connection with `hub.close(id)`. */
-  | 'kicked'
-  /** The server is shutting down. */
-  | 'shutdown'
-  /** The upgrade was admitted but the WebSocket handshake failed (bad key or version, client gone). */
-  | 'handshake-failed'
-  /** The upgrade was admitted but no socket opened within `handshakeTimeout`. */
-  | 'handshake-timeout'
-  /** The peer stayed silent (no pong, no message) for two heartbeat intervals; dropped without a close frame. */
-  | 'idle'
-  /** A message exceeded `maxPayload` (decompressed size included). */
-  | 'message-too-big'
-  /** The connection sent more than `messageRate` messages in a second. */
-  | 'rate-limited'
-  /** The socket's send queue went over `maxBackpressure` with the `close` policy. */
-  | 'slow-consumer';
+export type Ending = 'peer' | 'close' | 'terminate';
 
-export const closeKinds: readonly CloseKind[] = [
-  'client-close',
-  'connection-lost',
-  'error',
-  'handler-error',
-  'server-close',
-  'kicked',
-  'shutdown',
-  'handshake-failed',
-  'handshake-timeout',
-  'idle',
-  'message-too-big',
-  'rate-limited',
-  'slow-consumer',
-];
+interface CloseKindSpec {
+  readonly ending: Ending;
+  /** The code of the close frame the server sends; for `peer` and `terminate`, the code recorded when none arrived (1006). */
+  readonly code: number;
+  readonly doc: string;
+}
 
-/** The close code the server sends for endings it initiates; `null` where the peer already closed. */
-const serverCloseCode: Record<CloseKind, number | null> = {
-  'client-close': null,
-  'connection-lost': null,
-  error: CloseCode.PROTOCOL_ERROR,
-  'handler-error': CloseCode.INTERNAL_ERROR,
-  'server-close': CloseCode.NORMAL,
-  kicked: CloseCode.KICKED,
-  shutdown: CloseCode.GOING_AWAY,
-  'handshake-failed': null,
-  'handshake-timeout': CloseCode.TRY_AGAIN_LATER,
-  idle: CloseCode.ABNORMAL,
-  'message-too-big': CloseCode.MESSAGE_TOO_BIG,
-  'rate-limited': CloseCode.POLICY_VIOLATION,
-  'slow-consumer': CloseCode.TRY_AGAIN_LATER,
-};
+/**
+ * Why a connection ended: the one table. Every ending goes through the registry's one release
+ * function with one of these kinds; the kind becomes `ctx.signal.reason.kind`, the `/stats` and
+ * `/metrics` counter `released[kind]`, and a log field.
+ */
+const closeKindTable = {
+  'client-close': { ending: 'peer', code: CloseCode.ABNORMAL, doc: 'The client sent a close frame.' },
+  'connection-lost': { ending: 'peer', code: CloseCode.ABNORMAL, doc: 'The socket went away without a close frame (TCP reset, process killed, network gone).' },
+  error: { ending: 'close', code: CloseCode.PROTOCOL_ERROR, doc: 'The WebSocket layer reported an error (bad frame, write failure).' },
+  'handler-error': { ending: 'close', code: CloseCode.INTERNAL_ERROR, doc: "The handler's onOpen/onMessage threw or rejected." },
+  'server-close': { ending: 'close', code: CloseCode.NORMAL, doc: 'The handler closed the socket itself with `ctx.close()`.' },
+  kicked: { ending: 'close', code: CloseCode.KICKED, doc: 'The application kicked the connection with `hub.close(id)`.' },
+  shutdown: { ending: 'close', code: CloseCode.GOING_AWAY, doc: 'The server is shutting down.' },
+  'handshake-failed': { ending: 'peer', code: CloseCode.ABNORMAL, doc: 'The upgrade was admitted but the WebSocket handshake failed (bad key or version, client gone).' },
+  'handshake-timeout': { ending: 'close', code: CloseCode.TRY_AGAIN_LATER, doc: 'The upgrade was admitted but no socket opened within `handshakeTimeout`.' },
+  idle: { ending: 'terminate', code: CloseCode.ABNORMAL, doc: 'The peer stayed silent (no pong, no message) for two heartbeat intervals; dropped without a close frame.' },
+  'message-too-big': { ending: 'close', code: CloseCode.MESSAGE_TOO_BIG, doc: 'A message exceeded `maxPayload` (decompressed size included).' },
+  'rate-limited': { ending: 'close', code: CloseCode.POLICY_VIOLATION, doc: 'The connection sent more than `messageRate` messages in a second.' },
+  'slow-consumer': { ending: 'close', code: CloseCode.TRY_AGAIN_LATER, doc: "The socket's send queue went over `maxBackpressure` with the `close` policy." },
+} as const satisfies Record<string, CloseKindSpec>;
+
+/** Why a connection ended (see the table above for each kind). */
+export type CloseKind = keyof typeof closeKindTable;
+export const closeKinds = Object.keys(closeKindTable) as CloseKind[];
 
 /** Whether this ending is the server's decision, so the server must end the socket. */
 export function isServerInitiated(kind: CloseKind): boolean {
-  return serverCloseCode[kind] !== null;
+  return closeKindTable[kind].ending !== 'peer';
 }
 
 /** Endings where the peer is presumed gone: the socket is dropped, no closing handshake. */
 export function isTerminated(kind: CloseKind): boolean {
-  return kind === 'idle';
+  return closeKindTable[kind].ending === 'terminate';
 }
 
-/** Why an upgrade was refused before it happened, with the HTTP status that answers it. */
-export type RefusalReason =
-  /** The server holds `maxConnections` sockets. */
-  | 'capacity'
-  /** The server is shutting down. */
-  | 'draining'
-  /** Over `upgradeRate` or `upgradeRatePerIp`. */
-  | 'rate-limited'
-  /** The client address holds `maxConnectionsPerIp` sockets. */
-  | 'ip-limit'
-  /** The principal holds `maxConnectionsPerPrincipal` sockets. */
-  | 'principal-limit'
-  /** The Origin is not in `allowedOrigins`. */
-  | 'origin'
-  /** The authenticate hook refused (its own 401/403 answer) or failed. */
-  | 'unauthorized';
-export const refusalStatus: Record<RefusalReason, number> = {
-  capacity: 503,
-  draining: 503,
-  'rate-limited': 429,
-  'ip-limit': 429,
-  'principal-limit': 429,
-  origin: 403,
-  unauthorized: 401,
-};
-export const refusalReasons = Object.keys(refusalStatus) as RefusalReason[];
+/** The close code of an ending of this kind, when nothing more specific is known. */
+export function closeCodeOf(kind: CloseKind): number {
+  return closeKindTable[kind].code;
+}
 
-export type HubErrorCode =
-  | 'ERR_INVALID_OPTION'
-  | 'ERR_CONNECTION_CLOSED'
-  | 'ERR_HANDLER'
-  | 'ERR_NOT_RUNNING';
+/** Why an upgrade was refused before it happened, with the HTTP status and text that answer it. */
+const refusalTable = {
+  capacity: { status: 503, text: 'server is full, retry later', doc: 'The server holds `maxConnections` sockets.' },
+  draining: { status: 503, text: 'server is shutting down, retry later', doc: 'The server is shutting down.' },
+  'rate-limited': { status: 429, text: 'too many connection attempts, retry later', doc: 'Over `upgradeRate` or `upgradeRatePerIp`.' },
+  'ip-limit': { status: 429, text: 'too many connections from your address', doc: 'The client address holds `maxConnectionsPerIp` sockets.' },
+  'principal-limit': { status: 429, text: 'too many connections for this user', doc: 'The principal holds `maxConnectionsPerPrincipal` sockets.' },
+  origin: { status: 403, text: 'origin not allowed', doc: 'The Origin is not in `allowedOrigins`.' },
+  unauthorized: { status: 401, text: 'unauthorized', doc: 'The authenticate hook refused (its own 401/403 answer) or failed.' },
+} as const satisfies Record<string, { status: number; text: string; doc: string }>;
+
+export type RefusalReason = keyof typeof refusalTable;
+export const refusalReasons = Object.keys(refusalTable) as RefusalReason[];
+
+export function refusalStatus(reason: RefusalReason): number {
+  return refusalTable[reason].status;
+}
+
+export function refusalText(reason: RefusalReason): string {
+  return refusalTable[reason].text;
+}
+
+export type HubErrorCode = 'ERR_INVALID_OPTION' | 'ERR_CONNECTION_CLOSED';
 
 /** The one error type: a stable `code`, and the close code that belongs to it where there is one. */
 export class HubError extends Error {
@@ -161,10 +132,13 @@ export class ConnectionClosed extends HubError {
  * or overrides the kind's default code (server-initiated kinds, e.g. `ctx.close(4001)`).
  */
 export function closeReason(kind: CloseKind, code?: number, detail?: string, cause?: unknown): ConnectionClosed {
-  return new ConnectionClosed(kind, code ?? serverCloseCode[kind] ?? CloseCode.ABNORMAL, detail, cause === undefined ? undefined : { cause });
+  return new ConnectionClosed(kind, code ?? closeKindTable[kind].code, detail, cause === undefined ? undefined : { cause });
 }
 
-/** Close codes an endpoint may put in a close frame (RFC 6455 §7.4). */
+/** Close codes an endpoint may put in a close frame it sends (RFC 6455 §7.4). */
 export function isSendableCloseCode(code: number): boolean {
   return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
+
+/** Close codes a peer may send (RFC 6455 §7.4), as ws checks them: the sendable ones. */
+export const isValidPeerCloseCode = isSendableCloseCode;

@@ -1,6 +1,9 @@
-// RFC 6455 §4.2.1 checks of an upgrade request, shared by every runtime adapter so that runtimes
-// whose own WebSocket layer is lax (Deno upgrades a bad key or version) answer like `ws` does.
-// Runtime-free: web-standard Headers in, a Response (refusal) or undefined (valid) out.
+// What every runtime adapter's upgrade shares: the RFC 6455 §4.2.1 checks of the request (so that
+// runtimes whose own WebSocket layer is lax, like Deno's, answer like `ws` does) and Hono's upgrade
+// helper typed with hubbub's events. Runtime-free: web-standard Request and Response.
+import type { Context } from 'hono';
+import { defineWebSocketHelper, type UpgradeWebSocket } from 'hono/ws';
+import type { HubEvents } from './contracts.ts';
 
 const KEY = /^[+/0-9A-Za-z]{22}==$/;
 
@@ -34,4 +37,17 @@ export function upgradeRequired(): Response {
 
 function refuse(status: number, message: string, headers: Record<string, string> = {}): Response {
   return new Response(`${message}\n`, { status, headers: { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close', ...headers } });
+}
+
+/** A runtime's upgrade: called with a request that passed `checkHandshake`; returns the answer (< 400: a socket will open). */
+export type HubUpgrade = (c: Context, events: HubEvents) => Response | Promise<Response>;
+
+/**
+ * Hono's `defineWebSocketHelper` for hubbub's adapters: the handshake is checked first (a bad one is
+ * answered as ws answers it), and the events are the hub's `HubEvents` (Hono types them as its own
+ * `WSEvents`; the core always hands over a Connection, which is a HubEvents).
+ */
+export function defineHubWebSocket(upgrade: HubUpgrade): UpgradeWebSocket<unknown, unknown, HubEvents> {
+  const helper = defineWebSocketHelper((c, events) => checkHandshake(c.req.method, c.req.raw.headers) ?? upgrade(c, events as unknown as HubEvents));
+  return helper as unknown as UpgradeWebSocket<unknown, unknown, HubEvents>;
 }

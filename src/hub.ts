@@ -1,18 +1,23 @@
-// The hub: options, registry, handler and logger together, plus the sweeper and shutdown.
-// Runtime-free: runtimes serve it through createApp and an adapter.
-import { byteLength, type FanOut, type HubCore } from './connection.ts';
+// The hub wires the parts together (counters, registry and its admission, topics, handler, logger,
+// backplane, cluster limit) and runs what spans them: the sweeper, publish, start and shutdown.
+// Its public API is what handlers and applications use. Runtime-free: runtimes serve it through
+// createApp and an adapter.
+import type { HubState } from './admission/admission.ts';
+import type { Backplane, BackplaneStats } from './backplane/contract.ts';
+import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.ts';
+import { byteLength, type Connection } from './connection.ts';
+import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, PublishOptions } from './contracts.ts';
+import { createCounters, type Counters } from './counters.ts';
+import { TopicIndex } from './delivery/topics.ts';
 import { HubError, type CloseKind, type RefusalReason } from './errors.ts';
-import { echoHandler, type Handler, type HandlerContext, type MessageData } from './handler.ts';
-import { createPubSubHandler } from './pubsub.ts';
-import { TopicIndex } from './topics.ts';
-import type { Backplane, BackplaneStats } from './backplane/types.ts';
-import type { SlotPoolStats } from './slots-redis.ts';
-import { createLogger, type Logger } from './log.ts';
+import { builtinHandlers } from './handlers/index.ts';
+import { createLogger, rateLimitedFailures, type Logger } from './log.ts';
 import { resolveOptions, type HubOptions } from './options.ts';
-import { Registry, type RegistryState } from './registry.ts';
+import { Registry } from './registry.ts';
+import { unrefInterval, withDeadline } from './timers.ts';
 
 export interface HubStats {
-  state: RegistryState;
+  state: HubState;
   uptimeSeconds: number;
   /** Open sockets. */
   live: number;
@@ -36,27 +41,14 @@ export interface HubStats {
   topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
   /** The backplane's state and counters; null without one. */
   backplane: BackplaneStats | null;
-  /** The limit shared through Redis; null without one. */
-  clusterLimit: SlotPoolStats | null;
+  /** The cluster limit kept in Redis; null without one. */
+  clusterLimit: ClusterLimitStats | null;
 }
 
 export interface ShutdownResult {
   /** Sockets that had not finished closing by the deadline and were dropped. */
   forced: number;
   durationMs: number;
-}
-
-export type HandlerFactory = (hub: Hub) => Handler;
-
-/** Handlers selectable by name (`--handler echo|pubsub`). */
-export const builtinHandlers: Readonly<Record<string, HandlerFactory>> = {
-  echo: () => echoHandler,
-  pubsub: (hub) => createPubSubHandler(hub),
-};
-
-export interface PublishOptions {
-  /** A connection (or its id) that should not receive this message, typically the publisher. */
-  except?: HandlerContext | string;
 }
 
 const SWEEP_INTERVAL_MS = 1000;
@@ -67,32 +59,38 @@ export interface HubInit {
   sweeper?: 'timer' | 'manual';
   /** Put before every connection id, to keep ids unique across processes or instances (cluster worker, Durable Object). */
   idPrefix?: string;
+  /** A cluster limit the runtime provides (a Node cluster worker: the primary's). `--cluster-limit` (Redis) takes precedence. */
+  clusterLimit?: ClusterLimit;
 }
 
-export class Hub implements HubCore {
+export class Hub implements HubApi {
   readonly options: HubOptions;
+  readonly counters: Counters = createCounters();
+  readonly topics = new TopicIndex<Connection>();
   readonly registry: Registry;
   readonly handler: Handler;
   readonly log: Logger;
-  readonly topics = new TopicIndex();
   readonly startedAt = Date.now();
   /** How late the last sweeper tick fired (ms): the event loop's lag. */
   eventLoopLagMs = 0;
   #fanOut: FanOut | undefined;
   #backplane: Backplane | undefined;
-  #slotPool: { stats(): SlotPoolStats; close(): Promise<void> } | undefined;
+  #redisClusterLimit: { stats(): ClusterLimitStats; close(): Promise<void> } | undefined;
   #started: Promise<void> | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
-  #sweepTick: number;
+  readonly #sweepTick: number;
   #nextHeartbeat: number;
   #shutdown: Promise<ShutdownResult> | undefined;
+  readonly #reportFailure: (stage: string, error: unknown) => void;
 
   constructor(options: HubOptions, log?: Logger, init: HubInit = {}) {
     this.options = options;
     this.log = log ?? createLogger(options.logLevel);
-    this.registry = new Registry(options, init);
-    this.registry.attach(this);
+    // A broker that is down fails the same way many times a second: rate-limited in the log.
+    this.#reportFailure = rateLimitedFailures(this.log, 'backplane.error');
     this.handler = this.#resolveHandler(options.handler);
+    this.registry = new Registry({ limits: options, counters: this.counters, handler: this.handler, log: this.log, topics: this.topics, idPrefix: init.idPrefix });
+    if (init.clusterLimit) this.registry.admission.useClusterLimit(init.clusterLimit);
     // One sweeper for the whole hub, never a timer per socket: reservation expiry, the message-rate
     // window, pruning of rate buckets, and heartbeats.
     const tick = Math.min(SWEEP_INTERVAL_MS, options.handshakeTimeout, options.heartbeatInterval || SWEEP_INTERVAL_MS);
@@ -100,14 +98,13 @@ export class Hub implements HubCore {
     this.#nextHeartbeat = Date.now() + options.heartbeatInterval;
     if (init.sweeper === 'manual') return;
     let expected = Date.now() + tick;
-    this.#sweeper = setInterval(() => {
+    this.#sweeper = unrefInterval(() => {
       const now = Date.now();
       // How late this tick fired: the event loop's lag, as seen by a timer.
       this.eventLoopLagMs = Math.max(0, now - expected);
       expected = now + tick;
       this.sweep(now);
     }, tick);
-    (this.#sweeper as { unref?: () => void }).unref?.();
   }
 
   /**
@@ -158,6 +155,10 @@ export class Hub implements HubCore {
     return this.#deliverLocal(topic, data, except);
   }
 
+  sequence(topic: string): number {
+    return this.topics.get(topic)?.seq ?? 0;
+  }
+
   #deliverLocal(topic: string, data: MessageData, except?: HandlerContext): number {
     const t = this.topics.get(topic);
     if (!t) return 0;
@@ -173,14 +174,17 @@ export class Hub implements HubCore {
     return delivered;
   }
 
-  /** Connects the backplane, if one is configured. Serving entries call it; calling it again is a no-op. */
+  /**
+   * Connects what the options name: the cluster limit in Redis first (so that no upgrade is admitted
+   * past it), then the backplane. Serving entries call it before they listen; calling it again
+   * returns the same promise.
+   */
   start(): Promise<void> {
-    this.#started ??= this.#startBackplane();
+    this.#started ??= this.#startClusterLimit().then(() => this.#startBackplane());
     return this.#started;
   }
 
   async #startBackplane(): Promise<void> {
-    await this.#startClusterLimit();
     const spec = this.options.backplane;
     if (spec === '') return;
     const backplane = typeof spec === 'string' ? (await import('./backplane/index.ts')).backplaneFromUrl(spec) : spec;
@@ -189,48 +193,34 @@ export class Hub implements HubCore {
     await backplane.start({
       deliver: (topic, data) => void this.#deliverLocal(topic, data),
       stateChanged: (state, detail) => (state === 'connected' ? this.log.info : this.log.warn)('backplane.state', { kind: backplane.kind, state, detail }),
-      failed: (stage, error) => this.#reportFailure(stage, error),
+      failed: this.#reportFailure,
     });
     this.log.info('backplane.start', { kind: backplane.kind, node: backplane.nodeId, state: backplane.stats().state });
-  }
-
-  // A broker that is down fails the same way many times a second: log the first of each stage
-  // and then one line per 10 s with the count, so an outage cannot flood the log.
-  readonly #failures = new Map<string, { count: number; loggedAt: number }>();
-  #reportFailure(stage: string, error: unknown): void {
-    const now = Date.now();
-    const entry = this.#failures.get(stage) ?? { count: 0, loggedAt: 0 };
-    entry.count++;
-    this.#failures.set(stage, entry);
-    if (now - entry.loggedAt < 10_000) return;
-    this.log.warn('backplane.error', { stage, error, occurrences: entry.count });
-    entry.loggedAt = now;
-    entry.count = 0;
   }
 
   async #startClusterLimit(): Promise<void> {
     const { clusterLimit, maxConnections, clusterName, slotBlock, leaseTime } = this.options;
     if (clusterLimit === '') return;
-    const { RedisSlotPool } = await import('./slots-redis.ts');
-    const pool = new RedisSlotPool({
+    const { RedisClusterLimit } = await import('./cluster-limit/redis.ts');
+    const limit = new RedisClusterLimit({
       url: clusterLimit,
       limit: maxConnections,
       name: clusterName,
       block: slotBlock,
       leaseTime,
       onStateChange: (state, detail) =>
-        (state === 'connected' ? this.log.info : this.log.warn)('cluster-limit.state', { state, detail, fallbackShare: pool.fallbackShare }),
-      onError: (stage, error) => this.#reportFailure(stage, error),
+        (state === 'connected' ? this.log.info : this.log.warn)('cluster-limit.state', { state, detail, fallbackShare: limit.fallbackShare }),
+      onError: this.#reportFailure,
     });
-    await pool.start();
-    this.#slotPool = pool;
-    this.registry.slots = pool;
-    this.log.info('cluster-limit.start', { node: pool.node, ...pool.stats() });
+    await limit.start();
+    this.#redisClusterLimit = limit;
+    this.registry.admission.useClusterLimit(limit);
+    this.log.info('cluster-limit.start', { node: limit.node, ...limit.stats() });
   }
 
-  /** The shared limit's state (cluster-wide limit through Redis), or undefined without one. */
-  slotPoolStats(): SlotPoolStats | undefined {
-    return this.#slotPool?.stats();
+  /** The cluster limit kept in Redis, or undefined without one. */
+  clusterLimitStats(): ClusterLimitStats | undefined {
+    return this.#redisClusterLimit?.stats();
   }
 
   /** The backplane's state and counters, or undefined without one. */
@@ -238,35 +228,34 @@ export class Hub implements HubCore {
     return this.#backplane?.stats();
   }
 
-  /** A live connection by id. */
   connection(id: string): HandlerContext | undefined {
     return this.registry.liveConnections.get(id);
   }
 
-  /** Kicks a connection: its signal is aborted with kind `kicked`, the socket closed with `code` (4000). */
   close(id: string, options: { code?: number; reason?: string } = {}): boolean {
     return this.registry.kick(id, options.code, options.reason);
   }
 
   stats(): HubStats {
     const r = this.registry;
+    const c = this.counters;
     return {
       state: r.state,
       uptimeSeconds: Math.round((Date.now() - this.startedAt) / 100) / 10,
       live: r.liveConnections.size,
       reserved: r.reservations.size,
       closing: r.closing.size,
-      limit: r.limits.maxConnections,
-      accepted: r.accepted,
-      refused: { ...r.refused },
-      released: { ...r.released },
-      signalsPending: r.signalsPending,
-      messagesIn: r.messagesIn,
-      messagesOut: r.messagesOut,
-      dropped: r.dropped,
+      limit: r.admission.limit,
+      accepted: c.accepted,
+      refused: { ...c.refused },
+      released: { ...c.released },
+      signalsPending: c.signalsPending,
+      messagesIn: c.messagesIn,
+      messagesOut: c.messagesOut,
+      dropped: c.dropped,
       topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20) },
       backplane: this.backplaneStats() ?? null,
-      clusterLimit: this.slotPoolStats() ?? null,
+      clusterLimit: this.clusterLimitStats() ?? null,
     };
   }
 
@@ -284,18 +273,17 @@ export class Hub implements HubCore {
     const r = this.registry;
     this.log.info('shutdown.start', { live: r.liveConnections.size, reserved: r.reservations.size, timeoutMs: timeout });
     r.drain();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const idle = await Promise.race([
+    const idle = await withDeadline(
       r.whenIdle().then(() => true),
-      new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeout, false))),
-    ]);
-    clearTimeout(timer);
+      timeout,
+      false,
+    );
     const forced = idle ? 0 : r.closing.size;
     if (!idle) r.terminateClosing();
     r.state = 'closed';
     clearInterval(this.#sweeper);
     await this.#backplane?.close();
-    await this.#slotPool?.close();
+    await this.#redisClusterLimit?.close();
     const result = { forced, durationMs: Date.now() - started };
     this.log.info('shutdown.done', result);
     return result;

@@ -1,6 +1,8 @@
 // Structured logs: one JSON object per line, one line per event. Connection-scoped lines carry
 // the connection id. Nothing is logged per message at the default level.
-import type { LogLevel } from './options.ts';
+
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+export const logLevels: readonly LogLevel[] = ['debug', 'info', 'warn', 'error', 'silent'];
 
 export type LogFields = Record<string, unknown>;
 
@@ -45,5 +47,23 @@ export function createLogger(level: LogLevel, write: (line: string) => void = (l
     info: (event, fields) => emit('info', event, fields),
     warn: (event, fields) => emit('warn', event, fields),
     error: (event, fields) => emit('error', event, fields),
+  };
+}
+
+/**
+ * A failure that can repeat many times a second (a broker that is down): the first of each stage is
+ * logged, then one line per `windowMs` with the count, so an outage cannot flood the log.
+ */
+export function rateLimitedFailures(log: Logger, event: string, windowMs = 10_000): (stage: string, error: unknown) => void {
+  const failures = new Map<string, { count: number; loggedAt: number }>();
+  return (stage, error) => {
+    const now = Date.now();
+    let entry = failures.get(stage);
+    if (!entry) failures.set(stage, (entry = { count: 0, loggedAt: 0 }));
+    entry.count++;
+    if (now - entry.loggedAt < windowMs) return;
+    log.warn(event, { stage, error, occurrences: entry.count });
+    entry.loggedAt = now;
+    entry.count = 0;
   };
 }

@@ -1,6 +1,6 @@
 // /metrics in the Prometheus text exposition format (version 0.0.4). Runtime-free on purpose:
 // prom-client depends on Node's APIs (perf_hooks, v8, cluster) and the same hub runs on Deno, Bun
-// and workerd, so the few families hubbub exposes are rendered here, from the registry's counters.
+// and workerd, so the few families hubbub exposes are rendered here, from the hub's counters.
 import { closeKinds, refusalReasons } from './errors.ts';
 import type { Hub } from './hub.ts';
 import { VERSION } from './version.ts';
@@ -30,6 +30,7 @@ export const METRICS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 
 export function renderMetrics(hub: Hub, runtime: string, processStats: Record<string, number> = {}, constantLabels: Labels = {}): string {
   const r = hub.registry;
+  const c = hub.counters;
   const m = new Exposition(constantLabels);
   m.family('hubbub_info', 'gauge', 'hubbub build and runtime.', [[{ version: VERSION, runtime }, 1]]);
   m.family('hubbub_connections', 'gauge', 'WebSocket connections by state: open, admitted but not yet open, closing.', [
@@ -37,29 +38,26 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
     [{ state: 'reserved' }, r.reservations.size],
     [{ state: 'closing' }, r.closing.size],
   ]);
-  m.family('hubbub_connection_limit', 'gauge', 'The connection limit (maxConnections).', [[undefined, r.limits.maxConnections]]);
+  m.family('hubbub_connection_limit', 'gauge', 'The connection limit (maxConnections).', [[undefined, r.admission.limit]]);
   m.family('hubbub_draining', 'gauge', '1 while the server is shutting down.', [[undefined, r.state === 'running' ? 0 : 1]]);
-  m.family('hubbub_upgrades_accepted_total', 'counter', 'Upgrades admitted.', [[undefined, r.accepted]]);
-  m.family('hubbub_upgrades_refused_total', 'counter', 'Upgrades refused before they happened, by reason.', refusalReasons.map((reason) => [{ reason }, r.refused[reason]]));
-  m.family('hubbub_connections_released_total', 'counter', 'Connections ended, by reason.', closeKinds.map((reason) => [{ reason }, r.released[reason]]));
+  m.family('hubbub_upgrades_accepted_total', 'counter', 'Upgrades admitted.', [[undefined, c.accepted]]);
+  m.family('hubbub_upgrades_refused_total', 'counter', 'Upgrades refused before they happened, by reason.', refusalReasons.map((reason) => [{ reason }, c.refused[reason]]));
+  m.family('hubbub_connections_released_total', 'counter', 'Connections ended, by reason.', closeKinds.map((reason) => [{ reason }, c.released[reason]]));
   m.family(
     'hubbub_connections_closed_total',
     'counter',
     'Connections ended, by reason and close code.',
-    [...r.closedByCode].map(([key, value]) => {
-      const [reason, code] = key.split(' ');
-      return [{ reason: reason!, code: code! }, value];
-    }),
+    closeKinds.flatMap((reason) => [...c.closedByCode[reason]].map(([code, value]): [Record<string, string>, number] => [{ reason, code: String(code) }, value])),
   );
-  m.family('hubbub_heartbeat_terminations_total', 'counter', 'Peers dropped for not answering heartbeats.', [[undefined, r.released.idle]]);
-  m.family('hubbub_messages_received_total', 'counter', 'Messages received from clients.', [[undefined, r.messagesIn]]);
-  m.family('hubbub_messages_sent_total', 'counter', 'Messages sent to clients (fan-out deliveries included).', [[undefined, r.messagesOut]]);
-  m.family('hubbub_bytes_received_total', 'counter', 'Message bytes received (UTF-8 bytes for text).', [[undefined, r.bytesIn]]);
-  m.family('hubbub_bytes_sent_total', 'counter', 'Message bytes sent.', [[undefined, r.bytesOut]]);
-  m.family('hubbub_messages_dropped_total', 'counter', 'Messages not sent to slow consumers (policy drop).', [[undefined, r.dropped]]);
+  m.family('hubbub_heartbeat_terminations_total', 'counter', 'Peers dropped for not answering heartbeats.', [[undefined, c.released.idle]]);
+  m.family('hubbub_messages_received_total', 'counter', 'Messages received from clients.', [[undefined, c.messagesIn]]);
+  m.family('hubbub_messages_sent_total', 'counter', 'Messages sent to clients (fan-out deliveries included).', [[undefined, c.messagesOut]]);
+  m.family('hubbub_bytes_received_total', 'counter', 'Message bytes received (UTF-8 bytes for text).', [[undefined, c.bytesIn]]);
+  m.family('hubbub_bytes_sent_total', 'counter', 'Message bytes sent.', [[undefined, c.bytesOut]]);
+  m.family('hubbub_messages_dropped_total', 'counter', 'Messages not sent to slow consumers (policy drop).', [[undefined, c.dropped]]);
   m.family('hubbub_topics', 'gauge', 'Topics with at least one local subscriber.', [[undefined, hub.topics.size]]);
   m.family('hubbub_subscriptions', 'gauge', 'Local topic subscriptions.', [[undefined, hub.topics.subscriptions]]);
-  m.family('hubbub_signals_pending', 'gauge', 'AbortControllers handed out and not yet aborted.', [[undefined, r.signalsPending]]);
+  m.family('hubbub_signals_pending', 'gauge', 'AbortControllers handed out and not yet aborted.', [[undefined, c.signalsPending]]);
   m.family('hubbub_event_loop_lag_seconds', 'gauge', 'How late the last one-second sweeper tick fired.', [[undefined, hub.eventLoopLagMs / 1000]]);
   m.family('hubbub_uptime_seconds', 'gauge', 'Seconds since the hub started.', [[undefined, (Date.now() - hub.startedAt) / 1000]]);
   const backplane = hub.backplaneStats();
@@ -72,7 +70,7 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
       [{ outcome: 'malformed' }, backplane.malformed],
     ]);
   }
-  const limit = hub.slotPoolStats();
+  const limit = hub.clusterLimitStats();
   if (limit) {
     m.family('hubbub_cluster_limit_connected', 'gauge', '1 while the limit is shared through Redis, 0 while this node runs on its fallback share.', [[undefined, limit.state === 'connected' ? 1 : 0]]);
     m.family('hubbub_cluster_limit_slots', 'gauge', 'Slots of the shared limit: held by this node, used by it, its fallback share.', [

@@ -1,12 +1,10 @@
 // One options object. Every field is declared once in `optionSpecs` (flag, env names, default,
 // range, doc); the CLI, the environment and `createHub({...})` all go through the same validators,
 // so a bad value gets the same clear error naming the option, whichever way it came in.
+import type { Backplane } from './backplane/contract.ts';
+import type { Handler, HandlerFactory } from './contracts.ts';
 import { HubError } from './errors.ts';
-import type { Handler } from './handler.ts';
-import type { Hub } from './hub.ts';
-import type { Backplane } from './backplane/types.ts';
-
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'silent';
+import { logLevels, type LogLevel } from './log.ts';
 
 /** Every setting of a hub. Defaults are in `optionSpecs` below and in the README table. */
 export interface HubOptions {
@@ -63,7 +61,7 @@ export interface HubOptions {
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
   /** Handler: `'echo'` (the default), `'pubsub'` (the JSON topic protocol), a Handler, or (CLI) a path to a module exporting one. @default 'echo' */
-  handler: string | Handler | ((hub: Hub) => Handler);
+  handler: string | Handler | HandlerFactory;
 }
 
 interface OptionSpec<K extends keyof HubOptions> {
@@ -273,7 +271,7 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     parse: (text) => (text.trim() === 'auto' ? 0 : inRange(Number(text), 1, 64)),
     check: (value): value is number => typeof value === 'number' && (value === 0 || inRange(value, 1, 64) !== undefined),
   },
-  logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(['debug', 'info', 'warn', 'error', 'silent'] as const) },
+  logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(logLevels) },
   handler: {
     flag: '--handler', env: ['HUBBUB_HANDLER'], default: 'echo',
     doc: "'echo', 'pubsub', or a path to an ES module whose default export is a handler (or a function (hub) => handler)",

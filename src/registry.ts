@@ -1,171 +1,99 @@
-// The connection registry: admission, reservations, live connections and the one release
-// function every ending goes through. It is the single source of truth for counts.
-import { Connection, ConnectionState, type HubCore, type SocketLike } from './connection.ts';
-import {
-  closeKinds,
-  closeReason,
-  type CloseKind,
-  type ConnectionClosed,
-  isSendableCloseCode,
-  isServerInitiated,
-  isTerminated,
-  CloseCode,
-  refusalReasons,
-  type RefusalReason,
-} from './errors.ts';
-import type { Principal } from './handler.ts';
-import { KeyedBuckets, Tally, TokenBucket } from './limits.ts';
+// The connection registry: reservations, live connections and sockets still closing; opening,
+// the ONE release function every ending goes through, reservation expiry, heartbeats, drain.
+// Its dependencies come in through the constructor; it owns the admission that guards it.
+// Runtime-free.
+import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
+import { Connection, ConnectionState, type ConnectionHost, type ConnectionLimits } from './connection.ts';
+import type { Handler, Principal, SocketLike } from './contracts.ts';
+import { countRelease, type Counters } from './counters.ts';
+import type { TopicIndex } from './delivery/topics.ts';
+import { closeReason, type ConnectionClosed, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
+import type { Logger } from './log.ts';
 import type { HubOptions } from './options.ts';
-import type { SlotPool } from './slots.ts';
 
-export type RegistryState = 'running' | 'draining' | 'closed';
+/** The options the registry and its admission enforce. */
+export type RegistryLimits = AdmissionLimits & ConnectionLimits & Readonly<Pick<HubOptions, 'handshakeTimeout'>>;
 
-/** The options the registry enforces (see HubOptions for each one's meaning and default). */
-export type RegistryLimits = Readonly<
-  Pick<
-    HubOptions,
-    | 'maxConnections'
-    | 'handshakeTimeout'
-    | 'maxConnectionsPerIp'
-    | 'maxConnectionsPerPrincipal'
-    | 'upgradeRate'
-    | 'upgradeRatePerIp'
-    | 'messageRate'
-    | 'maxPayload'
-    | 'retryAfter'
-    | 'maxBackpressure'
-    | 'slowConsumer'
-  >
->;
-
-/** An upgrade refused before it happened: why, and the seconds for Retry-After. */
-export interface Refusal {
-  readonly reason: RefusalReason;
-  readonly retryAfter: number;
+export interface RegistryInit {
+  readonly limits: RegistryLimits;
+  readonly counters: Counters;
+  readonly handler: Handler;
+  readonly log: Logger;
+  readonly topics: TopicIndex<Connection>;
+  /** Put before every connection id (cluster worker, Durable Object instance). @default '' */
+  readonly idPrefix?: string | undefined;
+  readonly now?: (() => number) | undefined;
 }
 
-function zeroCounts<K extends string>(keys: readonly K[]): Record<K, number> {
-  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+/** A socket accepted by an earlier instance (workerd hibernation) and what it carried. */
+export interface RestoredSocket {
+  readonly socket: SocketLike;
+  readonly remoteAddress: string;
+  readonly principal?: Principal | undefined;
+  /** When it first opened (ms). */
+  readonly openedAt: number;
 }
 
-// Close reasons are at most 123 bytes in a close frame.
-function closeText(text: string): string {
-  return text.length <= 40 ? text : new TextDecoder().decode(new TextEncoder().encode(text).slice(0, 120)).replace(/\uFFFD+$/, '');
-}
-
-export class Registry {
-  state: RegistryState = 'running';
+export class Registry implements ConnectionHost {
+  state: HubState = 'running';
   /** Admitted upgrades whose socket has not opened yet, oldest first (Map keeps insertion order). */
   readonly reservations = new Map<string, Connection>();
   /** Open sockets. */
   readonly liveConnections = new Map<string, Connection>();
   /** Released by the server, socket still finishing its closing handshake. Holds no slot. */
   readonly closing = new Set<Connection>();
-  /** Upgrades admitted since start. */
-  accepted = 0;
-  readonly refused: Record<RefusalReason, number> = zeroCounts(refusalReasons);
-  readonly released: Record<CloseKind, number> = zeroCounts(closeKinds);
-  /** Heartbeats so far; a connection remembers the one during which it was last heard. */
-  heartbeats = 0;
-  /** Messages received from and sent to clients (fan-out deliveries included). */
-  messagesIn = 0;
-  messagesOut = 0;
-  /** Message bytes received and sent (UTF-8 bytes for text). */
-  bytesIn = 0;
-  bytesOut = 0;
-  /** Messages not sent to slow consumers under the `drop` policy. */
-  dropped = 0;
-  /** Endings by "kind closeCode", for metrics. */
-  readonly closedByCode = new Map<string, number>();
-  /** A limit shared with other processes (cluster mode); each pooled connection holds one of its slots. */
-  slots: SlotPool | undefined = undefined;
-  /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
-  signalsPending = 0;
-  /** The current one-second window of the per-connection message rate. */
-  rateWindow = 0;
+  /** May this upgrade happen: reads this registry's counts, and is told of every release. */
+  readonly admission: Admission;
   readonly limits: RegistryLimits;
-  #core: HubCore | undefined;
-  #nextId = 0;
+  readonly counters: Counters;
+  readonly handler: Handler;
+  readonly log: Logger;
+  heartbeats = 0;
+  rateWindow = 0;
+  readonly #topics: TopicIndex<Connection>;
   readonly #idPrefix: string;
   readonly #now: () => number;
+  #nextId = 0;
   #idleWaiters: (() => void)[] = [];
-  // Only what is configured is allocated.
-  readonly #upgradeBucket: TokenBucket | undefined;
-  readonly #upgradeBucketsPerIp: KeyedBuckets | undefined;
-  readonly #perIp: Tally | undefined;
-  readonly #perPrincipal: Tally | undefined;
 
-  constructor(limits: RegistryLimits, options: { idPrefix?: string; now?: () => number } = {}) {
-    this.limits = limits;
-    this.#idPrefix = options.idPrefix ?? '';
-    this.#now = options.now ?? Date.now;
-    const now = this.#now();
-    if (limits.upgradeRate > 0) this.#upgradeBucket = new TokenBucket(limits.upgradeRate, limits.upgradeRate, now);
-    if (limits.upgradeRatePerIp > 0) this.#upgradeBucketsPerIp = new KeyedBuckets(limits.upgradeRatePerIp, limits.upgradeRatePerIp);
-    if (limits.maxConnectionsPerIp > 0) this.#perIp = new Tally();
-    if (limits.maxConnectionsPerPrincipal > 0) this.#perPrincipal = new Tally();
-    this.rateWindow = Math.floor(now / 1000);
+  constructor(init: RegistryInit) {
+    this.limits = init.limits;
+    this.counters = init.counters;
+    this.handler = init.handler;
+    this.log = init.log;
+    this.#topics = init.topics;
+    this.#idPrefix = init.idPrefix ?? '';
+    this.#now = init.now ?? Date.now;
+    this.admission = new Admission(init.limits, init.counters, this, this.#now);
+    this.rateWindow = Math.floor(this.#now() / 1000);
   }
 
-  /** Connects the registry to the hub whose handler and logger its connections use. */
-  attach(core: HubCore): void {
-    this.#core = core;
-  }
-
+  /** Slots held: reservations and open sockets. */
   get size(): number {
     return this.reservations.size + this.liveConnections.size;
   }
 
-  #refuse(reason: RefusalReason, retryAfter: number = this.limits.retryAfter): Refusal {
-    this.refused[reason]++;
-    return { reason, retryAfter };
-  }
-
-  /** Counts a refusal decided outside the registry (origin, authentication). */
-  refuse(reason: RefusalReason, retryAfter?: number): Refusal {
-    return this.#refuse(reason, retryAfter);
-  }
-
   /**
-   * The cheap checks, before anything is awaited (e.g. authentication): state, capacity, the
-   * per-address cap, then the upgrade rates (which take a token). Undefined = go on.
+   * Reserves a slot for an upgrade that passed `admission.screen` (and authentication), after the
+   * cluster slot where there is a cluster limit. The Connection holds the slot until it opens, fails or expires.
    */
-  screen(remoteAddress: string): Refusal | undefined {
-    if (this.state !== 'running') return this.#refuse('draining');
-    if (this.size >= this.limits.maxConnections) return this.#refuse('capacity');
-    if (this.#perIp && this.#perIp.get(remoteAddress) >= this.limits.maxConnectionsPerIp) return this.#refuse('ip-limit');
-    const now = this.#now();
-    if (this.#upgradeBucket && !this.#upgradeBucket.take(now)) return this.#refuse('rate-limited', this.#upgradeBucket.retryAfterSeconds(now));
-    const perIp = this.#upgradeBucketsPerIp;
-    if (perIp && !perIp.take(remoteAddress, now)) return this.#refuse('rate-limited', perIp.retryAfterSeconds(remoteAddress, now));
-    return undefined;
+  async admit(remoteAddress: string, principal?: Principal): Promise<Connection | Refusal> {
+    const clusterSlot = this.admission.hasClusterLimit;
+    if (clusterSlot && !(await this.admission.acquireClusterSlot())) return this.admission.refuse('capacity');
+    return this.reserve(remoteAddress, principal, clusterSlot);
   }
 
-  /**
-   * Reserves a slot for an upgrade that passed `screen` (re-checking what an await may have
-   * changed). The Connection holds the slot until it opens, fails or expires.
-   */
-  admit(remoteAddress: string, principal?: Principal): Connection | Refusal {
-    if (this.state !== 'running') return this.#refuse('draining');
-    if (this.size >= this.limits.maxConnections) return this.#refuse('capacity');
-    if (this.#perIp && this.#perIp.get(remoteAddress) >= this.limits.maxConnectionsPerIp) return this.#refuse('ip-limit');
-    if (principal && this.#perPrincipal && this.#perPrincipal.get(principal.id) >= this.limits.maxConnectionsPerPrincipal) {
-      return this.#refuse('principal-limit');
-    }
+  /** The synchronous part of `admit`: the final checks and the reservation. */
+  reserve(remoteAddress: string, principal?: Principal, clusterSlot = false): Connection | Refusal {
+    const refusal = this.admission.take(remoteAddress, principal, clusterSlot);
+    if (refusal) return refusal;
     const id = this.#idPrefix + (this.#nextId++).toString(36);
-    const conn = new Connection(this.#core!, id, remoteAddress, this.#now());
-    if (principal) {
-      conn.principal = principal;
-      this.#perPrincipal?.add(principal.id);
-    }
-    this.#perIp?.add(remoteAddress);
+    const conn = new Connection(this, id, remoteAddress, this.#now(), principal, clusterSlot);
     this.reservations.set(id, conn);
-    this.accepted++;
     return conn;
   }
 
-  /** The reservation's socket opened. False (and the socket is closed) if the reservation already ended. */
-  open(conn: Connection, socket: SocketLike): boolean {
+  open(conn: Connection, socket: SocketLike, openedAt: number = this.#now()): boolean {
     if (conn.state !== ConnectionState.Reserved) {
       // Expired or shut down while the handshake was under way: the slot is gone, so is the socket.
       const code = conn.releaseReason?.kind === 'shutdown' ? CloseCode.GOING_AWAY : CloseCode.TRY_AGAIN_LATER;
@@ -174,12 +102,20 @@ export class Registry {
     }
     this.reservations.delete(conn.id);
     this.liveConnections.set(conn.id, conn);
-    conn.state = ConnectionState.Open;
-    conn.socket = socket;
-    conn.openedAt = this.#now();
-    conn.heardAt = this.heartbeats;
-    this.#core!.log.debug('connection.open', { id: conn.id, remoteAddress: conn.remoteAddress });
+    conn.markOpen(socket, openedAt, this.heartbeats);
+    this.log.debug('connection.open', { id: conn.id, remoteAddress: conn.remoteAddress });
     return true;
+  }
+
+  /**
+   * A socket that an earlier instance accepted (workerd): admitted and opened again, without the
+   * handler's onOpen. A refusal (a limit lowered across a deploy) leaves the socket to the caller.
+   */
+  restore(restored: RestoredSocket): Connection | Refusal {
+    const conn = this.reserve(restored.remoteAddress, restored.principal);
+    if (!(conn instanceof Connection)) return conn;
+    this.open(conn, restored.socket, restored.openedAt);
+    return conn;
   }
 
   /**
@@ -190,19 +126,13 @@ export class Registry {
   release(conn: Connection, reason: ConnectionClosed): boolean {
     const was = conn.state;
     if (was === ConnectionState.Released) return false;
-    conn.state = ConnectionState.Released;
-    conn.releaseReason = reason;
+    conn.markReleased(reason);
     if (was === ConnectionState.Open) this.liveConnections.delete(conn.id);
     else this.reservations.delete(conn.id);
-    this.#perIp?.remove(conn.remoteAddress);
-    if (conn.principal) this.#perPrincipal?.remove(conn.principal.id);
-    if (conn.pooled) this.slots?.release();
-    this.released[reason.kind]++;
-    const byCode = `${reason.kind} ${reason.closeCode}`;
-    this.closedByCode.set(byCode, (this.closedByCode.get(byCode) ?? 0) + 1);
-    const core = this.#core!;
-    core.topics.unsubscribeAll(conn);
-    conn.abortSignal(reason);
+    this.admission.free(conn.remoteAddress, conn.principal, conn.holdsClusterSlot);
+    countRelease(this.counters, reason.kind, reason.closeCode);
+    this.#topics.unsubscribeAll(conn);
+    conn.abortSignal();
     const socket = conn.socket;
     if (socket && isServerInitiated(reason.kind) && socket.readyState < 2) {
       if (isTerminated(reason.kind) && socket.terminate) safeTerminate(socket);
@@ -211,22 +141,30 @@ export class Registry {
         safeClose(socket, reason.closeCode, reason.detail ?? reason.kind);
       }
     }
-    core.log.debug('connection.close', { id: conn.id, kind: reason.kind, closeCode: reason.closeCode });
-    if (was === ConnectionState.Open && core.handler.onClose) {
+    this.log.debug('connection.close', { id: conn.id, kind: reason.kind, closeCode: reason.closeCode });
+    const { handler, log } = this;
+    if (was === ConnectionState.Open && handler.onClose) {
       try {
-        const result = core.handler.onClose(conn, reason);
-        if (result) result.then(undefined, (error) => core.log.error('handler.error', { id: conn.id, stage: 'onClose', error }));
+        const result = handler.onClose(conn, reason);
+        if (result) result.then(undefined, (error) => log.error('handler.error', { id: conn.id, stage: 'onClose', error }));
       } catch (error) {
-        core.log.error('handler.error', { id: conn.id, stage: 'onClose', error });
+        log.error('handler.error', { id: conn.id, stage: 'onClose', error });
       }
     }
     this.#notifyIfIdle();
     return true;
   }
 
-  /** The runtime reports the socket fully closed; a server-initiated close is then complete. */
   socketGone(conn: Connection): void {
     if (this.closing.delete(conn)) this.#notifyIfIdle();
+  }
+
+  subscribe(conn: Connection, topic: string): boolean {
+    return this.#topics.subscribe(conn, topic);
+  }
+
+  unsubscribe(conn: Connection, topic: string): boolean {
+    return this.#topics.unsubscribe(conn, topic);
   }
 
   /** Releases reservations older than the handshake timeout. Called by the hub's sweeper. */
@@ -241,10 +179,10 @@ export class Registry {
     return expired;
   }
 
-  /** Starts a new one-second window for the per-connection message rate. */
+  /** Starts a new one-second window for the per-connection message rate, and prunes rate buckets. */
   nextRateWindow(now: number = this.#now()): void {
     this.rateWindow = Math.floor(now / 1000);
-    this.#upgradeBucketsPerIp?.prune(now);
+    this.admission.prune(now);
   }
 
   /**
@@ -291,7 +229,7 @@ export class Registry {
   terminateClosing(): void {
     for (const conn of this.closing) {
       try {
-        if (conn.socket?.terminate) conn.socket.terminate();
+        conn.socket?.terminate?.();
       } catch {
         // the socket is being torn down anyway
       }
@@ -320,6 +258,11 @@ function safeTerminate(socket: SocketLike): void {
   } catch {
     // already gone
   }
+}
+
+// Close reasons are at most 123 bytes in a close frame.
+function closeText(text: string): string {
+  return text.length <= 40 ? text : new TextDecoder().decode(new TextEncoder().encode(text).slice(0, 120)).replace(/\uFFFD+$/, '');
 }
 
 function safeClose(socket: SocketLike, code: number, reason: string): void {

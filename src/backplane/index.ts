@@ -2,7 +2,7 @@
 import { HubError } from '../errors.ts';
 import { NatsBackplane } from './nats.ts';
 import { RedisBackplane } from './redis.ts';
-import type { Backplane } from './types.ts';
+import type { Backplane } from './contract.ts';
 
 export function backplaneFromUrl(url: string): Backplane {
   if (/^rediss?:\/\//.test(url)) return new RedisBackplane({ url });
@@ -10,5 +10,5 @@ export function backplaneFromUrl(url: string): Backplane {
   throw new HubError('ERR_INVALID_OPTION', `option backplane must be a redis:// or nats:// URL (got ${JSON.stringify(url)})`);
 }
 
-export type { Backplane, BackplaneState, BackplaneStats } from './types.ts';
+export type { Backplane, BackplaneState, BackplaneStats } from './contract.ts';
 export { NatsBackplane, RedisBackplane };

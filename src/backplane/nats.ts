@@ -1,8 +1,10 @@
 // NATS backplane (@nats-io/transport-node). One subject per topic with local subscribers; the
 // client resubscribes by itself after a reconnect. `noEcho` keeps our own publishes from coming
 // back (and the node id in the envelope catches any that do). Outage policy: drop and count.
-import type { BackplaneSink } from './types.ts';
-import { BrokerBackplane, channelOf } from './types.ts';
+import { sleep, withDeadline } from '../timers.ts';
+import { BrokerBackplane } from './broker.ts';
+import type { BackplaneSink } from './contract.ts';
+import { channelOf } from './envelope.ts';
 
 interface SubscriptionLike {
   unsubscribe(): void;
@@ -42,7 +44,7 @@ export class NatsBackplane extends BrokerBackplane {
     // The first connection is retried in the background: a node starts serving its local clients
     // even while the broker is away, and joins the backplane when it comes.
     this.#connecting = this.#connect();
-    await Promise.race([this.#connecting, new Promise((r) => setTimeout(r, 2000))]);
+    await withDeadline(this.#connecting, 2000, undefined);
     this.probeEvery(this.#options.probeInterval, () => this.#check());
   }
 
@@ -67,7 +69,7 @@ export class NatsBackplane extends BrokerBackplane {
         return;
       } catch (error) {
         this.sink?.failed('nats.connect', error);
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
       }
     }
   }
@@ -117,6 +119,6 @@ export class NatsBackplane extends BrokerBackplane {
   async close(): Promise<void> {
     this.setState('closed');
     this.stopProbing();
-    if (this.#nc && !this.#nc.isClosed()) await Promise.race([this.#nc.close().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
+    if (this.#nc && !this.#nc.isClosed()) await withDeadline(this.#nc.close().catch(() => undefined), 500, undefined);
   }
 }

@@ -1,19 +1,16 @@
 // Redis pub/sub backplane (ioredis). One publisher and one subscriber connection; one channel per
 // topic with local subscribers. Outage policy: while degraded, publishes are dropped and counted.
-import type { BackplaneSink } from './types.ts';
-import { BrokerBackplane, channelOf } from './types.ts';
+import { closeRedisClient, createRedisClient, type RedisClientLike } from '../redis-client.ts';
+import { BrokerBackplane } from './broker.ts';
+import type { BackplaneSink } from './contract.ts';
+import { channelOf } from './envelope.ts';
 
 /** The part of an ioredis client this backplane uses (a structural type: the core does not import ioredis). */
-interface RedisLike {
-  status: string;
+interface RedisLike extends RedisClientLike {
   publish(channel: string, message: string): Promise<unknown>;
   subscribe(...channels: string[]): Promise<unknown>;
   unsubscribe(...channels: string[]): Promise<unknown>;
   ping(): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
-  connect(): Promise<void>;
-  quit(): Promise<unknown>;
-  disconnect(): void;
 }
 
 export interface RedisBackplaneOptions {
@@ -38,17 +35,11 @@ export class RedisBackplane extends BrokerBackplane {
 
   async start(sink: BackplaneSink): Promise<void> {
     this.sink = sink;
-    const { Redis } = (await import('ioredis')) as unknown as { Redis: new (url: string, options: object) => RedisLike };
-    const common = {
-      lazyConnect: true,
-      connectTimeout: 2000,
-      maxRetriesPerRequest: 1,
-      // No unbounded command queue while the broker is away: publishes are dropped and counted instead.
-      enableOfflineQueue: false,
-      retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
-    };
-    const pub = new Redis(this.#options.url, common);
-    const sub = new Redis(this.#options.url, { ...common, enableOfflineQueue: true, autoResubscribe: true });
+    // No unbounded command queue while the broker is away: publishes are dropped and counted instead.
+    const [pub, sub] = await Promise.all([
+      createRedisClient<RedisLike>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false }),
+      createRedisClient<RedisLike>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true, autoResubscribe: true }),
+    ]);
     this.#pub = pub;
     this.#sub = sub;
     for (const client of [pub, sub]) {
@@ -95,9 +86,7 @@ export class RedisBackplane extends BrokerBackplane {
     this.setState('closed');
     this.stopProbing();
     for (const client of [this.#pub, this.#sub]) {
-      if (!client) continue;
-      await Promise.race([client.quit().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
-      client.disconnect();
+      if (client) await closeRedisClient(client);
     }
   }
 }

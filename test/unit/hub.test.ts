@@ -2,7 +2,8 @@
 // Durable Object instances) and the per-connection subscription hook.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { Connection, type SocketLike } from '../../src/connection.ts';
+import { Connection } from '../../src/connection.ts';
+import type { SocketLike } from '../../src/contracts.ts';
 import { createHub } from '../../src/hub.ts';
 
 const socket = (): SocketLike => ({ readyState: 1, bufferedAmount: 0, send: () => {}, close: () => {}, ping: () => {} }) as unknown as SocketLike;
@@ -10,33 +11,33 @@ const socket = (): SocketLike => ({ readyState: 1, bufferedAmount: 0, send: () =
 describe('hub runtime hooks', () => {
   it("sweeper 'manual': nothing expires by itself; hub.sweep() expires reservations and runs the heartbeat", async () => {
     const hub = createHub({ logLevel: 'silent', handshakeTimeout: 100, heartbeatInterval: 100 }, undefined, { sweeper: 'manual' });
-    const reserved = hub.registry.admit('127.0.0.1');
+    const reserved = hub.registry.reserve('127.0.0.1');
     assert.ok(reserved instanceof Connection);
-    const open = hub.registry.admit('127.0.0.1');
+    const open = hub.registry.reserve('127.0.0.1');
     assert.ok(open instanceof Connection);
     open.onOpen(undefined, socket());
     await new Promise((resolve) => setTimeout(resolve, 300)); // a timer-driven hub would have expired it by now
     assert.equal(hub.registry.reservations.size, 1, 'no timer ran');
     hub.sweep();
     assert.equal(hub.registry.reservations.size, 0, 'sweep() expired the reservation');
-    assert.equal(hub.registry.released['handshake-timeout'], 1);
+    assert.equal(hub.counters.released['handshake-timeout'], 1);
     // Beats without a pong (heard before the first one) drop the silent peer on the third.
     const later = Date.now() + 1000;
     for (let i = 0; i < 3; i++) hub.sweep(later + i * 200);
     assert.equal(hub.registry.heartbeats, 4, 'one beat per due sweep (the first came with the expiry sweep)');
     assert.equal(hub.registry.liveConnections.size, 0, 'the heartbeat dropped the silent peer');
-    assert.equal(hub.registry.released.idle, 1);
+    assert.equal(hub.counters.released.idle, 1);
   });
 
   it('idPrefix goes before every connection id', () => {
     const hub = createHub({ logLevel: 'silent' }, undefined, { sweeper: 'manual', idPrefix: '3-' });
-    const ids = [0, 1, 2].map(() => (hub.registry.admit('127.0.0.1') as Connection).id);
+    const ids = [0, 1, 2].map(() => (hub.registry.reserve('127.0.0.1') as Connection).id);
     assert.deepEqual(ids, ['3-0', '3-1', '3-2']);
   });
 
   it('topics.subscriptionsChanged hears each change of a connection’s own subscriptions, not no-ops', () => {
     const hub = createHub({ logLevel: 'silent' }, undefined, { sweeper: 'manual' });
-    const conn = hub.registry.admit('127.0.0.1') as Connection;
+    const conn = hub.registry.reserve('127.0.0.1') as Connection;
     conn.onOpen(undefined, socket());
     const heard: string[][] = [];
     hub.topics.subscriptionsChanged = (c) => heard.push([...(c.topics ?? [])]);

@@ -1,15 +1,15 @@
 // Unit tests of the registry: admission, reservation expiry, release exactly once, reason typing.
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { ConnectionState, type SocketLike } from '../../src/connection.ts';
+import { Connection, ConnectionState } from '../../src/connection.ts';
+import type { Handler, SocketLike } from '../../src/contracts.ts';
+import { createCounters } from '../../src/counters.ts';
+import { TopicIndex } from '../../src/delivery/topics.ts';
 import { ConnectionClosed, closeReason } from '../../src/errors.ts';
-import type { Handler } from '../../src/handler.ts';
 import { createHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
-import { Registry, type RegistryLimits } from '../../src/registry.ts';
-import { TopicIndex } from '../../src/topics.ts';
-import { Connection } from '../../src/connection.ts';
 import { resolveOptions } from '../../src/options.ts';
+import { Registry, type RegistryLimits } from '../../src/registry.ts';
 
 function fakeSocket() {
   const calls: { close: [number | undefined, string | undefined][]; sent: unknown[] } = { close: [], sent: [] };
@@ -27,14 +27,20 @@ function fakeSocket() {
 function setup(limit = 2, handler: Handler = {}, now = () => 0, limits: Partial<RegistryLimits> = {}) {
   const lines: string[] = [];
   const log = createLogger('debug', (l) => lines.push(l));
-  const registry = new Registry({ ...resolveOptions({ maxConnections: limit, handshakeTimeout: 1000 }), ...limits }, { now });
-  registry.attach({ registry, handler, log, topics: new TopicIndex() });
+  const registry = new Registry({
+    limits: { ...resolveOptions({ maxConnections: limit, handshakeTimeout: 1000 }), ...limits },
+    counters: createCounters(),
+    handler,
+    log,
+    topics: new TopicIndex<Connection>(),
+    now,
+  });
   return { registry, lines };
 }
 
 /** Admits, asserting that a Connection (not a Refusal) came back. */
 function reserve(registry: Registry, address = 'x', principal?: { id: string }): Connection {
-  const result = registry.admit(address, principal);
+  const result = registry.reserve(address, principal);
   assert.ok(result instanceof Connection, `expected admission, got ${JSON.stringify(result)}`);
   return result;
 }
@@ -44,9 +50,9 @@ describe('registry', () => {
     const { registry } = setup(2);
     const a = reserve(registry, '1.1.1.1');
     const b = reserve(registry, '1.1.1.1');
-    assert.deepEqual(registry.admit('1.1.1.1'), { reason: 'capacity', retryAfter: 1 });
-    assert.deepEqual(registry.screen('1.1.1.1'), { reason: 'capacity', retryAfter: 1 });
-    assert.equal(registry.refused.capacity, 2);
+    assert.deepEqual(registry.reserve('1.1.1.1'), { reason: 'capacity', retryAfter: 1 });
+    assert.deepEqual(registry.admission.screen('1.1.1.1'), { reason: 'capacity', retryAfter: 1 });
+    assert.equal(registry.counters.refused.capacity, 2);
     assert.equal(registry.reservations.size, 2);
     assert.notEqual(a.id, b.id);
   });
@@ -66,9 +72,9 @@ describe('registry', () => {
     conn.onError({ error: new Error('late') }, socket);
     assert.equal(aborts, 1);
     assert.equal(onCloseCalls, 1);
-    assert.equal(registry.released['client-close'], 1);
-    assert.equal(registry.released.error, 0);
-    assert.equal(registry.released['connection-lost'], 0);
+    assert.equal(registry.counters.released['client-close'], 1);
+    assert.equal(registry.counters.released.error, 0);
+    assert.equal(registry.counters.released['connection-lost'], 0);
     assert.equal(registry.size, 0);
     assert.equal(conn.state, ConnectionState.Released);
     // The freed slot is usable again.
@@ -112,7 +118,7 @@ describe('registry', () => {
     assert.equal(old.state, ConnectionState.Released);
     assert.equal(old.releaseReason?.kind, 'handshake-timeout');
     assert.equal(young.state, ConnectionState.Reserved);
-    assert.equal(registry.released['handshake-timeout'], 1);
+    assert.equal(registry.counters.released['handshake-timeout'], 1);
     const late = fakeSocket();
     assert.equal(registry.open(old, late.socket), false);
     assert.equal(late.calls.close[0]?.[0], 1013);
@@ -144,8 +150,8 @@ describe('registry', () => {
     conn.onClose({ code: 4000 }, socket);
     await waiting;
     assert.equal(registry.closing.size, 0);
-    assert.equal(registry.released.kicked, 1);
-    assert.equal(registry.released['client-close'], 0);
+    assert.equal(registry.counters.released.kicked, 1);
+    assert.equal(registry.counters.released['client-close'], 0);
   });
 
   it('drain refuses new upgrades with reason draining and ends everything with shutdown (1001)', () => {
@@ -155,7 +161,7 @@ describe('registry', () => {
     registry.open(open, socket);
     const pending = reserve(registry, 'x');
     registry.drain();
-    assert.equal((registry.admit('x') as { reason: string }).reason, 'draining');
+    assert.equal((registry.reserve('x') as { reason: string }).reason, 'draining');
     assert.equal(open.releaseReason?.kind, 'shutdown');
     assert.equal(pending.releaseReason?.kind, 'shutdown');
     assert.equal(calls.close[0]?.[0], 1001);
@@ -185,35 +191,35 @@ describe('registry limits', () => {
     const { registry } = setup(10, {}, () => 0, { maxConnectionsPerIp: 2, maxConnectionsPerPrincipal: 1 });
     const a = reserve(registry, '10.0.0.1', { id: 'alice' });
     reserve(registry, '10.0.0.1');
-    assert.equal(registry.screen('10.0.0.1')?.reason, 'ip-limit');
-    assert.equal((registry.admit('10.0.0.1') as { reason: string }).reason, 'ip-limit');
-    assert.equal((registry.admit('10.0.0.2', { id: 'alice' }) as { reason: string }).reason, 'principal-limit');
+    assert.equal(registry.admission.screen('10.0.0.1')?.reason, 'ip-limit');
+    assert.equal((registry.reserve('10.0.0.1') as { reason: string }).reason, 'ip-limit');
+    assert.equal((registry.reserve('10.0.0.2', { id: 'alice' }) as { reason: string }).reason, 'principal-limit');
     registry.release(a, closeReason('client-close', 1000));
     reserve(registry, '10.0.0.1', { id: 'alice' });
-    assert.equal(registry.refused['ip-limit'], 2);
-    assert.equal(registry.refused['principal-limit'], 1);
+    assert.equal(registry.counters.refused['ip-limit'], 2);
+    assert.equal(registry.counters.refused['principal-limit'], 1);
   });
 
   it('upgrade rate: a token bucket, burst = one second, Retry-After from the refill time', () => {
     let now = 0;
     const { registry } = setup(100, {}, () => now, { upgradeRate: 2, upgradeRatePerIp: 0 });
-    assert.equal(registry.screen('a'), undefined);
-    assert.equal(registry.screen('a'), undefined);
-    assert.deepEqual(registry.screen('a'), { reason: 'rate-limited', retryAfter: 1 });
+    assert.equal(registry.admission.screen('a'), undefined);
+    assert.equal(registry.admission.screen('a'), undefined);
+    assert.deepEqual(registry.admission.screen('a'), { reason: 'rate-limited', retryAfter: 1 });
     now = 500; // one token back
-    assert.equal(registry.screen('a'), undefined);
-    assert.equal(registry.screen('a')?.reason, 'rate-limited');
+    assert.equal(registry.admission.screen('a'), undefined);
+    assert.equal(registry.admission.screen('a')?.reason, 'rate-limited');
   });
 
   it('per-address upgrade rate keeps a bucket per address and prunes refilled ones', () => {
     let now = 0;
     const { registry } = setup(100, {}, () => now, { upgradeRatePerIp: 1 });
-    assert.equal(registry.screen('a'), undefined);
-    assert.equal(registry.screen('a')?.reason, 'rate-limited');
-    assert.equal(registry.screen('b'), undefined);
+    assert.equal(registry.admission.screen('a'), undefined);
+    assert.equal(registry.admission.screen('a')?.reason, 'rate-limited');
+    assert.equal(registry.admission.screen('b'), undefined);
     now = 5000;
     registry.nextRateWindow(now);
-    assert.equal(registry.screen('a'), undefined);
+    assert.equal(registry.admission.screen('a'), undefined);
   });
 
   it('heartbeat pings live sockets and drops one silent for two intervals with reason idle (terminated, no close frame)', () => {
@@ -276,7 +282,7 @@ describe('registry limits', () => {
 
 describe('origin matcher', () => {
   it('matches exact origins and *. wildcards, case-insensitively; no Origin passes', async () => {
-    const { originMatcher } = await import('../../src/app.ts');
+    const { originMatcher } = await import('../../src/admission/origin.ts');
     const allowed = originMatcher(['https://good.example', 'https://*.corp.example']);
     assert.equal(allowed('https://good.example'), true);
     assert.equal(allowed('HTTPS://GOOD.EXAMPLE'), true);

@@ -10,9 +10,8 @@
 //
 // `seq` counts the messages published on a topic: a subscriber that sees 13 after 11 knows it
 // missed one (the `drop` slow-consumer policy). A malformed message never closes the socket.
-import type { Handler, HandlerContext } from './handler.ts';
-import type { Hub } from './hub.ts';
-import { isValidTopic } from './topics.ts';
+import type { Handler, HandlerContext, HubApi } from '../contracts.ts';
+import { isValidTopic } from '../delivery/topics.ts';
 
 export type TopicAction = 'subscribe' | 'publish';
 
@@ -39,7 +38,7 @@ interface ClientMessage {
   id?: unknown;
 }
 
-export function createPubSubHandler(hub: Hub, options: PubSubOptions = {}): Handler {
+export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): Handler {
   const authorize = options.authorize ?? defaultAuthorize;
 
   /**
@@ -79,7 +78,7 @@ export function createPubSubHandler(hub: Hub, options: PubSubOptions = {}): Hand
         case 'subscribe':
           return ifAllowed(ctx, topic, 'subscribe', () => {
             ctx.subscribe(topic);
-            ctx.send(JSON.stringify({ type: 'subscribed', topic, seq: hub.topics.get(topic)?.seq ?? 0 }));
+            ctx.send(JSON.stringify({ type: 'subscribed', topic, seq: hub.sequence(topic) }));
           });
         case 'unsubscribe':
           ctx.unsubscribe(topic);
@@ -91,7 +90,7 @@ export function createPubSubHandler(hub: Hub, options: PubSubOptions = {}): Hand
             // What travels (to local subscribers and over the backplane) is the body; each node
             // wraps it with its own sequence number in formatPublish.
             const delivered = hub.publish(topic, JSON.stringify({ data, from: ctx.id }));
-            if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, seq: hub.topics.get(topic)?.seq ?? 0, delivered }));
+            if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, seq: hub.sequence(topic), delivered }));
           });
         }
       }

@@ -1,10 +1,14 @@
-// The local topic index: who is subscribed to what, and each topic's sequence number.
-// Runtime-free. A connection's own topic set lets the registry's release unsubscribe it in O(its topics).
-import type { Connection } from './connection.ts';
+// The local topic index: who is subscribed to what, and each topic's sequence number. Runtime-free.
+// Each subscriber keeps its own topic set, so a connection's release unsubscribes it in O(its topics).
 
-export interface Topic {
+/** What the index keeps on each subscriber: its own topic set, created on its first subscribe. */
+export interface Subscriber {
+  topics: Set<string> | undefined;
+}
+
+export interface Topic<S extends Subscriber = Subscriber> {
   readonly name: string;
-  readonly subscribers: Set<Connection>;
+  readonly subscribers: Set<S>;
   /** Sequence number of the last message published on this topic (per process, from 1). */
   seq: number;
 }
@@ -23,16 +27,16 @@ export interface TopicInterest {
   topicRemoved(name: string): void;
 }
 
-export class TopicIndex {
-  readonly #topics = new Map<string, Topic>();
+export class TopicIndex<S extends Subscriber = Subscriber> {
+  readonly #topics = new Map<string, Topic<S>>();
   /** Subscriptions across all topics. */
   subscriptions = 0;
   interest: TopicInterest | undefined = undefined;
   /** Told after a connection's own subscriptions changed (workerd saves them with the socket). */
-  subscriptionsChanged: ((conn: Connection) => void) | undefined = undefined;
+  subscriptionsChanged: ((conn: S) => void) | undefined = undefined;
 
   /** Adds the connection to the topic. False if it was already subscribed. */
-  subscribe(conn: Connection, name: string): boolean {
+  subscribe(conn: S, name: string): boolean {
     let topic = this.#topics.get(name);
     if (!topic) {
       topic = { name, subscribers: new Set(), seq: 0 };
@@ -48,7 +52,7 @@ export class TopicIndex {
   }
 
   /** Removes the connection from the topic. False if it was not subscribed. */
-  unsubscribe(conn: Connection, name: string): boolean {
+  unsubscribe(conn: S, name: string): boolean {
     const topic = this.#topics.get(name);
     if (!topic || !topic.subscribers.delete(conn)) return false;
     conn.topics?.delete(name);
@@ -58,8 +62,8 @@ export class TopicIndex {
     return true;
   }
 
-  /** Removes the connection from every topic (called from the registry's release). */
-  unsubscribeAll(conn: Connection): void {
+  /** Removes the subscriber from every topic (called from the registry's release). */
+  unsubscribeAll(conn: S): void {
     const names = conn.topics;
     if (!names) return;
     for (const name of names) {
@@ -76,7 +80,7 @@ export class TopicIndex {
     this.interest?.topicRemoved(name);
   }
 
-  get(name: string): Topic | undefined {
+  get(name: string): Topic<S> | undefined {
     return this.#topics.get(name);
   }
 

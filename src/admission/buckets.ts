@@ -1,4 +1,4 @@
-// Rate limits: token buckets, one global and one per client address. Runtime-free.
+// Rate and count bookkeeping for admission: token buckets (global and per address) and tallies. Runtime-free.
 
 /** A token bucket: `rate` tokens per second, holding at most `burst`. */
 export class TokenBucket {

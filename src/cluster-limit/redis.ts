@@ -1,4 +1,4 @@
-// A connection limit shared by every node through Redis (`--cluster-limit redis://…`).
+// The cluster limit kept in Redis (`--cluster-limit redis://…`): one connection limit for every node.
 //
 // Each node holds slots in blocks, recorded in one Redis hash (node → slots held) with a lease per
 // node in a sorted set (node → expiry, in Redis's own clock). A connect takes a slot from the
@@ -9,17 +9,15 @@
 // Redis unreachable: the node keeps what it holds and admits up to its fallback share, the limit
 // divided by the nodes it saw last (`degraded` in /healthz). The shared bound can then be exceeded
 // by at most what the nodes admit on their own shares; it converges as connections end.
-import type { SlotPool } from './slots.ts';
+import { closeRedisClient, createRedisClient, type RedisClientLike } from '../redis-client.ts';
+import { unrefInterval } from '../timers.ts';
+import type { ClusterLimit, ClusterLimitStats } from './contract.ts';
 
-interface RedisLike {
+interface RedisLike extends RedisClientLike {
   eval(script: string, numKeys: number, ...args: (string | number)[]): Promise<unknown>;
-  on(event: string, listener: (...args: never[]) => void): unknown;
-  connect(): Promise<void>;
-  quit(): Promise<unknown>;
-  disconnect(): void;
 }
 
-export interface RedisSlotPoolOptions {
+export interface RedisClusterLimitOptions {
   url: string;
   /** The limit shared by every node. */
   limit: number;
@@ -51,23 +49,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[1])
 return { tonumber(ARGV[2]), redis.call('HLEN', KEYS[1]) }`;
 
-export interface SlotPoolStats {
-  kind: 'redis';
-  state: 'connected' | 'degraded';
-  limit: number;
-  /** Slots this node holds in Redis. */
-  held: number;
-  /** Slots in use by this node's connections. */
-  used: number;
-  /** Nodes sharing the limit, as last seen. */
-  nodes: number;
-  /** What this node may use on its own while Redis is unreachable. */
-  fallbackShare: number;
-}
-
-export class RedisSlotPool implements SlotPool {
+export class RedisClusterLimit implements ClusterLimit {
   readonly node = crypto.randomUUID();
-  readonly #o: Required<Omit<RedisSlotPoolOptions, 'onStateChange' | 'onError'>> & Pick<RedisSlotPoolOptions, 'onStateChange' | 'onError'>;
+  readonly #o: Required<Omit<RedisClusterLimitOptions, 'onStateChange' | 'onError'>> & Pick<RedisClusterLimitOptions, 'onStateChange' | 'onError'>;
   readonly #keys: [string, string];
   #redis: RedisLike | undefined;
   #state: 'connected' | 'degraded' = 'degraded';
@@ -77,27 +61,22 @@ export class RedisSlotPool implements SlotPool {
   #growing: Promise<void> | undefined;
   #renewTimer: ReturnType<typeof setInterval> | undefined;
 
-  constructor(options: RedisSlotPoolOptions) {
+  constructor(options: RedisClusterLimitOptions) {
     this.#o = { name: 'hubbub', block: 16, leaseTime: 10_000, ...options };
     this.#keys = [`${this.#o.name}:slots:held`, `${this.#o.name}:slots:leases`];
   }
 
   async start(): Promise<void> {
-    const { Redis } = (await import('ioredis')) as unknown as { Redis: new (url: string, options: object) => RedisLike };
-    const redis = new Redis(this.#o.url, {
-      lazyConnect: true,
-      connectTimeout: 2000,
+    const redis = await createRedisClient<RedisLike>(this.#o.url, {
       maxRetriesPerRequest: 0,
       enableOfflineQueue: false,
       commandTimeout: Math.max(500, Math.floor(this.#o.leaseTime / 4)),
-      retryStrategy: (attempt: number) => Math.min(attempt * 200, 2000),
     });
     this.#redis = redis;
     redis.on('error', (error: Error) => this.#o.onError?.('cluster-limit.connection', error));
     await redis.connect().catch(() => undefined);
     await this.#renew();
-    this.#renewTimer = setInterval(() => void this.#renew(), Math.max(100, Math.floor(this.#o.leaseTime / 3)));
-    (this.#renewTimer as { unref?: () => void }).unref?.();
+    this.#renewTimer = unrefInterval(() => void this.#renew(), Math.max(100, Math.floor(this.#o.leaseTime / 3)));
   }
 
   get fallbackShare(): number {
@@ -152,7 +131,7 @@ export class RedisSlotPool implements SlotPool {
     this.#o.onStateChange?.(state, detail);
   }
 
-  stats(): SlotPoolStats {
+  stats(): ClusterLimitStats {
     return { kind: 'redis', state: this.#state, limit: this.#o.limit, held: this.#held, used: this.#used, nodes: this.#nodes, fallbackShare: this.fallbackShare };
   }
 
@@ -162,7 +141,6 @@ export class RedisSlotPool implements SlotPool {
     const redis = this.#redis;
     if (!redis) return;
     await redis.eval(`redis.call('HDEL', KEYS[1], ARGV[1]) redis.call('ZREM', KEYS[2], ARGV[1]) return 1`, 2, ...this.#keys, this.node).catch(() => undefined);
-    await Promise.race([redis.quit().catch(() => undefined), new Promise((r) => setTimeout(r, 500))]);
-    redis.disconnect();
+    await closeRedisClient(redis);
   }
 }

@@ -1,104 +1,22 @@
-// Cloudflare workerd runtime: a Worker that hands every request to one Durable Object, and the
-// Durable Object (`HubObject`) that holds the hub. The object owns /ws, /healthz, /stats, … through
-// the same `createApp(hub, adapter)` as every other runtime; the connection limit is per object (one
-// global object by default, or one per `?room=` with HUBBUB_ROOMS=true).
-//
-// Sockets are accepted with the WebSocket Hibernation API (`ctx.acceptWebSocket`), so an idle crowd
-// costs nothing while the object sleeps: workerd holds the sockets, evicts the object after ~10 s
-// without events, and builds a new one for the next event. Each socket carries a small attachment
-// (address, principal, topics, when it opened); the constructor rebuilds one Connection per socket
-// from it, so the registry's counts are right again (/stats `live` = `ctx.getWebSockets().length`).
-// What does not survive an eviction: connection ids (restored sockets get fresh ones), `ctx.data`
-// and whatever else a handler keeps in memory, topic sequence numbers, and the /stats counters.
-//
-// Options come from the environment (wrangler.toml `[vars]`, `wrangler secret`), read by the same
-// `parseCommandLine` as the CLI. HUBBUB_HANDLER names a built-in handler, or one bundled into the
-// worker with `hubObjectWith({ name: handler })` (workerd cannot load a module at run time).
-// There are no signals, no process and no listener here: workerd serves, so `main()` does not apply.
-// What the adapter does for workerd: answers a client's close frame (workerd does not, on a
-// hibernatable socket), answers an invalid close code with 1002 as ws does, reads the code of
-// workerd's own protocol errors (1009 over its 32 MiB limit), declines permessage-deflate (workerd
-// would inflate up to 32 MiB whatever --max-payload says, and an idle deflate socket costs ~2.7× the
-// memory), and runs the hub's sweeper on events, not on a timer that would keep the object awake.
-// What workerd cannot do (application pings, backpressure, a headers timeout, …) is listed in the
-// README under "Runtime differences".
-import { defineWebSocketHelper } from 'hono/ws';
+// The Durable Object (`HubObject`) that holds a hub on workerd: the same `createApp(hub, adapter)`
+// as every runtime, with sockets accepted through the Hibernation API. Each socket carries a small
+// attachment (address, principal, topics, when it opened) from which a new instance rebuilds its
+// Connection after an eviction. The adapter also does what workerd does not on a hibernatable socket:
+// answers a client's close frame, answers an invalid close code with 1002, reads the code of
+// workerd's own protocol errors, declines permessage-deflate, and sweeps on events, not on a timer
+// that would keep the object awake. What workerd cannot do is in the README, "Runtime differences".
 import type { Hono } from 'hono';
-import { createApp } from '../app.ts';
-import { Connection, ConnectionState, type SocketLike } from '../connection.ts';
-import type { Handler, Principal } from '../handler.ts';
-import { checkHandshake } from '../handshake.ts';
-import { createHub, type HandlerFactory, type Hub } from '../hub.ts';
-import { createLogger } from '../log.ts';
-import { parseCommandLine } from '../options.ts';
+import { createApp } from '../../app.ts';
+import { Connection, ConnectionState } from '../../connection.ts';
+import type { Handler, HandlerFactory, Principal } from '../../contracts.ts';
+import { CloseCode, isValidPeerCloseCode } from '../../errors.ts';
+import { defineHubWebSocket } from '../../handshake.ts';
+import { createHub, type Hub } from '../../hub.ts';
+import { createLogger } from '../../log.ts';
+import { parseCommandLine } from '../../options.ts';
+import type { DurableObjectState, HubEnv, WebSocketPairConstructor, WorkerWebSocket } from './api.ts';
 
-// ---- The little of the Workers API this file uses (tsc for Node has no Cloudflare types). ----
-
-/** workerd's WebSocket: the server half of a WebSocketPair, which the object accepts and keeps. */
-interface WorkerWebSocket {
-  readonly readyState: number;
-  send(data: string | ArrayBuffer | ArrayBufferView): void;
-  close(code?: number, reason?: string): void;
-  /** Hibernation API: up to 2,048 bytes (structured clone) that outlive the object. */
-  serializeAttachment(value: unknown): void;
-  deserializeAttachment(): unknown;
-}
-
-declare const WebSocketPair: new () => { 0: WorkerWebSocket; 1: WorkerWebSocket };
-
-export interface DurableObjectState {
-  acceptWebSocket(ws: WorkerWebSocket, tags?: string[]): void;
-  getWebSockets(tag?: string): WorkerWebSocket[];
-  blockConcurrencyWhile<T>(callback: () => Promise<T>): Promise<T>;
-}
-
-interface DurableObjectId {
-  toString(): string;
-}
-
-interface DurableObjectStub {
-  fetch(request: Request): Promise<Response>;
-}
-
-export interface DurableObjectNamespace {
-  idFromName(name: string): DurableObjectId;
-  get(id: DurableObjectId): DurableObjectStub;
-}
-
-/** The Worker's environment: the Durable Object binding and the vars (HUBBUB_* options). */
-export interface HubEnv {
-  readonly HUB: DurableObjectNamespace;
-  /** `true`: `?room=<name>` picks the object (the limit is then per room). @default false */
-  readonly HUBBUB_ROOMS?: string;
-  readonly [name: string]: unknown;
-}
-
-// ---- The Worker ----
-
-/** Paths only the hub's own tooling reaches, through the binding; the Worker answers them 404. */
-const INTERNAL_PREFIX = '/__hubbub/';
-const ROOM = /^[\w.-]{1,64}$/;
-const GLOBAL_OBJECT = 'global';
-
-export const worker = {
-  fetch(request: Request, env: HubEnv): Promise<Response> | Response {
-    const url = new URL(request.url);
-    if (url.pathname.startsWith(INTERNAL_PREFIX)) return new Response('Not Found\n', { status: 404 });
-    let name = GLOBAL_OBJECT;
-    const room = isOn(env.HUBBUB_ROOMS) ? url.searchParams.get('room') : null;
-    if (room !== null) {
-      if (!ROOM.test(room)) return new Response('room must be 1-64 letters, digits, ".", "_" or "-"\n', { status: 400 });
-      name = `room:${room}`;
-    }
-    return env.HUB.get(env.HUB.idFromName(name)).fetch(request);
-  },
-};
-
-function isOn(value: unknown): boolean {
-  return typeof value === 'string' && /^(true|1|yes|on)$/i.test(value);
-}
-
-// ---- The Durable Object ----
+declare const WebSocketPair: WebSocketPairConstructor;
 
 /** What a socket carries through hibernation (kept small: workerd allows 2,048 bytes). */
 interface Attachment {
@@ -112,7 +30,10 @@ interface Attachment {
 
 type HandlerSpec = Handler | HandlerFactory;
 
-const OPEN = { type: 'open' } as Event;
+const OPEN = { type: 'open' };
+
+/** Paths only the hub's own tooling reaches, through the binding; the Worker answers them 404. */
+export const INTERNAL_PREFIX = '/__hubbub/';
 /** An extension answer that names none workerd knows: it then negotiates none (and sends no header). */
 const NO_EXTENSIONS = 'none';
 
@@ -145,13 +66,12 @@ export class HubObject {
       this.hub = hub;
       this.app = createApp(hub, {
         runtime: 'workerd',
-        upgradeWebSocket: this.#upgradeWebSocket as never,
+        upgradeWebSocket: this.#upgradeWebSocket,
         remoteAddress: (c) => c.req.header('cf-connecting-ip') ?? '127.0.0.1',
         processStats: () => ({ webSockets: this.ctx.getWebSockets().length }),
       });
       // Connects what the hub connects at start (nothing, without a backplane) before the first event.
-      const start = (hub as { start?: () => Promise<void> }).start;
-      if (start) void ctx.blockConcurrencyWhile(() => start.call(hub));
+      void ctx.blockConcurrencyWhile(() => hub.start());
       // Subscriptions are saved in the socket's attachment as they change, so they survive an eviction.
       hub.topics.subscriptionsChanged = (conn) => this.#saveAttachment(conn);
       for (const ws of ctx.getWebSockets()) this.#restore(ws);
@@ -172,7 +92,7 @@ export class HubObject {
 
   webSocketMessage(ws: WorkerWebSocket, message: string | ArrayBuffer): void {
     this.#tick();
-    this.#connectionOf(ws)?.onMessage({ data: message }, ws as SocketLike);
+    this.#connectionOf(ws)?.onMessage({ data: message }, ws);
   }
 
   webSocketClose(ws: WorkerWebSocket, code: number, reason: string, wasClean: boolean): void {
@@ -180,9 +100,9 @@ export class HubObject {
     this.#connections.delete(ws);
     // workerd hands over any code a client sends. One a client may not send is a protocol error, as ws
     // treats it: answered 1002 and counted as `error`.
-    if (wasClean && code !== 1005 && !isValidCloseCode(code)) {
-      closeQuietly(ws, 1002);
-      conn?.onError({ error: new Error(`invalid close code ${code}`), code: 1002 }, ws);
+    if (wasClean && code !== CloseCode.NO_STATUS && !isValidPeerCloseCode(code)) {
+      closeQuietly(ws, CloseCode.PROTOCOL_ERROR);
+      conn?.onError({ error: new Error(`invalid close code ${code}`), code: CloseCode.PROTOCOL_ERROR }, ws);
     } else if (wasClean) replyToClose(ws, code, reason);
     conn?.onClose({ code, reason }, ws);
   }
@@ -197,14 +117,14 @@ export class HubObject {
   }
 
   /** Hono's upgradeWebSocket on the Hibernation API: the socket is the object's, the events are the Connection. */
-  readonly #upgradeWebSocket = defineWebSocketHelper<unknown>((c, events) => {
-    const refusal = checkHandshake(c.req.method, c.req.raw.headers);
-    if (refusal) return refusal;
-    const conn = events as unknown as Connection;
+  readonly #upgradeWebSocket = defineHubWebSocket((c, events) => {
+    // The core hands over its Connection as the events; the object keeps it with the socket.
+    if (!(events instanceof Connection)) throw new TypeError('workerd upgrade: the events must be a hubbub Connection');
+    const conn = events;
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     this.#connections.set(server, conn);
-    conn.onOpen(OPEN, server as SocketLike);
+    conn.onOpen(OPEN, server);
     this.#saveAttachment(conn);
     const headers: Record<string, string> = {};
     // As ws does: the first subprotocol the client offers.
@@ -229,19 +149,17 @@ export class HubObject {
     if (!attachment || typeof attachment.ip !== 'string') {
       // Saved nothing (its principal could not be stored): without it the caps could not count this
       // socket, so it goes; the client reconnects.
-      closeQuietly(ws, 1011, 'connection state lost');
+      closeQuietly(ws, CloseCode.INTERNAL_ERROR, 'connection state lost');
       return;
     }
-    const admitted = hub.registry.admit(attachment.ip, attachment.principal);
-    if (!(admitted instanceof Connection)) {
+    const restored = hub.registry.restore({ socket: ws, remoteAddress: attachment.ip, principal: attachment.principal, openedAt: attachment.at });
+    if (!(restored instanceof Connection)) {
       // A limit was lowered across a deploy: the sockets over it are closed.
-      closeQuietly(ws, 1013, 'over capacity after restart');
+      closeQuietly(ws, CloseCode.TRY_AGAIN_LATER, 'over capacity after restart');
       return;
     }
-    hub.registry.open(admitted, ws as SocketLike);
-    admitted.openedAt = attachment.at;
-    this.#connections.set(ws, admitted);
-    for (const topic of attachment.topics ?? []) hub.topics.subscribe(admitted, topic);
+    this.#connections.set(ws, restored);
+    for (const topic of attachment.topics ?? []) restored.subscribe(topic);
   }
 
   #saveAttachment(conn: Connection): void {
@@ -290,7 +208,7 @@ export function hubObjectWith(handlers: Readonly<Record<string, HandlerSpec>>): 
  * reason are echoed, as ws does; a close frame without a code (1005) is answered without one.
  */
 function replyToClose(ws: WorkerWebSocket, code: number, reason: string): void {
-  if (code === 1005) closeQuietly(ws);
+  if (code === CloseCode.NO_STATUS) closeQuietly(ws);
   else closeQuietly(ws, code, reason);
 }
 
@@ -301,11 +219,6 @@ function closeQuietly(ws: WorkerWebSocket, code?: number, reason?: string): void
   } catch {
     // already closed by the server (it started this closing handshake)
   }
-}
-
-/** Close codes a peer may put in a close frame (RFC 6455 §7.4), as ws checks them. */
-function isValidCloseCode(code: number): boolean {
-  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
 }
 
 /** Vars as the strings parseCommandLine reads (a TOML number or boolean var arrives as a JSON value). */

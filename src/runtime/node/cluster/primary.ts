@@ -1,61 +1,18 @@
-// Node cluster mode (`--workers N|auto`): N worker processes share one port (node:cluster) and ONE
-// connection limit. The primary serves nothing itself; it owns the limit. A worker asks it for a
-// slot for each upgrade (one IPC round trip) and gives the slot back when the connection ends, so
-// the limit is exact across workers. A worker that dies is replaced and its slots return at once.
-// SIGTERM/SIGINT to the primary drains every worker; a second signal kills them.
+// The primary of a Node cluster (`--workers N|auto`): N worker processes share one port
+// (node:cluster) and ONE connection limit. The primary serves nothing itself; it owns the limit. A
+// worker asks it for a slot for each upgrade (one IPC round trip) and gives the slot back when the
+// connection ends, so the limit is exact across workers. A worker that dies is replaced and its
+// slots return at once. SIGTERM/SIGINT to the primary drains every worker; a second signal kills them.
 import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
-import type { Hub } from '../hub.ts';
-import type { Logger } from '../log.ts';
-import { mergeExpositions, renderClusterMetrics } from '../metrics.ts';
-import type { SlotPool } from '../slots.ts';
-
-type ToPrimary =
-  | { hubbub: 'acquire'; id: number }
-  | { hubbub: 'release' }
-  | { hubbub: 'stats-request'; id: number }
-  | { hubbub: 'stats-report'; id: number; stats: WorkerStats }
-  | { hubbub: 'metrics-request'; id: number }
-  | { hubbub: 'metrics-report'; id: number; text: string };
-type ToWorker =
-  | { hubbub: 'acquired'; id: number; ok: boolean }
-  | { hubbub: 'stats-collect'; id: number }
-  | { hubbub: 'stats'; id: number; cluster: ClusterStats }
-  | { hubbub: 'metrics-collect'; id: number }
-  | { hubbub: 'metrics'; id: number; text: string };
-
-interface WorkerStats {
-  live: number;
-  reserved: number;
-  accepted: number;
-  messagesIn: number;
-  messagesOut: number;
-  rssBytes: number;
-}
-
-export interface ClusterStats {
-  workers: number;
-  limit: number;
-  /** Slots held across all workers (must equal the sum of live + reserved). */
-  slotsUsed: number;
-  live: number;
-  reserved: number;
-  accepted: number;
-  replaced: number;
-  /** Resident memory of the whole server: every worker that answered, plus the primary. */
-  rssBytes: number;
-  perWorker: ({ id: number; pid: number; slots: number } & Partial<WorkerStats>)[];
-}
-
-export function isClusterWorker(): boolean {
-  return cluster.isWorker && process.env.HUBBUB_CLUSTER_WORKER === '1';
-}
+import type { Logger } from '../../../log.ts';
+import { mergeExpositions, renderClusterMetrics } from '../../../metrics.ts';
+import { urlHost } from '../../common.ts';
+import { WORKER_ENV, type ClusterStats, type ToPrimary, type ToWorker, type WorkerStats } from './messages.ts';
 
 export function resolveWorkers(workers: number): number {
   return workers === 0 ? availableParallelism() : workers;
 }
-
-// ---------------------------------------------------------------- primary
 
 export function runPrimary(options: { workers: number; maxConnections: number; shutdownTimeout: number }, log: Logger): void {
   const count = resolveWorkers(options.workers);
@@ -90,7 +47,7 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
   };
 
   const fork = () => {
-    const worker = cluster.fork({ HUBBUB_CLUSTER_WORKER: '1' });
+    const worker = cluster.fork({ [WORKER_ENV]: '1' });
     slots.set(worker.id, 0);
     worker.on('message', (msg: ToPrimary) => onMessage(worker, msg));
     return worker;
@@ -164,8 +121,7 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
     listening.add(worker.id);
     if (!announced && listening.size >= count) {
       announced = true;
-      const host = address.address?.includes(':') ? `[${address.address}]` : address.address;
-      log.info('listening', { url: `http://${host}:${address.port}`, runtime: 'node', workers: count, maxConnections: limit, pid: process.pid });
+      log.info('listening', { url: `http://${urlHost(address.address ?? '')}:${address.port}`, runtime: 'node', workers: count, maxConnections: limit, pid: process.pid });
     }
   });
 
@@ -207,68 +163,4 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
   }
 
   for (let i = 0; i < count; i++) fork();
-}
-
-// ---------------------------------------------------------------- worker
-
-/**
- * The worker's view of the shared limit, and of the whole cluster for /stats and /metrics.
- * `renderMetrics` renders this worker's own exposition (labelled with its worker id).
- */
-export function workerSide(
-  hub: Hub,
-  renderMetrics: (labels: Record<string, string>) => string,
-): { slots: SlotPool; clusterStats(): Promise<ClusterStats | undefined>; clusterMetrics(): Promise<string> } {
-  let nextId = 0;
-  const acquires = new Map<number, (ok: boolean) => void>();
-  const statsWaiters = new Map<number, (stats: ClusterStats | undefined) => void>();
-  const metricsWaiters = new Map<number, (text: string | undefined) => void>();
-  const worker = String(cluster.worker?.id ?? process.pid);
-  process.on('message', (msg: ToWorker) => {
-    switch (msg?.hubbub) {
-      case 'acquired':
-        acquires.get(msg.id)?.(msg.ok);
-        acquires.delete(msg.id);
-        return;
-      case 'stats-collect': {
-        const s = hub.stats();
-        process.send?.({ hubbub: 'stats-report', id: msg.id, stats: { live: s.live, reserved: s.reserved, accepted: s.accepted, messagesIn: s.messagesIn, messagesOut: s.messagesOut, rssBytes: process.memoryUsage.rss() } } satisfies ToPrimary);
-        return;
-      }
-      case 'stats':
-        statsWaiters.get(msg.id)?.(msg.cluster);
-        statsWaiters.delete(msg.id);
-        return;
-      case 'metrics-collect':
-        process.send?.({ hubbub: 'metrics-report', id: msg.id, text: renderMetrics({ worker }) } satisfies ToPrimary);
-        return;
-      case 'metrics':
-        metricsWaiters.get(msg.id)?.(msg.text);
-        metricsWaiters.delete(msg.id);
-        return;
-    }
-  });
-  const ask = <T>(waiters: Map<number, (v: T) => void>, message: (id: number) => ToPrimary, fallback: T): Promise<T> =>
-    new Promise((resolve) => {
-      const id = nextId++;
-      const timer = setTimeout(() => {
-        waiters.delete(id);
-        resolve(fallback);
-      }, 2000);
-      waiters.set(id, (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      });
-      process.send?.(message(id));
-    });
-  return {
-    slots: {
-      // No answer from the primary (it is gone): refuse rather than exceed the limit.
-      acquire: () => ask(acquires, (id) => ({ hubbub: 'acquire', id }), false),
-      release: () => void process.send?.({ hubbub: 'release' } satisfies ToPrimary),
-    },
-    clusterStats: () => ask(statsWaiters, (id) => ({ hubbub: 'stats-request', id }), undefined),
-    // No answer from the primary: this worker's own figures, still labelled, rather than nothing.
-    clusterMetrics: () => ask<string | undefined>(metricsWaiters, (id) => ({ hubbub: 'metrics-request', id }), undefined).then((text) => text ?? renderMetrics({ worker })),
-  };
 }

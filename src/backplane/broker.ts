@@ -1,0 +1,99 @@
+// What the broker-backed backplanes (Redis, NATS) share: counting, the envelope on both ways, our
+// own echoes dropped, the health probe and the state. Runtime-free.
+import type { MessageData } from '../contracts.ts';
+import { unrefInterval, withDeadline } from '../timers.ts';
+import type { Backplane, BackplaneSink, BackplaneState, BackplaneStats } from './contract.ts';
+import { decodeEnvelope, encodeEnvelope } from './envelope.ts';
+
+/** Shared bookkeeping of the broker-backed backplanes. */
+export abstract class BrokerBackplane implements Backplane {
+  abstract readonly kind: string;
+  readonly nodeId = crypto.randomUUID();
+  protected sink: BackplaneSink | undefined;
+  protected state: BackplaneState = 'degraded';
+  protected readonly topics = new Set<string>();
+  protected counts = { published: 0, received: 0, droppedWhileDegraded: 0, malformed: 0, ownEchoes: 0 };
+  #probe: ReturnType<typeof setInterval> | undefined;
+
+  abstract start(sink: BackplaneSink): Promise<void>;
+  protected abstract send(topic: string, payload: string): void;
+  protected abstract listen(topic: string): void;
+  protected abstract unlisten(topic: string): void;
+  abstract close(): Promise<void>;
+
+  publish(topic: string, data: MessageData): void {
+    if (this.state !== 'connected') {
+      this.counts.droppedWhileDegraded++;
+      return;
+    }
+    try {
+      this.send(topic, encodeEnvelope(this.nodeId, topic, data));
+      this.counts.published++;
+    } catch (error) {
+      this.sink?.failed(`${this.kind}.publish`, error);
+    }
+  }
+
+  subscribe(topic: string): void {
+    if (this.topics.has(topic)) return;
+    this.topics.add(topic);
+    this.listen(topic);
+  }
+
+  unsubscribe(topic: string): void {
+    if (!this.topics.delete(topic)) return;
+    this.unlisten(topic);
+  }
+
+  /** A raw message from the broker: validate, drop our own, deliver the rest. */
+  protected received(raw: string): void {
+    const message = decodeEnvelope(raw);
+    if (!message) {
+      this.counts.malformed++;
+      this.sink?.failed(`${this.kind}.receive`, new Error(`malformed backplane message (${raw.length} bytes): ${raw.slice(0, 80)}`));
+      return;
+    }
+    if (message.node === this.nodeId) {
+      this.counts.ownEchoes++;
+      return;
+    }
+    if (!this.topics.has(message.topic)) return;
+    this.counts.received++;
+    this.sink?.deliver(message.topic, message.data);
+  }
+
+  /** Runs the broker's health check every `intervalMs` until `stopProbing` (a timer that does not hold the process open). */
+  protected probeEvery(intervalMs: number, check: () => Promise<void>): void {
+    this.#probe = unrefInterval(() => void check(), intervalMs);
+  }
+
+  protected stopProbing(): void {
+    clearInterval(this.#probe);
+  }
+
+  /** Whether `roundTrip` (a PING, a flush) answers within `timeoutMs`: the health probe of a broker. */
+  protected answersWithin(roundTrip: () => Promise<unknown>, timeoutMs: number): Promise<boolean> {
+    return withDeadline(
+      roundTrip().then(
+        () => true,
+        () => false,
+      ),
+      timeoutMs,
+      false,
+    );
+  }
+
+  protected get closed(): boolean {
+    return this.state === 'closed';
+  }
+
+  protected setState(state: BackplaneState, detail?: string): void {
+    if (state === this.state) return;
+    this.state = state;
+    this.sink?.stateChanged(state, detail);
+  }
+
+  stats(): BackplaneStats {
+    return { state: this.state, ...this.counts, topics: this.topics.size };
+  }
+}

@@ -1,0 +1,52 @@
+// The Backplane contract: how hubs on several processes or machines share publishes. Runtime-free.
+// Without one (the default) a hub's topics are its own; implementations: redis.ts, nats.ts.
+import type { MessageData } from '../contracts.ts';
+
+export type BackplaneState =
+  /** Connected to the broker and subscribed. */
+  | 'connected'
+  /** Not connected (broker down, unreachable or frozen). Local clients are still served; remote publishes are dropped and counted. */
+  | 'degraded'
+  | 'closed';
+
+/** What a backplane hands back to the hub. */
+export interface BackplaneSink {
+  /** A message another node published on a topic this node has subscribers for. */
+  deliver(topic: string, data: MessageData): void;
+  /** A state change, for /healthz and logs. */
+  stateChanged(state: BackplaneState, detail?: string): void;
+  /** A failure in fire-and-forget work, with the stage that failed. */
+  failed(stage: string, error: unknown): void;
+}
+
+export interface BackplaneStats {
+  state: BackplaneState;
+  /** Messages sent to the broker. */
+  published: number;
+  /** Messages received from other nodes and delivered locally. */
+  received: number;
+  /** Messages not sent because the backplane was degraded (the documented outage policy: drop and count). */
+  droppedWhileDegraded: number;
+  /** Messages from the broker that were not valid hubbub envelopes (counted, logged, ignored). */
+  malformed: number;
+  /** Our own messages heard back from the broker and ignored (exactly-once delivery). */
+  ownEchoes: number;
+  /** Topics subscribed on the broker. */
+  topics: number;
+}
+
+export interface Backplane {
+  /** 'redis', 'nats'. */
+  readonly kind: string;
+  /** This node's id: messages carry it, so a node never delivers its own publish twice. */
+  readonly nodeId: string;
+  start(sink: BackplaneSink): Promise<void>;
+  /** Sends a local publish to the other nodes. Never throws: failures are counted and reported. */
+  publish(topic: string, data: MessageData): void;
+  /** The first local subscriber of a topic appeared: listen for it on the broker. */
+  subscribe(topic: string): void;
+  /** The last local subscriber left. */
+  unsubscribe(topic: string): void;
+  stats(): BackplaneStats;
+  close(): Promise<void>;
+}

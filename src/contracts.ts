@@ -1,0 +1,147 @@
+// The contracts between hubbub and what plugs into it: the handler an application writes, the
+// socket a runtime hands over, and the events a runtime adapter drives. Types only; they import
+// nothing of the core but the error types and the logger's.
+import type { ConnectionClosed } from './errors.ts';
+import type { Logger } from './log.ts';
+
+/** Data of one message: text frames arrive as strings, binary frames as bytes. */
+export type MessageData = string | Uint8Array;
+
+/** Who a connection belongs to, as the `authenticate` hook decided. `id` keys the per-principal cap. */
+export interface Principal {
+  readonly id: string;
+  readonly [key: string]: unknown;
+}
+
+/** What a handler sees of one connection. */
+export interface HandlerContext {
+  /** Unique id of this connection within the hub (`hub.close(id)` kicks it). */
+  readonly id: string;
+  /** The client's address as the runtime saw it. */
+  readonly remoteAddress: string;
+  /**
+   * Aborted exactly once when the connection ends, for any reason. `signal.reason` is a
+   * `ConnectionClosed` error with `kind` and `closeCode`. Hand it to `fetch`, timers and streams.
+   */
+  readonly signal: AbortSignal;
+  /** Milliseconds since the epoch when the socket opened. */
+  readonly openedAt: number;
+  /** What `authenticate` returned for this connection; undefined without the hook. */
+  readonly principal: Principal | undefined;
+  /** Free slot for the handler's per-connection state. */
+  data: unknown;
+  /** Sends a message; a no-op once the connection has ended (or, under the `drop` policy, while its send queue is full). */
+  send(data: MessageData): void;
+  /** Subscribes this connection to a topic (see `hub.publish`). False if already subscribed. */
+  subscribe(topic: string): boolean;
+  /** Unsubscribes; every subscription also ends with the connection. False if not subscribed. */
+  unsubscribe(topic: string): boolean;
+  /** Closes this connection (the signal is aborted with kind `server-close`). */
+  close(code?: number, reason?: string): void;
+}
+
+/**
+ * An application's callbacks. Each may be async. If `onOpen` or `onMessage` throws or rejects,
+ * that socket alone is closed with 1011 and the error is logged with the connection id.
+ */
+export interface Handler {
+  /**
+   * Runs before the upgrade, after the cheap checks (limit, rates, origin). Return a Principal to
+   * admit the client (it becomes `ctx.principal`), or a Response (401, 403, …) to refuse it with
+   * that answer. Anything else is refused with 401; a throw is logged and answered 500.
+   */
+  authenticate?(request: Request, info: { readonly remoteAddress: string }): Principal | Response | undefined | Promise<Principal | Response | undefined>;
+  onOpen?(ctx: HandlerContext): void | Promise<void>;
+  onMessage?(ctx: HandlerContext, data: MessageData): void | Promise<void>;
+  /**
+   * Shapes a published message for this node's subscribers, with the topic's local sequence number
+   * (the pubsub protocol wraps it in its envelope). Runs once per publish per node, local or remote.
+   */
+  formatPublish?(topic: string, seq: number, data: MessageData): MessageData;
+  /** Called once when an open connection ends, with the same reason the signal was aborted with. */
+  onClose?(ctx: HandlerContext, reason: ConnectionClosed): void | Promise<void>;
+}
+
+export interface PublishOptions {
+  /** A connection (or its id) that should not receive this message, typically the publisher. */
+  except?: HandlerContext | string;
+}
+
+/** What a handler factory is given: the hub's public API (the `Hub` class implements it). */
+export interface HubApi {
+  readonly log: Logger;
+  /**
+   * Sends a message to every subscriber of `topic`, on this node and (through the backplane) on the
+   * others. Returns the local deliveries.
+   */
+  publish(topic: string, data: MessageData, options?: PublishOptions): number;
+  /** The sequence number of the last message published on `topic` on this node (0 before the first, or without local subscribers). */
+  sequence(topic: string): number;
+  /** A live connection by id. */
+  connection(id: string): HandlerContext | undefined;
+  /** Kicks a connection: its signal is aborted with kind `kicked`, the socket closed with `code` (4000). */
+  close(id: string, options?: { code?: number; reason?: string }): boolean;
+}
+
+/** Builds a handler for a hub (`--handler ./module.js` may export one). */
+export type HandlerFactory = (hub: HubApi) => Handler;
+
+/**
+ * What the core needs of a socket. Hono's `WSContext`, `ws`'s WebSocket, Bun's ServerWebSocket (with
+ * `bufferedAmount` bridged) and the web `WebSocket` all fit, so adapters hand over their runtime's
+ * socket without wrapping it.
+ */
+export interface SocketLike {
+  send(data: string | Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  readonly readyState: number;
+  /** Drops the socket at once without a closing handshake, where the runtime can. */
+  terminate?(): void;
+  /** Sends a ping, where the runtime lets the application do so (Node, Bun). */
+  ping?(): void;
+  /** Bytes queued for sending (ws, web WebSocket). Used for the slow-consumer limit. */
+  readonly bufferedAmount?: number;
+}
+
+/** A message as adapters report it: `bytes` is the size on the wire where the runtime knows it. */
+export interface MessageEventLike {
+  readonly data: unknown;
+  readonly bytes?: number;
+}
+
+/** A close as adapters report it: `code` 0, 1006 or absent all mean that no close frame arrived. */
+export interface CloseEventLike {
+  readonly code?: number;
+  readonly reason?: string;
+}
+
+/** An error as adapters report it; `code` is the close code the WebSocket layer answered it with, where known. */
+export interface ErrorEventLike {
+  readonly error?: unknown;
+  readonly code?: number | undefined;
+}
+
+/**
+ * The events a runtime adapter drives for one socket: Hono's `WSEvents` (onOpen, onMessage, onClose,
+ * onError), typed with what hubbub's adapters really pass (the runtime's own socket, not a WSContext;
+ * plain event objects), plus two events Hono has no name for. The Connection is this object.
+ */
+export interface HubEvents {
+  onOpen(event: unknown, socket: SocketLike): void;
+  onMessage(event: MessageEventLike, socket: SocketLike): void;
+  onClose(event: CloseEventLike | undefined, socket: SocketLike | undefined): void;
+  onError(event: ErrorEventLike | undefined, socket: SocketLike | undefined): void;
+  /** The peer answered a ping. */
+  onPong(): void;
+  /** The runtime's own idle timeout ended the socket (Deno, Bun's backstop). */
+  onIdleTimeout(): void;
+}
+
+/**
+ * A runtime's fast path for fan-out: `prepare` turns a message into something sent many times
+ * without re-encoding it (on Node, a complete WebSocket frame), `sendPrepared` sends it to one socket.
+ */
+export interface FanOut<P = unknown> {
+  prepare(data: MessageData): P;
+  sendPrepared(socket: SocketLike, prepared: P): void;
+}

@@ -1,0 +1,50 @@
+// The hub's counters: one plain object, created by the hub and handed to whoever counts (admission,
+// registry, connections). /stats and /metrics read only it.
+import { closeKinds, refusalReasons, type CloseKind, type RefusalReason } from './errors.ts';
+
+export interface Counters {
+  /** Upgrades admitted since start. */
+  accepted: number;
+  /** Upgrades refused before they happened, by reason. */
+  readonly refused: Record<RefusalReason, number>;
+  /** Connections ended since start, by kind. */
+  readonly released: Record<CloseKind, number>;
+  /** Connections ended since start, by kind and then by close code. */
+  readonly closedByCode: Record<CloseKind, Map<number, number>>;
+  /** Messages received from and sent to clients (fan-out deliveries included). */
+  messagesIn: number;
+  messagesOut: number;
+  /** Message bytes received and sent (UTF-8 bytes for text). */
+  bytesIn: number;
+  bytesOut: number;
+  /** Messages not sent to slow consumers under the `drop` policy. */
+  dropped: number;
+  /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
+  signalsPending: number;
+}
+
+function zeroCounts<K extends string>(keys: readonly K[]): Record<K, number> {
+  return Object.fromEntries(keys.map((k) => [k, 0])) as Record<K, number>;
+}
+
+export function createCounters(): Counters {
+  return {
+    accepted: 0,
+    refused: zeroCounts(refusalReasons),
+    released: zeroCounts(closeKinds),
+    closedByCode: Object.fromEntries(closeKinds.map((k) => [k, new Map()])) as Record<CloseKind, Map<number, number>>,
+    messagesIn: 0,
+    messagesOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    dropped: 0,
+    signalsPending: 0,
+  };
+}
+
+/** Counts one ending. */
+export function countRelease(counters: Counters, kind: CloseKind, closeCode: number): void {
+  counters.released[kind]++;
+  const byCode = counters.closedByCode[kind];
+  byCode.set(closeCode, (byCode.get(closeCode) ?? 0) + 1);
+}

@@ -1,0 +1,4 @@
+// `hubbub/bun`: serve a hub on Bun, or use the Bun upgrade adapter in your own Hono app.
+export { main } from './main.ts';
+export { serveBun, type BunServed } from './serve.ts';
+export { createBunWebSocket, type BunWebSocketOptions } from './websocket.ts';

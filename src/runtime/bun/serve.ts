@@ -1,0 +1,55 @@
+// Serving a hub on Bun: Bun.serve for HTTP and WebSockets, and the process figures /stats shows.
+import { createApp } from '../../app.ts';
+import type { ServedHub } from '../../cli.ts';
+import type { HubEvents } from '../../contracts.ts';
+import type { Hub } from '../../hub.ts';
+import { clientAddress, urlHost } from '../common.ts';
+import type { BunGlobal, BunServer } from './api.ts';
+import { createBunWebSocket } from './websocket.ts';
+
+declare const Bun: BunGlobal;
+
+export interface BunServed extends ServedHub {
+  readonly port: number;
+  readonly server: BunServer;
+}
+
+/** Starts a hub (`hub.start()`) and serves it on Bun at `hub.options.host:port`. Resolves once listening. */
+export async function serveBun(hub: Hub): Promise<BunServed> {
+  await hub.start();
+  const { maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure, headersTimeout } = hub.options;
+  const { upgradeWebSocket, websocket } = createBunWebSocket({ maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure });
+  const app = createApp(hub, {
+    runtime: 'bun',
+    upgradeWebSocket,
+    remoteAddress: (c) => clientAddress((c.env as BunServer | undefined)?.requestIP(c.req.raw)?.address),
+    processStats: () => {
+      const m = process.memoryUsage();
+      return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external };
+    },
+    collectGarbage: () => {
+      Bun.gc(true); // synchronous full collection; always available
+      return true;
+    },
+  });
+  const server = Bun.serve<HubEvents>({
+    port: hub.options.port,
+    hostname: hub.options.host,
+    // Bun's request heads must arrive within its own fixed ~10 s (uWebSockets), whatever
+    // headersTimeout says. Its idleTimeout also cuts a response still pending (a slow authenticate
+    // hook), so it gets what Node's requestTimeout gets: headersTimeout, and at least 30 s.
+    idleTimeout: Math.min(255, Math.ceil(Math.max(headersTimeout, 30_000) / 1000)),
+    fetch: (request, server) => app.fetch(request, server),
+    error: (error) => {
+      hub.log.error('request.error', { error });
+      return new Response('Internal Server Error\n', { status: 500 });
+    },
+    websocket,
+  });
+  return {
+    server,
+    port: server.port,
+    url: `http://${urlHost(server.hostname)}:${server.port}`,
+    close: () => server.stop(true),
+  };
+}

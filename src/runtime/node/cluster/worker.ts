@@ -1,0 +1,91 @@
+// A worker of a Node cluster: its side of the IPC with the primary. It asks the primary for a slot
+// of the cluster limit per upgrade, answers the primary's collection of /stats and /metrics, and
+// asks it for the whole cluster's figures when its own /stats, /healthz or /metrics is requested.
+import cluster from 'node:cluster';
+import type { ClusterLimit } from '../../../cluster-limit/contract.ts';
+import type { Hub } from '../../../hub.ts';
+import { WORKER_ENV, type ClusterStats, type ToPrimary, type ToWorker } from './messages.ts';
+
+export function isClusterWorker(): boolean {
+  return cluster.isWorker && process.env[WORKER_ENV] === '1';
+}
+
+/** This worker's id in the cluster (node:cluster's), as connection ids and metrics labels carry it. */
+export function workerId(): string {
+  return String(cluster.worker?.id ?? process.pid);
+}
+
+/** How long a worker waits for the primary; no answer counts as a refusal (slots) or as no figures. */
+const ASK_TIMEOUT_MS = 2000;
+
+export interface WorkerLink {
+  /** The primary's limit: one IPC round trip per acquire. Made before the hub, which it is given to (HubInit). */
+  readonly clusterLimit: ClusterLimit;
+  /** Answers the primary's collections from this hub; `renderMetrics` renders its own exposition, labelled. */
+  serve(hub: Hub, renderMetrics: (labels: Record<string, string>) => string): void;
+  clusterStats(): Promise<ClusterStats | undefined>;
+  clusterMetrics(): Promise<string>;
+}
+
+export function createWorkerLink(): WorkerLink {
+  let nextId = 0;
+  let hub: Hub | undefined;
+  let render: ((labels: Record<string, string>) => string) | undefined;
+  const acquires = new Map<number, (ok: boolean) => void>();
+  const statsWaiters = new Map<number, (stats: ClusterStats | undefined) => void>();
+  const metricsWaiters = new Map<number, (text: string | undefined) => void>();
+  const worker = workerId();
+  const ownMetrics = () => render?.({ worker }) ?? '';
+  process.on('message', (msg: ToWorker) => {
+    switch (msg?.hubbub) {
+      case 'acquired':
+        acquires.get(msg.id)?.(msg.ok);
+        acquires.delete(msg.id);
+        return;
+      case 'stats-collect': {
+        if (!hub) return;
+        const s = hub.stats();
+        process.send?.({ hubbub: 'stats-report', id: msg.id, stats: { live: s.live, reserved: s.reserved, accepted: s.accepted, messagesIn: s.messagesIn, messagesOut: s.messagesOut, rssBytes: process.memoryUsage.rss() } } satisfies ToPrimary);
+        return;
+      }
+      case 'stats':
+        statsWaiters.get(msg.id)?.(msg.cluster);
+        statsWaiters.delete(msg.id);
+        return;
+      case 'metrics-collect':
+        process.send?.({ hubbub: 'metrics-report', id: msg.id, text: ownMetrics() } satisfies ToPrimary);
+        return;
+      case 'metrics':
+        metricsWaiters.get(msg.id)?.(msg.text);
+        metricsWaiters.delete(msg.id);
+        return;
+    }
+  });
+  const ask = <T>(waiters: Map<number, (v: T) => void>, message: (id: number) => ToPrimary, fallback: T): Promise<T> =>
+    new Promise((resolve) => {
+      const id = nextId++;
+      const timer = setTimeout(() => {
+        waiters.delete(id);
+        resolve(fallback);
+      }, ASK_TIMEOUT_MS);
+      waiters.set(id, (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      });
+      process.send?.(message(id));
+    });
+  return {
+    clusterLimit: {
+      // No answer from the primary (it is gone): refuse rather than exceed the limit.
+      acquire: () => ask(acquires, (id) => ({ hubbub: 'acquire', id }), false),
+      release: () => void process.send?.({ hubbub: 'release' } satisfies ToPrimary),
+    },
+    serve(served, renderMetrics) {
+      hub = served;
+      render = renderMetrics;
+    },
+    clusterStats: () => ask(statsWaiters, (id) => ({ hubbub: 'stats-request', id }), undefined),
+    // No answer from the primary: this worker's own figures, still labelled, rather than nothing.
+    clusterMetrics: () => ask<string | undefined>(metricsWaiters, (id) => ({ hubbub: 'metrics-request', id }), undefined).then((text) => text ?? ownMetrics()),
+  };
+}

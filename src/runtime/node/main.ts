@@ -1,0 +1,43 @@
+// `hubbub` on Node: `node dist/node.js [flags]`. With `--workers N` the process becomes the primary
+// of a cluster; in a worker it serves with the primary's cluster limit. `node dist/node.js loadtest`
+// runs the load-test command instead.
+import { runCli } from '../../cli.ts';
+import { createLogger } from '../../log.ts';
+import { runPrimary } from './cluster/primary.ts';
+import { createWorkerLink, isClusterWorker, workerId } from './cluster/worker.ts';
+import { serveNode } from './serve.ts';
+
+export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
+  if (argv[0] === 'loadtest') {
+    const { runLoadtest } = await import('../../loadtest/index.ts');
+    const code = await runLoadtest(argv.slice(1), {
+      stdout: (text) => void process.stdout.write(text),
+      stderr: (text) => void process.stderr.write(text),
+      isTTY: Boolean(process.stderr.isTTY), // progress bars go to stderr
+    });
+    process.exit(code);
+  }
+  const link = isClusterWorker() ? createWorkerLink() : undefined;
+  return runCli({
+    runtime: 'node',
+    ...(link
+      ? {
+          role: `worker ${workerId()}`,
+          // Connection ids unique across the cluster: `<worker id>-<n>`.
+          hubInit: { idPrefix: `${workerId()}-`, clusterLimit: link.clusterLimit },
+        }
+      : { runCluster: (options) => runPrimary(options, createLogger(options.logLevel)) }),
+    argv,
+    env: process.env,
+    cwd: () => process.cwd(),
+    serve: (hub) => serveNode(hub, { cluster: link }),
+    onSignal: (signals, listener) => {
+      // A cluster worker is stopped by its primary (SIGTERM); a terminal's SIGINT to the whole
+      // process group must not count as a first signal in every worker.
+      for (const signal of signals) if (!link || signal === 'SIGTERM') process.on(signal, () => listener(signal));
+    },
+    exit: (code) => process.exit(code),
+    stdout: (text) => process.stdout.write(text),
+    stderr: (text) => process.stderr.write(text),
+  });
+}

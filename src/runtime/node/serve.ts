@@ -1,0 +1,90 @@
+// Serving a hub on Node: @hono/node-server for HTTP, the upgrade adapter for /ws, the frame-once
+// fan-out, and the process figures /stats shows.
+import { serve } from '@hono/node-server';
+import type { Hono } from 'hono';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createApp } from '../../app.ts';
+import type { ServedHub } from '../../cli.ts';
+import type { Hub } from '../../hub.ts';
+import { renderMetrics } from '../../metrics.ts';
+import { clientAddress, collectExposedGarbage, urlHost } from '../common.ts';
+import type { WorkerLink } from './cluster/worker.ts';
+import { createNodeFanOut } from './fanout.ts';
+import { createNodeWebSocket, type NodeEnv } from './websocket.ts';
+
+export interface NodeServer extends ServedHub {
+  readonly server: Server;
+  readonly port: number;
+  readonly app: Hono;
+}
+
+export interface ServeNodeOptions {
+  /** Cluster mode: this worker's link to the primary (its /stats, /healthz and /metrics are then the whole cluster's). */
+  cluster?: WorkerLink | undefined;
+}
+
+/** Starts a hub (`hub.start()`) and serves it on Node at `hub.options.host:port`. Resolves once listening. */
+export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promise<NodeServer> {
+  await hub.start();
+  const { maxPayload, perMessageDeflate, headersTimeout } = hub.options;
+  const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate });
+  let serverRef: Server | undefined;
+  const processStats = () => {
+    const m = process.memoryUsage();
+    const internals = process as unknown as { _getActiveHandles?: () => unknown[] };
+    return {
+      rssBytes: m.rss,
+      heapUsedBytes: m.heapUsed,
+      externalBytes: m.external,
+      activeHandles: internals._getActiveHandles?.().length ?? -1,
+      upgradeListeners: serverRef?.listenerCount('upgrade') ?? 0,
+      processListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM'),
+    };
+  };
+  const link = options.cluster;
+  link?.serve(hub, (labels) => renderMetrics(hub, 'node', processStats(), labels));
+  const fanOut = createNodeFanOut(hub.log);
+  const app = createApp(hub, {
+    ...(link ? { clusterStats: link.clusterStats, clusterMetrics: link.clusterMetrics } : {}),
+    ...(fanOut ? { fanOut } : {}),
+    runtime: 'node',
+    upgradeWebSocket,
+    remoteAddress: (c) => clientAddress((c.env as NodeEnv | undefined)?.incoming?.socket?.remoteAddress),
+    processStats,
+    collectGarbage: collectExposedGarbage,
+  });
+  return new Promise((resolve, reject) => {
+    const server = serve({
+      fetch: app.fetch,
+      port: hub.options.port,
+      hostname: hub.options.host,
+      serverOptions: {
+        // A client trickling its headers is dropped; it never reaches admission, so it holds no slot.
+        headersTimeout,
+        requestTimeout: Math.max(headersTimeout, 30_000),
+        // Node checks those timeouts on this interval (30 s by default).
+        connectionsCheckingInterval: Math.min(1000, headersTimeout),
+      },
+    }) as Server;
+    serverRef = server;
+    server.once('error', reject);
+    server.once('listening', () => {
+      server.removeListener('error', reject);
+      server.on('error', (error) => hub.log.error('server.error', { error }));
+      injectWebSocket(server, app);
+      const { port } = server.address() as AddressInfo;
+      resolve({
+        server,
+        port,
+        app,
+        url: `http://${urlHost(hub.options.host)}:${port}`,
+        close: () =>
+          new Promise<void>((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
+      });
+    });
+  });
+}

@@ -1,0 +1,155 @@
+// Hono's `upgradeWebSocket` for Node, built on `ws`, with the API shape of @hono/node-ws
+// (`createNodeWebSocket` → { upgradeWebSocket, injectWebSocket, wss }). docs/ARCHITECTURE.md says why
+// hubbub has its own: refusals are complete HTTP answers, listeners capture no Hono Context, a
+// handshake that dies inside `ws` is reported, and the raw socket has an error listener at once.
+import type { Hono } from 'hono';
+import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { HubEvents } from '../../contracts.ts';
+import { defineHubWebSocket } from '../../handshake.ts';
+
+/** Where the accepted events wait between the app's answer and the handshake, and then live. */
+const EVENTS = Symbol('hubbub.events');
+
+/** The env @hono/node-server hands the app, plus the events the upgrade helper leaves for the 'upgrade' listener. */
+export interface NodeEnv {
+  incoming: IncomingMessage;
+  outgoing: undefined;
+  [EVENTS]?: HubEvents;
+}
+type Tagged<T> = T & { [EVENTS]?: HubEvents | undefined };
+
+export interface NodeWebSocketOptions {
+  /** Largest message accepted, in bytes, compressed or not (ws `maxPayload`). @default 65536 */
+  maxPayload?: number;
+  /** Negotiate permessage-deflate (without context takeover, so each socket keeps no zlib window). @default false */
+  perMessageDeflate?: boolean;
+}
+
+export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false, // the registry tracks sockets; a second Set would cost memory per socket
+    maxPayload: options.maxPayload ?? 64 * 1024,
+    // ws bounds the inflated size of a message by maxPayload too, so a deflate bomb ends with 1009.
+    perMessageDeflate: options.perMessageDeflate
+      ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 1024, concurrencyLimit: 10 }
+      : false,
+  });
+
+  const upgradeWebSocket = defineHubWebSocket((c, events) => {
+    const env = c.env as NodeEnv | undefined;
+    if (!env?.incoming) return new Response('WebSocket upgrades need injectWebSocket(server)\n', { status: 500 });
+    env[EVENTS] = events;
+    return new Response(null); // the 'upgrade' listener completes the handshake
+  });
+
+  function injectWebSocket(server: Server, app: { fetch: Hono['fetch'] }): void {
+    server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', destroyOnError);
+      handleUpgrade(app, wss, request, socket, head).catch((error) => {
+        socket.destroy();
+        process.emitWarning(`hubbub: upgrade failed: ${(error as Error)?.stack ?? error}`);
+      });
+    });
+  }
+
+  return { wss, upgradeWebSocket, injectWebSocket };
+}
+
+async function handleUpgrade(app: { fetch: Hono['fetch'] }, wss: WebSocketServer, request: IncomingMessage, socket: Tagged<Duplex>, head: Buffer): Promise<void> {
+  let webRequest: Request;
+  try {
+    const headers = new Headers();
+    const raw = request.rawHeaders;
+    for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
+    webRequest = new Request(`http://${request.headers.host ?? 'localhost'}${request.url ?? '/'}`, { headers, method: request.method ?? 'GET' });
+  } catch {
+    return writeResponse(socket, new Response('Bad Request\n', { status: 400 }));
+  }
+  const env: NodeEnv = { incoming: request, outgoing: undefined };
+  const response = await app.fetch(webRequest, env);
+  const events = env[EVENTS];
+  if (!events) return writeResponse(socket, response);
+  if (socket.destroyed || !socket.readable || !socket.writable) {
+    events.onClose(LOST, undefined);
+    return;
+  }
+  // ws answers a handshake it rejects itself and destroys the socket without calling back.
+  socket[EVENTS] = events;
+  socket.once('close', onHandshakeSocketClose);
+  wss.handleUpgrade(request, socket, head, (ws) => {
+    socket.removeListener('close', onHandshakeSocketClose);
+    socket.removeListener('error', destroyOnError);
+    socket[EVENTS] = undefined;
+    attach(ws, events);
+  });
+}
+
+const LOST = { code: 1006, reason: '' };
+const OPEN = { type: 'open' };
+
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
+function onHandshakeSocketClose(this: Tagged<Duplex>): void {
+  const events = this[EVENTS];
+  this[EVENTS] = undefined;
+  events?.onClose(LOST, undefined);
+}
+
+// Shared listeners: `this` is the socket, the events hang on it. No closure per connection.
+function attach(ws: Tagged<WebSocket>, events: HubEvents): void {
+  ws[EVENTS] = events;
+  ws.on('message', onWsMessage);
+  ws.on('close', onWsClose);
+  ws.on('error', onWsError);
+  ws.on('pong', onWsPong);
+  events.onOpen(OPEN, ws);
+}
+
+function onWsPong(this: Tagged<WebSocket>): void {
+  this[EVENTS]!.onPong();
+}
+
+function onWsMessage(this: Tagged<WebSocket>, data: Buffer, isBinary: boolean): void {
+  this[EVENTS]!.onMessage({ data: isBinary ? data : data.toString(), bytes: data.length }, this);
+}
+
+function onWsClose(this: Tagged<WebSocket>, code: number, reason: Buffer): void {
+  this[EVENTS]!.onClose({ code, reason: reason.toString() }, this);
+}
+
+function onWsError(this: Tagged<WebSocket>, error: Error): void {
+  this[EVENTS]!.onError({ error, code: wsStatusCode(error) }, this);
+}
+
+/** ws tags protocol errors with the close code it sent (a symbol it does not export). */
+function wsStatusCode(error: Error): number | undefined {
+  for (const key of Object.getOwnPropertySymbols(error)) {
+    if (key.description === 'status-code') return (error as unknown as Record<symbol, number>)[key];
+  }
+  return undefined;
+}
+
+const HOP_BY_HOP = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade']);
+
+/** Writes a refused upgrade as a complete HTTP/1.1 response, then closes the socket. */
+async function writeResponse(socket: Duplex, response: Response): Promise<void> {
+  const body = Buffer.from(await response.arrayBuffer());
+  let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? ''}\r\n`;
+  response.headers.forEach((value, name) => {
+    if (!HOP_BY_HOP.has(name) && name !== 'set-cookie') head += `${name}: ${value}\r\n`;
+  });
+  for (const cookie of response.headers.getSetCookie()) head += `set-cookie: ${cookie}\r\n`;
+  head += `Connection: close\r\nContent-Length: ${body.length}\r\n\r\n`;
+  if (!socket.writable) {
+    socket.destroy();
+    return;
+  }
+  // As ws does: destroy once the answer is flushed, so a client that never closes cannot hold the socket.
+  socket.once('finish', socket.destroy);
+  socket.end(Buffer.concat([Buffer.from(head, 'latin1'), body]));
+}

@@ -1,0 +1,24 @@
+// Small timer helpers shared by the core: a race against a deadline, and an interval that does not
+// keep the process alive. Runtime-free (`unref` exists on Node, Deno and Bun timers; not on workerd).
+
+/**
+ * `work`'s value, or `fallback` if it has not settled within `ms`. The timer is cleared either way;
+ * a rejection of `work` passes through (callers that expect none catch it first).
+ */
+export function withDeadline<T, F>(work: Promise<T>, ms: number, fallback: F): Promise<T | F> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<F>((resolve) => (timer = setTimeout(resolve, ms, fallback)));
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** Runs `tick` every `ms` until cleared with `clearInterval`; the timer does not hold the process open. */
+export function unrefInterval(tick: () => void, ms: number): ReturnType<typeof setInterval> {
+  const timer = setInterval(tick, ms);
+  (timer as { unref?: () => void }).unref?.();
+  return timer;
+}
+
+/** Resolves after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
