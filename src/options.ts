@@ -5,6 +5,7 @@ import type { Backplane } from './backplane/contract.ts';
 import type { Handler, HandlerFactory } from './contracts.ts';
 import { HubError } from './errors.ts';
 import { logLevels, type LogLevel } from './log.ts';
+import { boolean, bytes, bytesOrOff, duration, durationOrOff, inRange, integer, oneOf, origins } from './validators.ts';
 
 /** Every setting of a hub. Defaults are in `optionSpecs` below and in the README table. */
 export interface HubOptions {
@@ -78,98 +79,6 @@ interface OptionSpec<K extends keyof HubOptions> {
 }
 
 const MAX_CONNECTIONS = 10_000_000;
-
-function integer(min: number, max: number) {
-  return {
-    accepts: `an integer from ${min} to ${max}`,
-    parse: (text: string) => (/^-?\d+$/.test(text.trim()) ? inRange(Number(text), min, max) : undefined),
-    check: (value: unknown): value is number => typeof value === 'number' && inRange(value, min, max) !== undefined,
-  };
-}
-
-function inRange(n: number, min: number, max: number): number | undefined {
-  return Number.isInteger(n) && n >= min && n <= max ? n : undefined;
-}
-
-/** Durations: a number of milliseconds, or a number with a unit: `500ms`, `10s`, `2m`. */
-function duration(min: number, max: number) {
-  return {
-    accepts: `a duration from ${min}ms to ${max / 1000}s (e.g. 500ms, 10s, 2m, or plain milliseconds)`,
-    parse: (text: string) => {
-      const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-      if (!m) return undefined;
-      const scale = m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1;
-      return inRange(Math.round(Number(m[1]) * scale), min, max);
-    },
-    check: (value: unknown): value is number => typeof value === 'number' && inRange(value, min, max) !== undefined,
-  };
-}
-
-/** 0 (off) or a duration in [min, max]. */
-function durationOrOff(min: number, max: number) {
-  const d = duration(min, max);
-  const ok = (n: number | undefined) => (n === 0 || (n !== undefined && n >= min) ? n : undefined);
-  return {
-    accepts: `0 (off) or ${d.accepts}`,
-    parse: (text: string) => (text.trim() === '0' ? 0 : ok(d.parse(text))),
-    check: (value: unknown): value is number => typeof value === 'number' && (value === 0 || d.check(value)),
-  };
-}
-
-/** Sizes: bytes, or with a unit: `64KiB`, `1MiB`, `64k`, `1m`. */
-function bytes(min: number, max: number) {
-  const units: Record<string, number> = { '': 1, b: 1, k: 1024, kb: 1024, kib: 1024, m: 1024 ** 2, mb: 1024 ** 2, mib: 1024 ** 2 };
-  return {
-    accepts: `a size from ${min} to ${max} bytes (e.g. 65536, 64KiB, 1MiB)`,
-    parse: (text: string) => {
-      const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
-      const unit = m ? units[m[2]!.toLowerCase()] : undefined;
-      return m && unit ? inRange(Math.round(Number(m[1]) * unit), min, max) : undefined;
-    },
-    check: (value: unknown): value is number => typeof value === 'number' && inRange(value, min, max) !== undefined,
-  };
-}
-
-/** 0 (off) or a size in [min, max]. */
-function bytesOrOff(min: number, max: number) {
-  const b = bytes(min, max);
-  return {
-    accepts: `0 (off) or ${b.accepts}`,
-    parse: (text: string) => (text.trim() === '0' ? 0 : b.parse(text)),
-    check: (value: unknown): value is number => value === 0 || b.check(value),
-  };
-}
-
-function boolean() {
-  return {
-    accepts: 'true or false',
-    parse: (text: string) => (/^(true|1|yes|on)$/i.test(text) ? true : /^(false|0|no|off)$/i.test(text) ? false : undefined),
-    check: (value: unknown): value is boolean => typeof value === 'boolean',
-  };
-}
-
-const ORIGIN = /^https?:\/\/(\*\.)?[a-z0-9.-]+(:\d{1,5})?$/i;
-
-/** A comma-separated list of origins (scheme://host[:port], `*.` allowed as the first label). */
-function origins() {
-  const valid = (list: unknown[]) => list.every((o) => typeof o === 'string' && ORIGIN.test(o));
-  return {
-    accepts: 'a comma-separated list of origins like https://app.example.com or https://*.example.com',
-    parse: (text: string) => {
-      const list = text.split(',').map((o) => o.trim()).filter(Boolean);
-      return valid(list) ? list : undefined;
-    },
-    check: (value: unknown): value is string[] => Array.isArray(value) && valid(value),
-  };
-}
-
-function oneOf<T extends string>(values: readonly T[]) {
-  return {
-    accepts: `one of ${values.join(', ')}`,
-    parse: (text: string) => (values as readonly string[]).includes(text) ? (text as T) : undefined,
-    check: (value: unknown): value is T => typeof value === 'string' && (values as readonly string[]).includes(value),
-  };
-}
 
 export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   port: { flag: '--port', env: ['HUBBUB_PORT', 'PORT'], default: 8080, doc: 'TCP port to listen on (0 = any free port)', ...integer(0, 65535) },

@@ -1,7 +1,9 @@
-// Flags of `hubbub loadtest`. As in hubbub's own options (src/options.ts), every flag is declared
-// once with what it accepts and its default; a bad value is an error naming the flag and quoting
-// what it got, and `--help` is generated from the same table.
+// Flags of `hubbub loadtest`. As in hubbub's own options (src/options.ts), and with the same
+// validators (src/validators.ts), every flag is declared once with what it accepts and its default;
+// a bad value is an error naming the flag and quoting what it got, and `--help` is generated from
+// the same table.
 import { isIP } from 'node:net';
+import { boolean, commaList, duration, integer, oneOf } from '../validators.ts';
 
 export type Phase = 'connect' | 'hold' | 'echo' | 'fanout';
 export type Protocol = 'echo' | 'pubsub';
@@ -60,39 +62,10 @@ interface FlagSpec {
   parse(text: string): unknown;
 }
 
-function inRange(n: number, min: number, max: number): number | undefined {
-  return Number.isInteger(n) && n >= min && n <= max ? n : undefined;
-}
-
-function integer(min: number, max: number) {
-  return {
-    accepts: `an integer from ${min} to ${max}`,
-    parse: (text: string) => (/^\d+$/.test(text.trim()) ? inRange(Number(text), min, max) : undefined),
-  };
-}
-
-function duration(min: number, max: number) {
-  const show = (ms: number) => (ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`);
-  return {
-    accepts: `a duration from ${show(min)} to ${show(max)} (e.g. 500ms, 5s, 2m, or plain milliseconds)`,
-    parse: (text: string) => {
-      const m = /^(\d+(?:\.\d+)?)(ms|s|m)?$/.exec(text.trim());
-      if (!m) return undefined;
-      const scale = m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1;
-      return inRange(Math.round(Number(m[1]) * scale), min, max);
-    },
-  };
-}
-
-function oneOf(values: readonly string[]) {
-  return { accepts: `one of ${values.join(', ')}`, parse: (text: string) => (values.includes(text) ? text : undefined) };
-}
-
+/** A flag given alone means true: `--json` is `--json=true`. */
 function sw() {
-  return {
-    accepts: 'true or false (or no value)',
-    parse: (text: string) => (/^(true|1|yes|on)$/i.test(text) ? true : /^(false|0|no|off)$/i.test(text) ? false : undefined),
-  };
+  const b = boolean();
+  return { ...b, accepts: `${b.accepts} (or no value)` };
 }
 
 const SPECS: readonly FlagSpec[] = [
@@ -118,7 +91,7 @@ const SPECS: readonly FlagSpec[] = [
       'The client picks the source ports itself (each process its own share of the ephemeral range, from a random start), because the kernel\'s own search for a free port in bind() slows to a crawl once a few thousand are taken',
     accepts: 'a comma-separated list of IP addresses',
     parse: (text) => {
-      const list = text.split(',').map((s) => s.trim()).filter(Boolean);
+      const list = commaList(text);
       return list.length > 0 && list.every((s) => isIP(s) !== 0) ? list : undefined;
     },
   },
@@ -151,7 +124,7 @@ const SPECS: readonly FlagSpec[] = [
     doc: 'phases to run; they always run in the order connect, hold, echo, fanout, and connect always runs',
     accepts: `a comma-separated list of ${PHASES.join(', ')}`,
     parse: (text) => {
-      const list = text.split(',').map((s) => s.trim()).filter(Boolean);
+      const list = commaList(text);
       if (list.length === 0 || !list.every((p) => (PHASES as readonly string[]).includes(p))) return undefined;
       return PHASES.filter((p) => p === 'connect' || list.includes(p));
     },

@@ -8,15 +8,7 @@ import { createWorkerLink, isClusterWorker, workerId } from './cluster/worker.ts
 import { serveNode } from './serve.ts';
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
-  if (argv[0] === 'loadtest') {
-    const { runLoadtest } = await import('../../loadtest/index.ts');
-    const code = await runLoadtest(argv.slice(1), {
-      stdout: (text) => void process.stdout.write(text),
-      stderr: (text) => void process.stderr.write(text),
-      isTTY: Boolean(process.stderr.isTTY), // progress bars go to stderr
-    });
-    process.exit(code);
-  }
+  if (argv[0] === 'loadtest') return (await import('../../loadtest/main.ts')).main(argv.slice(1));
   const link = isClusterWorker() ? createWorkerLink() : undefined;
   return runCli({
     runtime: 'node',
