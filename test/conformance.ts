@@ -10,7 +10,7 @@
 // `denoAnswers` below, so the Deno run still fails if Deno's behaviour changes.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { connect, eventually, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
+import { connect, eventually, PREFIX, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
 import {
   Opcode,
   buildFrame,
@@ -24,7 +24,6 @@ import {
   type RawConnection,
 } from './frames.ts';
 
-const PREFIX = 'Server received: ';
 /** Sent after a case's frames: its echo shows the server kept reading (and echoed nothing else first). */
 const PROBE = 'probe';
 /** How long a transcript waits for the next server event before recording silence. */

@@ -2,6 +2,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
@@ -163,6 +164,25 @@ export async function eventually<T>(read: () => Promise<T>, check: (value: T) =>
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/** Rejects with `timed out: <what>` unless `promise` settles within `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([promise, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** What the echo handler puts before every message it echoes. */
+export const PREFIX = 'Server received: ';
+
+/** The host:port of a URL (a Host header). */
+export function hostOf(url: string): string {
+  return new URL(url).host;
+}
+
+/** A process's resident set size in KiB (Linux /proc). */
+export function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+}
 
 /** Opens a WebSocket and waits for it to open (rejects on an HTTP refusal with its status). */
 export function connect(url: string, options: WebSocket.ClientOptions = {}): Promise<WebSocket> {

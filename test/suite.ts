@@ -6,14 +6,17 @@ import {
   closed,
   connect,
   eventually,
+  hostOf,
   inbox,
   nextMessage,
+  PREFIX,
   rawRequest,
   request,
   runToExit,
   sleep,
   startServer,
   upgradeHeaders,
+  withTimeout,
   type RuntimeTarget,
   type ServerProcess,
 } from './helpers.ts';
@@ -22,17 +25,6 @@ import { runPubSub } from './pubsub.ts';
 import { runConformance } from './conformance.ts';
 import { runFuzz } from './fuzz.ts';
 import { runObservability } from './observability.ts';
-
-const PREFIX = 'Server received: ';
-
-function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout>;
-  return Promise.race([promise, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms)))]).finally(() => clearTimeout(timer));
-}
-
-function hostOf(url: string): string {
-  return new URL(url).host;
-}
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);

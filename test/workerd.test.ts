@@ -9,10 +9,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { closed, connect, eventually, inbox, request, sleep, startServer, root, type RuntimeDifference, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { closed, connect, eventually, inbox, PREFIX, request, sleep, startServer, root, type RuntimeDifference, type RuntimeTarget, type ServerProcess } from './helpers.ts';
 import { runSuite } from './suite.ts';
-
-const PREFIX = 'Server received: ';
 
 // Bundles are made once per run and shared by every server the suite starts.
 const cache = mkdtempSync(path.join(tmpdir(), 'hubbub-workerd-test-'));
