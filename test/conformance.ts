@@ -20,7 +20,7 @@ import {
   pingFrame,
   rawHttp,
   textFrame,
-  upgradeRequestHeaders,
+  upgradeHeaders,
   type RawConnection,
 } from './frames.ts';
 
@@ -247,13 +247,13 @@ export const httpCases: readonly HttpCase[] = [
   {
     name: 'handshake-missing-key',
     title: 'an upgrade without Sec-WebSocket-Key → 400',
-    headers: () => upgradeRequestHeaders({ 'Sec-WebSocket-Key': undefined }),
+    headers: () => upgradeHeaders(undefined, { 'Sec-WebSocket-Key': undefined }),
     expected: { status: 400 },
   },
   {
     name: 'handshake-version-12',
     title: 'an upgrade with Sec-WebSocket-Version: 12 → 426 with Sec-WebSocket-Version: 13',
-    headers: () => upgradeRequestHeaders({ 'Sec-WebSocket-Version': '12' }),
+    headers: () => upgradeHeaders(undefined, { 'Sec-WebSocket-Version': '12' }),
     expected: { status: 426, headers: { 'sec-websocket-version': '13' } },
   },
   {

@@ -4,7 +4,6 @@ import { createRequire } from 'node:module';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import WebSocket from 'ws';
@@ -261,18 +260,6 @@ export async function request(ws: WebSocket, text: string): Promise<string> {
 }
 
 export type RawResponse = HttpResponse;
-
-export function upgradeHeaders(host: string, overrides: Record<string, string | undefined> = {}): Record<string, string> {
-  const headers: Record<string, string | undefined> = {
-    Host: host,
-    Upgrade: 'websocket',
-    Connection: 'Upgrade',
-    'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
-    'Sec-WebSocket-Version': '13',
-    ...overrides,
-  };
-  return Object.fromEntries(Object.entries(headers).filter((e): e is [string, string] => e[1] !== undefined));
-}
 
 /**
  * Sends a raw HTTP request over TCP and reads the response head (frames.ts `rawHttp`). Unlike

@@ -15,11 +15,11 @@ import {
   runToExit,
   sleep,
   startServer,
-  upgradeHeaders,
   withTimeout,
   type RuntimeTarget,
   type ServerProcess,
 } from './helpers.ts';
+import { upgradeHeaders } from './frames.ts';
 import { runProtections } from './protections.ts';
 import { runPubSub } from './pubsub.ts';
 import { runConformance } from './conformance.ts';
