@@ -2,7 +2,7 @@
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
 import { root, type RuntimeDifference } from './helpers.ts';
-import { runSuite } from './suite.ts';
+import { runSuite } from './suite/index.ts';
 
 /** The bun binary installed from npm (node_modules/.bin/bun links to it). */
 const bun = realpathSync(path.join(root, 'node_modules', '.bin', 'bun'));

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import { denoBinary, root } from './helpers.ts';
 import { spawnSync } from 'node:child_process';
-import { runSuite } from './suite.ts';
+import { runSuite } from './suite/index.ts';
 
 const deno = denoBinary();
 

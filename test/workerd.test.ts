@@ -10,7 +10,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
 import { closed, connect, eventually, inbox, PREFIX, request, sleep, startServer, root, type RuntimeDifference, type RuntimeTarget, type ServerProcess } from './helpers.ts';
-import { runSuite } from './suite.ts';
+import { runSuite } from './suite/index.ts';
 
 // Bundles are made once per run and shared by every server the suite starts.
 const cache = mkdtempSync(path.join(tmpdir(), 'hubbub-workerd-test-'));

@@ -10,7 +10,7 @@
 // `denoAnswers` below, so the Deno run still fails if Deno's behaviour changes.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { connect, eventually, PREFIX, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
+import { connect, eventually, PREFIX, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from '../helpers.ts';
 import {
   Opcode,
   buildFrame,
@@ -22,7 +22,7 @@ import {
   textFrame,
   upgradeHeaders,
   type RawConnection,
-} from './frames.ts';
+} from '../frames.ts';
 
 /** Sent after a case's frames: its echo shows the server kept reading (and echoed nothing else first). */
 const PROBE = 'probe';

@@ -2,8 +2,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { connect, eventually, inbox, rawRequest, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
-import { textFrame, upgradeHeaders } from './frames.ts';
+import { connect, eventually, inbox, rawRequest, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { textFrame, upgradeHeaders } from '../frames.ts';
 
 interface Envelope {
   type: string;

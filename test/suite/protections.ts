@@ -4,8 +4,8 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { deflateRawSync } from 'node:zlib';
 import WebSocket from 'ws';
-import { closed, connect, eventually, PREFIX, rawRequest, request, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
-import { upgradeHeaders } from './frames.ts';
+import { closed, connect, eventually, PREFIX, rawRequest, request, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { upgradeHeaders } from '../frames.ts';
 
 type Refused = { status?: number; headers?: Record<string, string> };
 const refusedWith = (url: string, options: WebSocket.ClientOptions = {}) =>

@@ -15,8 +15,8 @@ import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { connect, eventually, PREFIX, request, sleep, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
-import { Opcode, buildFrame, closePayload, openRaw, parseClose, serverFrameViolation, type FrameSpec, type RawConnection } from './frames.ts';
+import { connect, eventually, PREFIX, request, sleep, startServer, type RuntimeTarget, type ServerProcess, type Stats } from '../helpers.ts';
+import { Opcode, buildFrame, closePayload, openRaw, parseClose, serverFrameViolation, type FrameSpec, type RawConnection } from '../frames.ts';
 
 const FIXED_SEED = 0x6875_6262; // "hubb"
 const CONNECTIONS_PER_ROUND = Math.min(2000, Number(process.env.FUZZ_CONNECTIONS) || 200);
