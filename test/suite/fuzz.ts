@@ -8,7 +8,7 @@
 // (every fuzz connection released exactly once), then nothing once they close.
 //
 // Two rounds: a fixed seed and a random one (printed). Replay a failing round with
-//   FUZZ_SEED=<seed> node --test .test-build/test/<runner>.test.js
+//   FUZZ_SEED=<seed> node --test .test-build/test/runtimes/<runner>.test.js
 // (FUZZ_SEED replaces the random seed; FUZZ_CONNECTIONS changes the count per round, capped at 2000;
 // FUZZ_ONLY=<i> replays one connection of each round).
 import assert from 'node:assert/strict';

@@ -9,8 +9,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { closed, connect, eventually, inbox, PREFIX, request, sleep, startServer, root, type RuntimeDifference, type RuntimeTarget, type ServerProcess } from './helpers.ts';
-import { runSuite } from './suite/index.ts';
+import { closed, connect, eventually, inbox, PREFIX, request, sleep, startServer, root, type RuntimeDifference, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { runSuite } from '../suite/index.ts';
 
 // Bundles are made once per run and shared by every server the suite starts.
 const cache = mkdtempSync(path.join(tmpdir(), 'hubbub-workerd-test-'));
@@ -55,7 +55,7 @@ const differences: string[] = [
   // workerd echoes a ping payload over 125 bytes in its pong, and its close frames can carry a reason
   // over 123 bytes: control frames RFC 6455 forbids.
   'oversized-control-frames',
-  // (workerd parses frames itself: its answers to bad frames are listed in test/conformance.ts, by name.)
+  // (workerd parses frames itself: its answers to bad frames are listed in test/suite/conformance.ts, by name.)
 ];
 
 const target: RuntimeTarget = {
