@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import WebSocket from 'ws';
+import type { HubStats } from '../src/mod.ts';
 import { rawHttp, type HttpResponse } from './frames.ts';
 
 /** The project root (tests run from compiled .test-build/test/). */
@@ -67,22 +68,8 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-export interface Stats {
-  runtime: string;
-  state: string;
-  live: number;
-  reserved: number;
-  closing: number;
-  limit: number;
-  accepted: number;
-  refused: Record<string, number>;
-  released: Record<string, number>;
-  signalsPending: number;
-  messagesIn: number;
-  messagesOut: number;
-  dropped: number;
-  topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
-}
+/** What GET /stats answers: the hub's own stats with the runtime's name and process figures. */
+export type Stats = HubStats & { runtime: string; process: Record<string, number> };
 
 const running = new Set<ServerProcess>();
 process.on('exit', () => {

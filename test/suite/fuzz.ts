@@ -497,7 +497,7 @@ export function runFuzz(target: RuntimeTarget): void {
 
         const summary = [...outcomes].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}: ${v}`).join(', ');
         const released = Object.entries(end.released)
-          .map(([k, v]) => [k, v - (before.released[k] ?? 0)] as const)
+          .map(([k, v]) => [k, v - ((before.released as Record<string, number>)[k] ?? 0)] as const)
           .filter(([, v]) => v > 0)
           .map(([k, v]) => `${k} ${v}`)
           .join(', ');
