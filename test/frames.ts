@@ -1,8 +1,5 @@
-// A small raw RFC 6455 toolkit over node:net, for conformance and fuzz tests. No WebSocket client
-// library: the handshake is written by hand and checked (101, Sec-WebSocket-Accept), frames are
-// built byte by byte (any flags, opcode, mask, 7/16/64-bit length, even lies about the length),
-// and the server's bytes go through a streaming parser that also notices frames a server must never
-// send (masked, reserved bits, bad lengths).
+// A small raw RFC 6455 toolkit over node:net for the conformance and fuzz tests: a hand-written
+// handshake, frames built byte by byte, and a parser that flags frames a server must never send.
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 

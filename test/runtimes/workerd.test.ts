@@ -1,7 +1,5 @@
-// Runs the black-box suite against hubbub on Cloudflare's workerd: the Worker and its Durable Object
-// (src/runtime/workerd.ts), bundled offline by wrangler and served by Miniflare, one server per suite
-// block, through test/fixtures/workerd-launcher.mjs (same flags, logs and exit codes as Node). Also
-// checks what only workerd has: the offline bundle, `wrangler dev` on wrangler.toml, and hibernation.
+// Runs the black-box suite against hubbub on Cloudflare's workerd (test/fixtures/workerd-launcher.mjs),
+// and checks what only workerd has: the offline bundle, `wrangler dev` on wrangler.toml, hibernation.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';

@@ -1,16 +1,5 @@
-// A bounded frame fuzz test against the real server (127.0.0.1 only). Every fuzz connection completes
-// a real handshake, then sends frames generated from a seeded PRNG: random opcodes, flags, lengths
-// and masks, lying and truncated lengths, garbage bytes, valid frames with flipped bits, broken
-// fragment sequences, odd close frames. Its bytes go out in random slices, and it then waits for
-// the server, ends, resets or just leaves. Meanwhile a few normal `ws` clients keep echoing.
-// Checked: the server never exits, never sends a malformed frame or an unsendable close code, the
-// normal clients keep getting exact echoes, and afterwards /stats counts only the normal clients
-// (every fuzz connection released exactly once), then nothing once they close.
-//
-// Two rounds: a fixed seed and a random one (printed). Replay a failing round with
-//   FUZZ_SEED=<seed> node --test .test-build/test/runtimes/<runner>.test.js
-// (FUZZ_SEED replaces the random seed; FUZZ_CONNECTIONS changes the count per round, capped at 2000;
-// FUZZ_ONLY=<i> replays one connection of each round).
+// A bounded, seeded frame fuzz test against the real server (127.0.0.1 only); replay a failing round
+// with FUZZ_SEED (see runFuzz).
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
@@ -426,6 +415,20 @@ function normalClient(ws: WebSocket, id: number) {
 
 const releasedTotal = (s: Stats) => Object.values(s.released).reduce((a, b) => a + b, 0);
 
+/**
+ * Every fuzz connection completes a real handshake, then sends frames generated from a seeded PRNG:
+ * random opcodes, flags, lengths and masks, lying and truncated lengths, garbage bytes, valid frames
+ * with flipped bits, broken fragment sequences, odd close frames. Its bytes go out in random slices,
+ * and it then waits for the server, ends, resets or just leaves. Meanwhile a few normal `ws` clients
+ * keep echoing. Checked: the server never exits, never sends a malformed frame or an unsendable close
+ * code, the normal clients keep getting exact echoes, and afterwards /stats counts only the normal
+ * clients (every fuzz connection released exactly once), then nothing once they close.
+ *
+ * Two rounds: a fixed seed and a random one (printed). Replay a failing round with
+ *   FUZZ_SEED=<seed> node --test .test-build/test/runtimes/<runner>.test.js
+ * (FUZZ_SEED replaces the random seed; FUZZ_CONNECTIONS changes the count per round, capped at 2000;
+ * FUZZ_ONLY=<i> replays one connection of each round).
+ */
 export function runFuzz(target: RuntimeTarget): void {
   const envSeed = process.env.FUZZ_SEED;
   const randomSeed = envSeed !== undefined && envSeed !== '' ? Number(envSeed) >>> 0 : randomInt(0, 2 ** 32);
