@@ -3,8 +3,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { closed, connect, eventually, rawRequest, request, startServer, upgradeHeaders, type RuntimeTarget, type ServerProcess } from './helpers.ts';
-import { parseMetrics } from './observability.ts';
+import { closed, connect, eventually, rawRequest, request, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { upgradeHeaders } from './frames.ts';
+import { parseMetrics } from './suite/observability.ts';
 
 const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
 

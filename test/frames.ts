@@ -1,8 +1,5 @@
-// A small raw RFC 6455 toolkit over node:net, for conformance and fuzz tests. No WebSocket client
-// library: the handshake is written by hand and checked (101, Sec-WebSocket-Accept), frames are
-// built byte by byte (any flags, opcode, mask, 7/16/64-bit length, even lies about the length),
-// and the server's bytes go through a streaming parser that also notices frames a server must never
-// send (masked, reserved bits, bad lengths).
+// A small raw RFC 6455 toolkit over node:net for the conformance and fuzz tests: a hand-written
+// handshake, frames built byte by byte, and a parser that flags frames a server must never send.
 import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 
@@ -414,15 +411,20 @@ export async function rawHttp(url: string, headers: Record<string, string | unde
   });
 }
 
-/** The headers of a valid upgrade request, with a fresh key; override or (with undefined) remove any. */
-export function upgradeRequestHeaders(overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
-  return {
+/**
+ * The headers of a valid upgrade request with a fresh key: Host first when `host` is given (rawHttp
+ * adds it otherwise); override or (with undefined) remove any.
+ */
+export function upgradeHeaders(host?: string, overrides: Record<string, string | undefined> = {}): Record<string, string> {
+  const headers: Record<string, string | undefined> = {
+    ...(host === undefined ? {} : { Host: host }),
     Upgrade: 'websocket',
     Connection: 'Upgrade',
     'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
     'Sec-WebSocket-Version': '13',
     ...overrides,
   };
+  return Object.fromEntries(Object.entries(headers).filter((e): e is [string, string] => e[1] !== undefined));
 }
 
 /**
@@ -430,7 +432,7 @@ export function upgradeRequestHeaders(overrides: Record<string, string | undefin
  * and checks it (101, Upgrade: websocket, the right Sec-WebSocket-Accept). Rejects otherwise.
  */
 export async function openRaw(url: string, options: { path?: string; timeoutMs?: number; headers?: Record<string, string | undefined> } = {}): Promise<RawConnection> {
-  const headers = upgradeRequestHeaders(options.headers);
+  const headers = upgradeHeaders(undefined, options.headers);
   const response = await rawHttp(url, headers, options);
   const fail = (why: string) => {
     response.socket.destroy();

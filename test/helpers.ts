@@ -2,11 +2,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import WebSocket from 'ws';
+import type { HubStats } from '../src/mod.ts';
 import { rawHttp, type HttpResponse } from './frames.ts';
 
 /** The project root (tests run from compiled .test-build/test/). */
@@ -67,22 +68,8 @@ export interface ServerProcess {
   stop(): Promise<void>;
 }
 
-export interface Stats {
-  runtime: string;
-  state: string;
-  live: number;
-  reserved: number;
-  closing: number;
-  limit: number;
-  accepted: number;
-  refused: Record<string, number>;
-  released: Record<string, number>;
-  signalsPending: number;
-  messagesIn: number;
-  messagesOut: number;
-  dropped: number;
-  topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
-}
+/** What GET /stats answers: the hub's own stats with the runtime's name and process figures. */
+export type Stats = HubStats & { runtime: string; process: Record<string, number> };
 
 const running = new Set<ServerProcess>();
 process.on('exit', () => {
@@ -164,6 +151,25 @@ export async function eventually<T>(read: () => Promise<T>, check: (value: T) =>
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Rejects with `timed out: <what>` unless `promise` settles within `ms`. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout>;
+  return Promise.race([promise, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out: ${what}`)), ms)))]).finally(() => clearTimeout(timer));
+}
+
+/** What the echo handler puts before every message it echoes. */
+export const PREFIX = 'Server received: ';
+
+/** The host:port of a URL (a Host header). */
+export function hostOf(url: string): string {
+  return new URL(url).host;
+}
+
+/** A process's resident set size in KiB (Linux /proc). */
+export function rssKiB(pid: number): number {
+  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+}
+
 /** Opens a WebSocket and waits for it to open (rejects on an HTTP refusal with its status). */
 export function connect(url: string, options: WebSocket.ClientOptions = {}): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
@@ -241,18 +247,6 @@ export async function request(ws: WebSocket, text: string): Promise<string> {
 }
 
 export type RawResponse = HttpResponse;
-
-export function upgradeHeaders(host: string, overrides: Record<string, string | undefined> = {}): Record<string, string> {
-  const headers: Record<string, string | undefined> = {
-    Host: host,
-    Upgrade: 'websocket',
-    Connection: 'Upgrade',
-    'Sec-WebSocket-Key': randomBytes(16).toString('base64'),
-    'Sec-WebSocket-Version': '13',
-    ...overrides,
-  };
-  return Object.fromEntries(Object.entries(headers).filter((e): e is [string, string] => e[1] !== undefined));
-}
 
 /**
  * Sends a raw HTTP request over TCP and reads the response head (frames.ts `rawHttp`). Unlike

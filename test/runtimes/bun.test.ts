@@ -1,8 +1,8 @@
 // Runs the black-box suite against the real Bun server: `bun run bun.ts`.
 import { realpathSync } from 'node:fs';
 import path from 'node:path';
-import { root, type RuntimeDifference } from './helpers.ts';
-import { runSuite } from './suite.ts';
+import { root, type RuntimeDifference } from '../helpers.ts';
+import { runSuite } from '../suite/index.ts';
 
 /** The bun binary installed from npm (node_modules/.bin/bun links to it). */
 const bun = realpathSync(path.join(root, 'node_modules', '.bin', 'bun'));

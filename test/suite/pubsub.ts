@@ -1,9 +1,9 @@
 // Black-box tests of topics and the JSON pubsub protocol (`--handler pubsub`), on every runtime.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { connect, eventually, inbox, rawRequest, sleep, startServer, upgradeHeaders, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, eventually, inbox, rawRequest, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { textFrame, upgradeHeaders } from '../frames.ts';
 
 interface Envelope {
   type: string;
@@ -27,19 +27,6 @@ async function client(url: string) {
     return next();
   };
   return { ws, next, send, call };
-}
-
-function rssKiB(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
-}
-
-/** One masked client text frame, for raw sockets. */
-function textFrame(text: string): Buffer {
-  const payload = Buffer.from(text);
-  const mask = Buffer.from([9, 8, 7, 6]);
-  const masked = Buffer.from(payload.map((b, i) => b ^ mask[i & 3]!));
-  const head = payload.length < 126 ? Buffer.from([0x81, 0x80 | payload.length]) : Buffer.from([0x81, 0x80 | 126, payload.length >> 8, payload.length & 0xff]);
-  return Buffer.concat([head, mask, masked]);
 }
 
 export function runPubSub(target: RuntimeTarget): void {
@@ -140,7 +127,7 @@ export function runPubSub(target: RuntimeTarget): void {
     async function stalledSubscriber(server: ServerProcess, topic: string) {
       const { socket, rest } = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host));
       socket.setNoDelay(true);
-      socket.write(textFrame(JSON.stringify({ type: 'subscribe', topic })));
+      socket.write(textFrame(JSON.stringify({ type: 'subscribe', topic }), { mask: Buffer.from([9, 8, 7, 6]) }));
       await sleep(200);
       socket.pause();
       return { socket, rest };

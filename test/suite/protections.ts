@@ -1,13 +1,11 @@
 // Black-box tests of every protection, run on each runtime as part of the suite.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { deflateRawSync } from 'node:zlib';
 import WebSocket from 'ws';
-import { closed, connect, eventually, rawRequest, request, sleep, startServer, upgradeHeaders, type RuntimeTarget, type ServerProcess } from './helpers.ts';
-
-const PREFIX = 'Server received: ';
+import { closed, connect, eventually, PREFIX, rawRequest, request, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { upgradeHeaders } from '../frames.ts';
 
 type Refused = { status?: number; headers?: Record<string, string> };
 const refusedWith = (url: string, options: WebSocket.ClientOptions = {}) =>
@@ -18,11 +16,6 @@ const refusedWith = (url: string, options: WebSocket.ClientOptions = {}) =>
     },
     (error: Refused) => error,
   );
-
-function rssKiB(pid: number): number {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)![1]);
-}
 
 export function runProtections(target: RuntimeTarget): void {
   const is = (difference: Parameters<NonNullable<RuntimeTarget['differences']>['has']>[0]) => target.differences?.has(difference) ?? false;

@@ -1,24 +1,12 @@
-// A bounded frame fuzz test against the real server (127.0.0.1 only). Every fuzz connection completes
-// a real handshake, then sends frames generated from a seeded PRNG: random opcodes, flags, lengths
-// and masks, lying and truncated lengths, garbage bytes, valid frames with flipped bits, broken
-// fragment sequences, odd close frames. Its bytes go out in random slices, and it then waits for
-// the server, ends, resets or just leaves. Meanwhile a few normal `ws` clients keep echoing.
-// Checked: the server never exits, never sends a malformed frame or an unsendable close code, the
-// normal clients keep getting exact echoes, and afterwards /stats counts only the normal clients
-// (every fuzz connection released exactly once), then nothing once they close.
-//
-// Two rounds: a fixed seed and a random one (printed). Replay a failing round with
-//   FUZZ_SEED=<seed> node --test .test-build/test/<runner>.test.js
-// (FUZZ_SEED replaces the random seed; FUZZ_CONNECTIONS changes the count per round, capped at 2000;
-// FUZZ_ONLY=<i> replays one connection of each round).
+// A bounded, seeded frame fuzz test against the real server (127.0.0.1 only); replay a failing round
+// with FUZZ_SEED (see runFuzz).
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { connect, eventually, request, sleep, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
-import { Opcode, buildFrame, closePayload, openRaw, parseClose, serverFrameViolation, type FrameSpec, type RawConnection } from './frames.ts';
+import { connect, eventually, PREFIX, request, sleep, startServer, type RuntimeTarget, type ServerProcess, type Stats } from '../helpers.ts';
+import { Opcode, buildFrame, closePayload, openRaw, parseClose, serverFrameViolation, type FrameSpec, type RawConnection } from '../frames.ts';
 
-const PREFIX = 'Server received: ';
 const FIXED_SEED = 0x6875_6262; // "hubb"
 const CONNECTIONS_PER_ROUND = Math.min(2000, Number(process.env.FUZZ_CONNECTIONS) || 200);
 const PARALLEL = 50;
@@ -427,6 +415,20 @@ function normalClient(ws: WebSocket, id: number) {
 
 const releasedTotal = (s: Stats) => Object.values(s.released).reduce((a, b) => a + b, 0);
 
+/**
+ * Every fuzz connection completes a real handshake, then sends frames generated from a seeded PRNG:
+ * random opcodes, flags, lengths and masks, lying and truncated lengths, garbage bytes, valid frames
+ * with flipped bits, broken fragment sequences, odd close frames. Its bytes go out in random slices,
+ * and it then waits for the server, ends, resets or just leaves. Meanwhile a few normal `ws` clients
+ * keep echoing. Checked: the server never exits, never sends a malformed frame or an unsendable close
+ * code, the normal clients keep getting exact echoes, and afterwards /stats counts only the normal
+ * clients (every fuzz connection released exactly once), then nothing once they close.
+ *
+ * Two rounds: a fixed seed and a random one (printed). Replay a failing round with
+ *   FUZZ_SEED=<seed> node --test .test-build/test/runtimes/<runner>.test.js
+ * (FUZZ_SEED replaces the random seed; FUZZ_CONNECTIONS changes the count per round, capped at 2000;
+ * FUZZ_ONLY=<i> replays one connection of each round).
+ */
 export function runFuzz(target: RuntimeTarget): void {
   const envSeed = process.env.FUZZ_SEED;
   const randomSeed = envSeed !== undefined && envSeed !== '' ? Number(envSeed) >>> 0 : randomInt(0, 2 ** 32);
@@ -498,7 +500,7 @@ export function runFuzz(target: RuntimeTarget): void {
 
         const summary = [...outcomes].sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k}: ${v}`).join(', ');
         const released = Object.entries(end.released)
-          .map(([k, v]) => [k, v - (before.released[k] ?? 0)] as const)
+          .map(([k, v]) => [k, v - ((before.released as Record<string, number>)[k] ?? 0)] as const)
           .filter(([, v]) => v > 0)
           .map(([k, v]) => `${k} ${v}`)
           .join(', ');

@@ -1,16 +1,8 @@
-// RFC 6455 conformance over raw frames: what the real server answers to frames a client must not
-// send, to valid frames it must handle (pings, fragments, the closing handshake), and to bad upgrade
-// requests. Every case starts from a real handshake (test/frames.ts, no WebSocket client library).
-//
-// Each frame case is judged by its transcript: what the server sent back, in order, until it closed
-// (a close frame, then whether it ended TCP) or answered the probe message sent after the case's
-// frames (which shows the connection kept going and nothing else was echoed in between).
-// Node (`ws`) must answer exactly as RFC 6455 says. Deno's own WebSocket layer answers some cases
-// differently and hubbub cannot intercept frames there: those answers are listed, as observed, in
-// `denoAnswers` below, so the Deno run still fails if Deno's behaviour changes.
+// RFC 6455 conformance over raw frames (test/frames.ts): the real server's answers to bad and valid
+// frames and to bad upgrade requests.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { connect, eventually, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
+import { connect, eventually, PREFIX, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from '../helpers.ts';
 import {
   Opcode,
   buildFrame,
@@ -20,11 +12,10 @@ import {
   pingFrame,
   rawHttp,
   textFrame,
-  upgradeRequestHeaders,
+  upgradeHeaders,
   type RawConnection,
-} from './frames.ts';
+} from '../frames.ts';
 
-const PREFIX = 'Server received: ';
 /** Sent after a case's frames: its echo shows the server kept reading (and echoed nothing else first). */
 const PROBE = 'probe';
 /** How long a transcript waits for the next server event before recording silence. */
@@ -68,7 +59,14 @@ export type HttpCaseName = 'handshake-missing-key' | 'handshake-version-12' | 'p
 
 export type CaseName = FrameCaseName | HttpCaseName;
 
-/** What the server sends back, one line per event (see `transcript`). */
+/**
+ * What the server sends back, one line per event (see `transcript`), in order, until it closed (a
+ * close frame, then whether it ended TCP) or answered the probe sent after the case's frames (the
+ * connection kept going and nothing else was echoed in between). Every case starts from a real
+ * handshake. Node (`ws`) must answer exactly as RFC 6455 says; the runtimes whose own WebSocket layer
+ * answers some cases differently have those answers listed below as observed (`denoAnswers`, …), so
+ * their runs still fail if the behaviour changes.
+ */
 export type Transcript = readonly string[];
 
 /** The answer to a raw HTTP request: status and the headers that must be there (lower-case names). */
@@ -248,13 +246,13 @@ export const httpCases: readonly HttpCase[] = [
   {
     name: 'handshake-missing-key',
     title: 'an upgrade without Sec-WebSocket-Key → 400',
-    headers: () => upgradeRequestHeaders({ 'Sec-WebSocket-Key': undefined }),
+    headers: () => upgradeHeaders(undefined, { 'Sec-WebSocket-Key': undefined }),
     expected: { status: 400 },
   },
   {
     name: 'handshake-version-12',
     title: 'an upgrade with Sec-WebSocket-Version: 12 → 426 with Sec-WebSocket-Version: 13',
-    headers: () => upgradeRequestHeaders({ 'Sec-WebSocket-Version': '12' }),
+    headers: () => upgradeHeaders(undefined, { 'Sec-WebSocket-Version': '12' }),
     expected: { status: 426, headers: { 'sec-websocket-version': '13' } },
   },
   {

@@ -1,9 +1,9 @@
 // Runs the black-box suite against the real Deno server: `deno run -A main.ts`.
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
-import { denoBinary, root } from './helpers.ts';
+import { denoBinary, root } from '../helpers.ts';
 import { spawnSync } from 'node:child_process';
-import { runSuite } from './suite.ts';
+import { runSuite } from '../suite/index.ts';
 
 const deno = denoBinary();
 

@@ -1,7 +1,5 @@
-// Runs the black-box suite against hubbub on Cloudflare's workerd: the Worker and its Durable Object
-// (src/runtime/workerd.ts), bundled offline by wrangler and served by Miniflare, one server per suite
-// block, through test/fixtures/workerd-launcher.mjs (same flags, logs and exit codes as Node). Also
-// checks what only workerd has: the offline bundle, `wrangler dev` on wrangler.toml, and hibernation.
+// Runs the black-box suite against hubbub on Cloudflare's workerd (test/fixtures/workerd-launcher.mjs),
+// and checks what only workerd has: the offline bundle, `wrangler dev` on wrangler.toml, hibernation.
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -9,10 +7,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { describe, it } from 'node:test';
-import { closed, connect, eventually, inbox, request, sleep, startServer, root, type RuntimeDifference, type RuntimeTarget, type ServerProcess } from './helpers.ts';
-import { runSuite } from './suite.ts';
-
-const PREFIX = 'Server received: ';
+import { closed, connect, eventually, inbox, PREFIX, request, sleep, startServer, root, type RuntimeDifference, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { runSuite } from '../suite/index.ts';
 
 // Bundles are made once per run and shared by every server the suite starts.
 const cache = mkdtempSync(path.join(tmpdir(), 'hubbub-workerd-test-'));
@@ -57,7 +53,7 @@ const differences: string[] = [
   // workerd echoes a ping payload over 125 bytes in its pong, and its close frames can carry a reason
   // over 123 bytes: control frames RFC 6455 forbids.
   'oversized-control-frames',
-  // (workerd parses frames itself: its answers to bad frames are listed in test/conformance.ts, by name.)
+  // (workerd parses frames itself: its answers to bad frames are listed in test/suite/conformance.ts, by name.)
 ];
 
 const target: RuntimeTarget = {

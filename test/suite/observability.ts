@@ -1,7 +1,7 @@
 // Black-box tests of /metrics (Prometheus text format) and the structured logs, on every runtime.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { closed, connect, eventually, request, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { closed, connect, eventually, request, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
 
 type Samples = Map<string, number>;
 
