@@ -177,7 +177,7 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     flag: '--workers', env: ['HUBBUB_WORKERS'], default: 1,
     doc: "Node: worker processes on one port with one shared connection limit ('auto' = one per core)",
     accepts: "'auto' or an integer from 1 to 64",
-    parse: (text) => (text.trim() === 'auto' ? 0 : inRange(Number(text), 1, 64)),
+    parse: (text) => (text.trim() === 'auto' ? 0 : integer(1, 64).parse(text)),
     check: (value): value is number => typeof value === 'number' && (value === 0 || inRange(value, 1, 64) !== undefined),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(logLevels) },

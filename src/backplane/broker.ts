@@ -5,6 +5,16 @@ import { unrefInterval, withDeadline } from '../timers.ts';
 import type { Backplane, BackplaneSink, BackplaneState, BackplaneStats } from './contract.ts';
 import { decodeEnvelope, encodeEnvelope } from './envelope.ts';
 
+/** The options every broker-backed backplane takes. */
+export interface BrokerBackplaneOptions {
+  /** The broker: redis://host:port[/db], nats://host:port. */
+  url: string;
+  /** Prefix of the channel (Redis) or subject (NATS) of each topic. @default 'hubbub:' (Redis), 'hubbub.' (NATS) */
+  prefix?: string;
+  /** Milliseconds between health probes (a PING or flush round trip, with a timeout of the same length). @default 1000 */
+  probeInterval?: number;
+}
+
 /** Shared bookkeeping of the broker-backed backplanes. */
 export abstract class BrokerBackplane implements Backplane {
   abstract readonly kind: string;

@@ -2,7 +2,7 @@
 // client resubscribes by itself after a reconnect. `noEcho` keeps our own publishes from coming
 // back (and the node id in the envelope catches any that do). Outage policy: drop and count.
 import { sleep, withDeadline } from '../timers.ts';
-import { BrokerBackplane } from './broker.ts';
+import { BrokerBackplane, type BrokerBackplaneOptions } from './broker.ts';
 import type { BackplaneSink } from './contract.ts';
 import { channelOf } from './envelope.ts';
 
@@ -18,14 +18,7 @@ interface NatsLike {
   close(): Promise<void>;
 }
 
-export interface NatsBackplaneOptions {
-  /** nats://host:port */
-  url: string;
-  /** Subject prefix. @default 'hubbub.' */
-  prefix?: string;
-  /** Milliseconds between health probes (a flush round trip with a timeout of the same length). @default 1000 */
-  probeInterval?: number;
-}
+export type NatsBackplaneOptions = BrokerBackplaneOptions;
 
 export class NatsBackplane extends BrokerBackplane {
   readonly kind = 'nats';

@@ -1,7 +1,7 @@
 // Redis pub/sub backplane (ioredis). One publisher and one subscriber connection; one channel per
 // topic with local subscribers. Outage policy: while degraded, publishes are dropped and counted.
 import { closeRedisClient, createRedisClient, type RedisClientLike } from '../redis-client.ts';
-import { BrokerBackplane } from './broker.ts';
+import { BrokerBackplane, type BrokerBackplaneOptions } from './broker.ts';
 import type { BackplaneSink } from './contract.ts';
 import { channelOf } from './envelope.ts';
 
@@ -13,14 +13,7 @@ interface RedisLike extends RedisClientLike {
   ping(): Promise<unknown>;
 }
 
-export interface RedisBackplaneOptions {
-  /** redis://host:port[/db] */
-  url: string;
-  /** Channel prefix. @default 'hubbub:' */
-  prefix?: string;
-  /** Milliseconds between health probes (PING with a timeout of the same length). @default 1000 */
-  probeInterval?: number;
-}
+export type RedisBackplaneOptions = BrokerBackplaneOptions;
 
 export class RedisBackplane extends BrokerBackplane {
   readonly kind = 'redis';

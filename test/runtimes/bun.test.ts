@@ -13,14 +13,13 @@ const bun = realpathSync(path.join(root, 'node_modules', '.bin', 'bun'));
  *    4 s), whatever --headers-timeout says;
  *  - close-handshake-not-awaited: a server-initiated close sends the close frame and FIN and is
  *    reported closed at once, so no peer can hold a graceful shutdown open.
- * (A string list cast to the union, so this file compiles before and after helpers.ts names them.)
  */
-const differences: string[] = ['fixed-headers-timeout', 'close-handshake-not-awaited'];
+const differences: RuntimeDifference[] = ['fixed-headers-timeout', 'close-handshake-not-awaited'];
 
 runSuite({
   name: 'bun',
   // --no-env-file: Bun would otherwise load a .env in the project root into the environment (Node does not).
   command: [bun, 'run', '--no-env-file', 'bun.ts'],
   testHandler: 'test/fixtures/handler.ts',
-  differences: new Set(differences as RuntimeDifference[]),
+  differences: new Set(differences),
 });
