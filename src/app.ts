@@ -54,7 +54,8 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
       if (isRefusal(verdict)) return refuse(verdict);
       principal = verdict;
     }
-    const admitted = await registry.admit(remoteAddress, principal);
+    const pending = registry.admit(remoteAddress, principal);
+    const admitted = pending instanceof Promise ? await pending : pending;
     if (!(admitted instanceof Connection)) return refuse(admitted);
     let response: Response;
     try {

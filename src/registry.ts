@@ -76,11 +76,13 @@ export class Registry implements ConnectionHost {
   /**
    * Reserves a slot for an upgrade that passed `admission.screen` (and authentication), after the
    * cluster slot where there is a cluster limit. The Connection holds the slot until it opens, fails or expires.
+   * Synchronous unless a cluster slot has to be asked for (no promise per upgrade otherwise).
    */
-  async admit(remoteAddress: string, principal?: Principal): Promise<Connection | Refusal> {
-    const clusterSlot = this.admission.hasClusterLimit;
-    if (clusterSlot && !(await this.admission.acquireClusterSlot())) return this.admission.refuse('capacity');
-    return this.reserve(remoteAddress, principal, clusterSlot);
+  admit(remoteAddress: string, principal?: Principal): Connection | Refusal | Promise<Connection | Refusal> {
+    if (!this.admission.hasClusterLimit) return this.reserve(remoteAddress, principal);
+    const slot = this.admission.acquireClusterSlot();
+    const reserve = (ok: boolean) => (ok ? this.reserve(remoteAddress, principal, true) : this.admission.refuse('capacity'));
+    return typeof slot === 'boolean' ? reserve(slot) : slot.then(reserve);
   }
 
   /** The synchronous part of `admit`: the final checks and the reservation. */

@@ -2,6 +2,7 @@
 // client process (worker.ts) over the IPC channel. Both answer the same commands.
 import { fork, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
+import { withDeadline } from '../timers.ts';
 import { dispatch, LoadEngine, type Command, type CommandArgs, type CommandResults, type Progress } from './engine.ts';
 
 export interface Driver {
@@ -131,10 +132,9 @@ export class ForkDriver implements Driver {
   async stop(graceMs: number): Promise<void> {
     if (this.#gone) return;
     if (this.#child.connected) this.#child.send({ cmd: 'exit' });
-    const timer = (ms: number) => new Promise<'late'>((resolve) => setTimeout(() => resolve('late'), ms).unref?.());
-    if ((await Promise.race([this.#exited, timer(graceMs)])) !== 'late') return;
+    if ((await withDeadline(this.#exited, graceMs, 'late' as const)) !== 'late') return;
     this.kill();
-    await Promise.race([this.#exited, timer(2000)]);
+    await withDeadline(this.#exited, 2000, 'late' as const);
   }
 
   kill(): void {

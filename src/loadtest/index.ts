@@ -18,6 +18,7 @@
 // `deno run -A` entry can run it.
 import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
+import { withDeadline } from '../timers.ts';
 import { ForkDriver, LocalDriver, type Driver } from './drivers.ts';
 import type { ConnectPlan, EngineStatus } from './engine.ts';
 import { Histogram } from './histogram.ts';
@@ -205,10 +206,6 @@ class Run {
   }
 
   async run(): Promise<number> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const deadline = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), this.#o.timeoutMs);
-    });
     const work = this.#phases().then(
       () => 'done' as const,
       (error: unknown) => {
@@ -216,8 +213,7 @@ class Run {
         return 'error' as const;
       },
     );
-    const outcome = await Promise.race([work, deadline]);
-    clearTimeout(timer);
+    const outcome = await withDeadline(work, this.#o.timeoutMs, 'timeout' as const);
     if (outcome === 'timeout') {
       const running = this.#drivers.map((d) => d.progress()).filter((p) => p.phase === this.#phase);
       this.#s.timedOut = {

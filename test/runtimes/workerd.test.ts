@@ -32,11 +32,8 @@ function wrangler(args: readonly string[], home: string) {
   };
 }
 
-/**
- * workerd's documented differences (README, "Runtime differences"). A string list cast to the union:
- * helpers.ts names the ones the suite branches on.
- */
-const differences: string[] = [
+/** workerd's documented differences (README, "Runtime differences"); helpers.ts names each one. */
+const differences: RuntimeDifference[] = [
   // workerd keeps the TCP connection of a refused upgrade open (it drops `Connection: close`).
   'refused-connection-kept-open',
   // An application cannot send a ping: hubbub has no heartbeat, a silent peer is never dropped as idle.
@@ -60,7 +57,7 @@ const target: RuntimeTarget = {
   name: 'workerd',
   command: [process.execPath, 'test/fixtures/workerd-launcher.mjs'],
   testHandler: 'test/fixtures/handler.ts',
-  differences: new Set(differences as RuntimeDifference[]),
+  differences: new Set(differences),
 };
 
 describe('workerd: wrangler and the Durable Object', { timeout: 180_000 }, () => {

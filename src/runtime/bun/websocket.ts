@@ -1,17 +1,10 @@
-// Hono's `upgradeWebSocket` for Bun, on Bun's `server.upgrade()` (the approach of Hono's own 'hono/bun'),
-// and the shared `websocket` handlers to give Bun.serve, with Bun's native WebSocket limits:
-//  - `maxPayloadLength` = maxPayload: Bun closes a bigger message with 1009 itself, inflated size
-//    included; the adapter reports it to the core as `message-too-big`;
-//  - the core's heartbeat pings through `ws.ping()` and hears pongs through the shared `pong` handler,
-//    so a silent peer is dropped (terminate, reason idle) after two intervals, as on Node. Bun's own
-//    `idleTimeout` (whole seconds, checked every 4 s, 8 s at least) is only a backstop at three
-//    intervals, and reports back as `idle` too;
-//  - the core's slow-consumer policy reads the send queue through `bufferedAmount` and decides (and
-//    counts); Bun's `backpressureLimit` is only a backstop above anything the core lets through.
-// Bun's upgrade() refuses a bad key or version by returning false without saying which, so the
-// handshake is checked first with the same rules as on Node and Deno. The handlers are shared and the
-// events object is `ws.data` itself: an idle socket costs no closure and no wrapper.
+// Hono's `upgradeWebSocket` for Bun, on Bun's `server.upgrade()` (as Hono's own 'hono/bun' does), and
+// the shared `websocket` handlers for Bun.serve. Bun's native limits are used where they match the
+// core's (maxPayloadLength); where the core decides (heartbeat, slow consumers), Bun's own idle
+// timeout and backpressure limit are only backstops above it. The events object is `ws.data` itself:
+// an idle socket costs no closure and no wrapper.
 import type { HubEvents } from '../../contracts.ts';
+import { CloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
 import type { BunServer, BunServerWebSocket, BunWebSocketHandler } from './api.ts';
 
@@ -26,7 +19,7 @@ const IDLE_REASON = 'WebSocket timed out from inactivity';
 const BACKSTOP_FACTOR = 8;
 
 const OPEN = { type: 'open' };
-const TOO_BIG = { error: new Error('message too big'), code: 1009 };
+const TOO_BIG = { error: new Error('message too big'), code: CloseCode.MESSAGE_TOO_BIG };
 
 export interface BunWebSocketOptions {
   /** Largest message accepted, in bytes, inflated size included (Bun `maxPayloadLength`). @default 65536 */
@@ -92,8 +85,8 @@ function onPong(ws: Socket): void {
 function onClose(ws: Socket, code: number, reason: string): void {
   const events = ws.data;
   // Bun ended it itself (sent 1009 / dropped an idle peer) and reports 1006 with its reason.
-  if (code === 1006 && reason === TOO_BIG_REASON) events.onError(TOO_BIG, ws);
-  else if (code === 1006 && reason === IDLE_REASON) events.onIdleTimeout();
+  if (code === CloseCode.ABNORMAL && reason === TOO_BIG_REASON) events.onError(TOO_BIG, ws);
+  else if (code === CloseCode.ABNORMAL && reason === IDLE_REASON) events.onIdleTimeout();
   events.onClose({ code, reason }, ws);
 }
 

@@ -2,6 +2,7 @@
 // (it upgrades a bad key or version), so the handshake is checked first with the same rules as on
 // Node. What cannot be fixed from outside the runtime is listed in the README ("Runtime differences").
 import type { HubEvents } from '../../contracts.ts';
+import { CloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
 
 const EVENTS = Symbol('hubbub.events');
@@ -40,6 +41,6 @@ function onMessage(this: Tagged, event: MessageEvent): void {
 }
 function onClose(this: Tagged, event: CloseEvent): void {
   const events = this[EVENTS]!;
-  if (event.code === 1001 && event.reason === IDLE_REASON) events.onIdleTimeout();
+  if (event.code === CloseCode.GOING_AWAY && event.reason === IDLE_REASON) events.onIdleTimeout();
   events.onClose(event, this);
 }

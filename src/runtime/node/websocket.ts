@@ -7,6 +7,7 @@ import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { HubEvents } from '../../contracts.ts';
+import { CloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
 
 /** Where the accepted events wait between the app's answer and the handshake, and then live. */
@@ -87,7 +88,7 @@ async function handleUpgrade(app: { fetch: Hono['fetch'] }, wss: WebSocketServer
   });
 }
 
-const LOST = { code: 1006, reason: '' };
+const LOST = { code: CloseCode.ABNORMAL, reason: '' };
 const OPEN = { type: 'open' };
 
 function destroyOnError(this: Duplex): void {
