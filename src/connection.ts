@@ -2,7 +2,7 @@
 // handler sees (HandlerContext), in one small object with no per-connection closures. It changes its
 // own state; everything beyond itself goes through the small host interface below (the registry).
 // Runtime-free.
-import type { CloseEventLike, ErrorEventLike, FanOut, Handler, HandlerContext, HubEvents, MessageData, MessageEventLike, Principal, SocketLike } from './contracts.ts';
+import type { CloseEventLike, ErrorEventLike, FanOut, Handler, HandlerContext, HubEvents, MessageData, MessageEventLike, Principal, SocketLike, SubscribeOutcome } from './contracts.ts';
 import type { Counters } from './counters.ts';
 import { closeReason, type CloseKind, type ConnectionClosed, CloseCode, HubError, isSendableCloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -27,7 +27,7 @@ export interface ConnectionHost {
   release(conn: Connection, reason: ConnectionClosed): boolean;
   /** The runtime reports the socket fully closed. */
   socketGone(conn: Connection): void;
-  subscribe(conn: Connection, topic: string): boolean;
+  subscribe(conn: Connection, topic: string): SubscribeOutcome;
   unsubscribe(conn: Connection, topic: string): boolean;
 }
 
@@ -174,7 +174,11 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   subscribe(topic: string): boolean {
-    if (this.#state !== ConnectionState.Open) return false;
+    return this.trySubscribe(topic) === 'subscribed';
+  }
+
+  trySubscribe(topic: string): SubscribeOutcome {
+    if (this.#state !== ConnectionState.Open) return 'closed';
     return this.#host.subscribe(this, topic);
   }
 

@@ -4,6 +4,9 @@
 import type { ConnectionClosed } from './errors.ts';
 import type { Logger } from './log.ts';
 
+/** What a subscribe came to (the cap it hit, if refused). */
+export type SubscribeOutcome = 'subscribed' | 'already-subscribed' | 'subscription-limit' | 'topic-limit' | 'closed';
+
 /** Data of one message: text frames arrive as strings, binary frames as bytes. */
 export type MessageData = string | Uint8Array;
 
@@ -32,8 +35,13 @@ export interface HandlerContext {
   data: unknown;
   /** Sends a message; a no-op once the connection has ended (or, under the `drop` policy, while its send queue is full). */
   send(data: MessageData): void;
-  /** Subscribes this connection to a topic (see `hub.publish`). False if already subscribed. */
+  /**
+   * Subscribes this connection to a topic (see `hub.publish`). False if it was already subscribed,
+   * or the subscribe was refused (`trySubscribe` says why).
+   */
   subscribe(topic: string): boolean;
+  /** Subscribes, and says what came of it: over `maxSubscriptions` or `maxTopics` the subscribe is refused. */
+  trySubscribe(topic: string): SubscribeOutcome;
   /** Unsubscribes; every subscription also ends with the connection. False if not subscribed. */
   unsubscribe(topic: string): boolean;
   /** Closes this connection (the signal is aborted with kind `server-close`). */

@@ -19,6 +19,10 @@ export interface Counters {
   bytesOut: number;
   /** Messages not sent to slow consumers under the `drop` policy. */
   dropped: number;
+  /** Subscribes refused by a cap, by cap. */
+  readonly subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
+  /** Sockets whose peer did not complete a server-initiated close in time, dropped by the server. */
+  closesForced: number;
   /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
   signalsPending: number;
 }
@@ -38,6 +42,8 @@ export function createCounters(): Counters {
     bytesIn: 0,
     bytesOut: 0,
     dropped: 0,
+    closesForced: 0,
+    subscribesRefused: { 'subscription-limit': 0, 'topic-limit': 0 },
     signalsPending: 0,
   };
 }

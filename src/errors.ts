@@ -29,6 +29,12 @@ export type Ending = 'peer' | 'close' | 'terminate';
 
 interface CloseKindSpec {
   readonly ending: Ending;
+  /**
+   * For `close` endings: whether the peer gets `closeTimeout` to answer the close frame. Protocol
+   * violations, oversized messages, rate and slow-consumer closes get none: the socket is dropped at
+   * the next sweep (within a second) whether or not the peer answered.
+   */
+  readonly courtesy: boolean;
   /** The code of the close frame the server sends; for `peer` and `terminate`, the code recorded when none arrived (1006). */
   readonly code: number;
   readonly doc: string;
@@ -40,19 +46,19 @@ interface CloseKindSpec {
  * `/metrics` counter `released[kind]`, and a log field.
  */
 const closeKindTable = {
-  'client-close': { ending: 'peer', code: CloseCode.ABNORMAL, doc: 'The client sent a close frame.' },
-  'connection-lost': { ending: 'peer', code: CloseCode.ABNORMAL, doc: 'The socket went away without a close frame (TCP reset, process killed, network gone).' },
-  error: { ending: 'close', code: CloseCode.PROTOCOL_ERROR, doc: 'The WebSocket layer reported an error (bad frame, write failure).' },
-  'handler-error': { ending: 'close', code: CloseCode.INTERNAL_ERROR, doc: "The handler's onOpen/onMessage threw or rejected." },
-  'server-close': { ending: 'close', code: CloseCode.NORMAL, doc: 'The handler closed the socket itself with `ctx.close()`.' },
-  kicked: { ending: 'close', code: CloseCode.KICKED, doc: 'The application kicked the connection with `hub.close(id)`.' },
-  shutdown: { ending: 'close', code: CloseCode.GOING_AWAY, doc: 'The server is shutting down.' },
-  'handshake-failed': { ending: 'peer', code: CloseCode.ABNORMAL, doc: 'The upgrade was admitted but the WebSocket handshake failed (bad key or version, client gone).' },
-  'handshake-timeout': { ending: 'close', code: CloseCode.TRY_AGAIN_LATER, doc: 'The upgrade was admitted but no socket opened within `handshakeTimeout`.' },
-  idle: { ending: 'terminate', code: CloseCode.ABNORMAL, doc: 'The peer stayed silent (no pong, no message) for two heartbeat intervals; dropped without a close frame.' },
-  'message-too-big': { ending: 'close', code: CloseCode.MESSAGE_TOO_BIG, doc: 'A message exceeded `maxPayload` (decompressed size included).' },
-  'rate-limited': { ending: 'close', code: CloseCode.POLICY_VIOLATION, doc: 'The connection sent more than `messageRate` messages in a second.' },
-  'slow-consumer': { ending: 'close', code: CloseCode.TRY_AGAIN_LATER, doc: "The socket's send queue went over `maxBackpressure` with the `close` policy." },
+  'client-close': { ending: 'peer', courtesy: true, code: CloseCode.ABNORMAL, doc: 'The client sent a close frame.' },
+  'connection-lost': { ending: 'peer', courtesy: true, code: CloseCode.ABNORMAL, doc: 'The socket went away without a close frame (TCP reset, process killed, network gone).' },
+  error: { ending: 'close', courtesy: false, code: CloseCode.PROTOCOL_ERROR, doc: 'The WebSocket layer reported an error (bad frame, write failure).' },
+  'handler-error': { ending: 'close', courtesy: true, code: CloseCode.INTERNAL_ERROR, doc: "The handler's onOpen/onMessage threw or rejected." },
+  'server-close': { ending: 'close', courtesy: true, code: CloseCode.NORMAL, doc: 'The handler closed the socket itself with `ctx.close()`.' },
+  kicked: { ending: 'close', courtesy: true, code: CloseCode.KICKED, doc: 'The application kicked the connection with `hub.close(id)`.' },
+  shutdown: { ending: 'close', courtesy: true, code: CloseCode.GOING_AWAY, doc: 'The server is shutting down.' },
+  'handshake-failed': { ending: 'peer', courtesy: true, code: CloseCode.ABNORMAL, doc: 'The upgrade was admitted but the WebSocket handshake failed (bad key or version, client gone).' },
+  'handshake-timeout': { ending: 'close', courtesy: false, code: CloseCode.TRY_AGAIN_LATER, doc: 'The upgrade was admitted but no socket opened within `handshakeTimeout`.' },
+  idle: { ending: 'terminate', courtesy: false, code: CloseCode.ABNORMAL, doc: 'The peer stayed silent (no pong, no message) for two heartbeat intervals; dropped without a close frame.' },
+  'message-too-big': { ending: 'close', courtesy: false, code: CloseCode.MESSAGE_TOO_BIG, doc: 'A message exceeded `maxPayload` (decompressed size included).' },
+  'rate-limited': { ending: 'close', courtesy: false, code: CloseCode.POLICY_VIOLATION, doc: 'The connection sent more than `messageRate` messages in a second.' },
+  'slow-consumer': { ending: 'close', courtesy: false, code: CloseCode.TRY_AGAIN_LATER, doc: "The socket's send queue went over `maxBackpressure` with the `close` policy." },
 } as const satisfies Record<string, CloseKindSpec>;
 
 /** Why a connection ended (see the table above for each kind). */
@@ -67,6 +73,11 @@ export function isServerInitiated(kind: CloseKind): boolean {
 /** Endings where the peer is presumed gone: the socket is dropped, no closing handshake. */
 export function isTerminated(kind: CloseKind): boolean {
   return closeKindTable[kind].ending === 'terminate';
+}
+
+/** Whether the peer of a server-initiated close gets `closeTimeout` to complete the closing handshake. */
+export function hasCourtesy(kind: CloseKind): boolean {
+  return closeKindTable[kind].courtesy;
 }
 
 /** The close code of an ending of this kind, when nothing more specific is known. */

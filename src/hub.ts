@@ -23,8 +23,10 @@ export interface HubStats {
   live: number;
   /** Admitted upgrades not yet open. */
   reserved: number;
-  /** Sockets the server is closing (no longer counted against the limit). */
+  /** Sockets the server is closing; they count against the limit until gone (or dropped after closeTimeout). */
   closing: number;
+  /** Sockets dropped because the peer did not complete a server-initiated close in time. */
+  closesForced: number;
   limit: number;
   /** Upgrades admitted since start. */
   accepted: number;
@@ -38,6 +40,8 @@ export interface HubStats {
   messagesOut: number;
   /** Messages not sent to slow consumers (policy `drop`). */
   dropped: number;
+  /** Subscribes refused by `maxSubscriptions` and `maxTopics`. */
+  subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
   topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
   /** The backplane's state and counters; null without one. */
   backplane: BackplaneStats | null;
@@ -66,7 +70,7 @@ export interface HubInit {
 export class Hub implements HubApi {
   readonly options: HubOptions;
   readonly counters: Counters = createCounters();
-  readonly topics = new TopicIndex<Connection>();
+  readonly topics: TopicIndex<Connection>;
   readonly registry: Registry;
   readonly handler: Handler;
   readonly log: Logger;
@@ -88,6 +92,7 @@ export class Hub implements HubApi {
     this.log = log ?? createLogger(options.logLevel);
     // A broker that is down fails the same way many times a second: rate-limited in the log.
     this.#reportFailure = rateLimitedFailures(this.log, 'backplane.error');
+    this.topics = new TopicIndex<Connection>(options);
     this.handler = this.#resolveHandler(options.handler);
     this.registry = new Registry({ limits: options, counters: this.counters, handler: this.handler, log: this.log, topics: this.topics, idPrefix: init.idPrefix });
     if (init.clusterLimit) this.registry.admission.useClusterLimit(init.clusterLimit);
@@ -108,7 +113,7 @@ export class Hub implements HubApi {
   }
 
   /**
-   * The sweeper's work: expire reservations, start a new message-rate window, prune rate buckets,
+   * The sweeper's work: expire reservations, drop sockets whose close timed out, start a new message-rate window, prune rate buckets,
    * and send the heartbeat when it is due. A timer runs it every second (or sooner, with short
    * timeouts); with `sweeper: 'manual'` the runtime calls it itself (workerd, where a pending timer
    * would keep a Durable Object from hibernating).
@@ -116,6 +121,7 @@ export class Hub implements HubApi {
   sweep(now: number = Date.now()): void {
     const r = this.registry;
     r.expireReservations(now);
+    r.expireClosing(now);
     r.nextRateWindow(now);
     const interval = this.options.heartbeatInterval;
     if (interval > 0 && now + this.#sweepTick / 2 >= this.#nextHeartbeat) {
@@ -245,6 +251,7 @@ export class Hub implements HubApi {
       live: r.liveConnections.size,
       reserved: r.reservations.size,
       closing: r.closing.size,
+      closesForced: c.closesForced,
       limit: r.admission.limit,
       accepted: c.accepted,
       refused: { ...c.refused },
@@ -253,6 +260,7 @@ export class Hub implements HubApi {
       messagesIn: c.messagesIn,
       messagesOut: c.messagesOut,
       dropped: c.dropped,
+      subscribesRefused: { ...c.subscribesRefused },
       topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20) },
       backplane: this.backplaneStats() ?? null,
       clusterLimit: this.clusterLimitStats() ?? null,

@@ -49,6 +49,7 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
     'Connections ended, by reason and close code.',
     closeKinds.flatMap((reason) => [...c.closedByCode[reason]].map(([code, value]): [Record<string, string>, number] => [{ reason, code: String(code) }, value])),
   );
+  m.family('hubbub_closes_forced_total', 'counter', 'Sockets dropped because the peer did not complete a server-initiated close within closeTimeout.', [[undefined, c.closesForced]]);
   m.family('hubbub_heartbeat_terminations_total', 'counter', 'Peers dropped for not answering heartbeats.', [[undefined, c.released.idle]]);
   m.family('hubbub_messages_received_total', 'counter', 'Messages received from clients.', [[undefined, c.messagesIn]]);
   m.family('hubbub_messages_sent_total', 'counter', 'Messages sent to clients (fan-out deliveries included).', [[undefined, c.messagesOut]]);
@@ -57,6 +58,10 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
   m.family('hubbub_messages_dropped_total', 'counter', 'Messages not sent to slow consumers (policy drop).', [[undefined, c.dropped]]);
   m.family('hubbub_topics', 'gauge', 'Topics with at least one local subscriber.', [[undefined, hub.topics.size]]);
   m.family('hubbub_subscriptions', 'gauge', 'Local topic subscriptions.', [[undefined, hub.topics.subscriptions]]);
+  m.family('hubbub_subscribes_refused_total', 'counter', 'Subscribes refused by a cap (maxSubscriptions, maxTopics).', [
+    [{ reason: 'subscription-limit' }, c.subscribesRefused['subscription-limit']],
+    [{ reason: 'topic-limit' }, c.subscribesRefused['topic-limit']],
+  ]);
   m.family('hubbub_signals_pending', 'gauge', 'AbortControllers handed out and not yet aborted.', [[undefined, c.signalsPending]]);
   m.family('hubbub_event_loop_lag_seconds', 'gauge', 'How late the last one-second sweeper tick fired.', [[undefined, hub.eventLoopLagMs / 1000]]);
   m.family('hubbub_uptime_seconds', 'gauge', 'Seconds since the hub started.', [[undefined, (Date.now() - hub.startedAt) / 1000]]);

@@ -23,6 +23,12 @@ export interface HubOptions {
   handshakeTimeout: number;
   /** Milliseconds a graceful shutdown waits for sockets to finish closing. @default 10000 */
   shutdownTimeout: number;
+  /**
+   * Milliseconds a peer has to answer the server's close frame before its socket is dropped. Until
+   * then the socket still counts against `maxConnections`. Protocol violations, oversized messages,
+   * rate and slow-consumer closes get no such wait. @default 5000
+   */
+  closeTimeout: number;
   /** Milliseconds between heartbeats; a peer silent for two of them is dropped (reason `idle`). 0 = off. @default 30000 */
   heartbeatInterval: number;
   /** Largest message accepted, in bytes (also bounds a decompressed message); bigger closes with 1009. @default 65536 */
@@ -37,6 +43,10 @@ export interface HubOptions {
   upgradeRatePerIp: number;
   /** Messages per second per connection; over it, close with 1008. 0 = off. @default 0 */
   messageRate: number;
+  /** Topics one connection may subscribe to at once; over it a subscribe is refused (the socket stays open). 0 = no cap. @default 128 */
+  maxSubscriptions: number;
+  /** Topics with local subscribers this process holds at once; a subscribe that would add one more is refused. 0 = no cap. @default 100000 */
+  maxTopics: number;
   /** Origins allowed to open a socket (`https://app.example.com`, `https://*.example.com`); others get 403. Empty = any. Requests without an Origin header (non-browser clients) are allowed. @default [] */
   allowedOrigins: string[];
   /** Negotiate permessage-deflate (Node). Decompressed messages are bounded by `maxPayload`. @default false */
@@ -107,6 +117,10 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     flag: '--shutdown-timeout', env: ['HUBBUB_SHUTDOWN_TIMEOUT'], default: 10_000,
     doc: 'how long a graceful shutdown waits for sockets to close', ...duration(0, 600_000),
   },
+  closeTimeout: {
+    flag: '--close-timeout', env: ['HUBBUB_CLOSE_TIMEOUT'], default: 5000,
+    doc: 'how long a peer has to answer the close frame; its socket counts against the limit until then', ...duration(0, 600_000),
+  },
   heartbeatInterval: {
     flag: '--heartbeat-interval', env: ['HUBBUB_HEARTBEAT_INTERVAL'], default: 30_000,
     doc: 'ping interval; a peer silent for two intervals is dropped', ...durationOrOff(100, 3_600_000),
@@ -128,6 +142,14 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   messageRate: {
     flag: '--message-rate', env: ['HUBBUB_MESSAGE_RATE'], default: 0,
     doc: 'messages per second per connection (0 = off); over it close 1008', ...integer(0, 1_000_000),
+  },
+  maxSubscriptions: {
+    flag: '--max-subscriptions', env: ['HUBBUB_MAX_SUBSCRIPTIONS'], default: 128,
+    doc: 'topics one connection may subscribe to (0 = no cap); over it the subscribe is refused', ...integer(0, 1_000_000),
+  },
+  maxTopics: {
+    flag: '--max-topics', env: ['HUBBUB_MAX_TOPICS'], default: 100_000,
+    doc: 'topics with subscribers this process holds (0 = no cap); a subscribe adding one more is refused', ...integer(0, MAX_CONNECTIONS),
   },
   allowedOrigins: { flag: '--allowed-origins', env: ['HUBBUB_ALLOWED_ORIGINS'], default: [], doc: 'origins allowed to connect (empty = any); others 403', ...origins() },
   perMessageDeflate: {

@@ -4,15 +4,15 @@
 // Runtime-free.
 import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
 import { Connection, ConnectionState, type ConnectionHost, type ConnectionLimits } from './connection.ts';
-import type { Handler, Principal, SocketLike } from './contracts.ts';
+import type { Handler, Principal, SocketLike, SubscribeOutcome } from './contracts.ts';
 import { countRelease, type Counters } from './counters.ts';
 import type { TopicIndex } from './delivery/topics.ts';
-import { closeReason, type ConnectionClosed, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
+import { closeReason, type ConnectionClosed, hasCourtesy, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { HubOptions } from './options.ts';
 
 /** The options the registry and its admission enforce. */
-export type RegistryLimits = AdmissionLimits & ConnectionLimits & Readonly<Pick<HubOptions, 'handshakeTimeout'>>;
+export type RegistryLimits = AdmissionLimits & ConnectionLimits & Readonly<Pick<HubOptions, 'handshakeTimeout' | 'closeTimeout'>>;
 
 export interface RegistryInit {
   readonly limits: RegistryLimits;
@@ -40,8 +40,11 @@ export class Registry implements ConnectionHost {
   readonly reservations = new Map<string, Connection>();
   /** Open sockets. */
   readonly liveConnections = new Map<string, Connection>();
-  /** Released by the server, socket still finishing its closing handshake. Holds no slot. */
-  readonly closing = new Set<Connection>();
+  /**
+   * Released by the server, socket still finishing its closing handshake, with the time (ms) by
+   * which it is dropped. Holds no slot of its own, but counts against the limit until it is gone.
+   */
+  readonly closing = new Map<Connection, number>();
   /** May this upgrade happen: reads this registry's counts, and is told of every release. */
   readonly admission: Admission;
   readonly limits: RegistryLimits;
@@ -71,6 +74,11 @@ export class Registry implements ConnectionHost {
   /** Slots held: reservations and open sockets. */
   get size(): number {
     return this.reservations.size + this.liveConnections.size;
+  }
+
+  /** Sockets held against the limit: the slots, and the sockets still closing. */
+  get held(): number {
+    return this.reservations.size + this.liveConnections.size + this.closing.size;
   }
 
   /**
@@ -136,11 +144,12 @@ export class Registry implements ConnectionHost {
     this.#topics.unsubscribeAll(conn);
     conn.abortSignal();
     const socket = conn.socket;
-    if (socket && isServerInitiated(reason.kind) && socket.readyState < 2) {
+    // A socket the WebSocket layer is already closing (ws answering a bad frame with 1009) is tracked too.
+    if (socket && isServerInitiated(reason.kind) && socket.readyState < 3) {
       if (isTerminated(reason.kind) && socket.terminate) safeTerminate(socket);
       else {
-        this.closing.add(conn);
-        safeClose(socket, reason.closeCode, reason.detail ?? reason.kind);
+        this.closing.set(conn, this.#now() + (hasCourtesy(reason.kind) ? this.limits.closeTimeout : 0));
+        if (socket.readyState < 2) safeClose(socket, reason.closeCode, reason.detail ?? reason.kind);
       }
     }
     this.log.debug('connection.close', { id: conn.id, kind: reason.kind, closeCode: reason.closeCode });
@@ -161,8 +170,10 @@ export class Registry implements ConnectionHost {
     if (this.closing.delete(conn)) this.#notifyIfIdle();
   }
 
-  subscribe(conn: Connection, topic: string): boolean {
-    return this.#topics.subscribe(conn, topic);
+  subscribe(conn: Connection, topic: string): SubscribeOutcome {
+    const outcome = this.#topics.subscribe(conn, topic);
+    if (outcome === 'subscription-limit' || outcome === 'topic-limit') this.counters.subscribesRefused[outcome]++;
+    return outcome;
   }
 
   unsubscribe(conn: Connection, topic: string): boolean {
@@ -179,6 +190,24 @@ export class Registry implements ConnectionHost {
       expired++;
     }
     return expired;
+  }
+
+  /**
+   * Drops sockets whose peer has not completed the server's close by their deadline (`closeTimeout`,
+   * or at once for endings without courtesy). Called by the hub's sweeper.
+   */
+  expireClosing(now: number = this.#now()): number {
+    let dropped = 0;
+    for (const [conn, deadline] of this.closing) {
+      if (deadline > now) continue;
+      // A runtime that cannot drop a socket (Deno) keeps it; it no longer counts here.
+      terminateQuietly(conn.socket);
+      this.closing.delete(conn);
+      this.counters.closesForced++;
+      dropped++;
+    }
+    if (dropped > 0) this.#notifyIfIdle();
+    return dropped;
   }
 
   /** Starts a new one-second window for the per-connection message rate, and prunes rate buckets. */
@@ -229,13 +258,7 @@ export class Registry implements ConnectionHost {
 
   /** Drops sockets still in their closing handshake (after the shutdown deadline). */
   terminateClosing(): void {
-    for (const conn of this.closing) {
-      try {
-        conn.socket?.terminate?.();
-      } catch {
-        // the socket is being torn down anyway
-      }
-    }
+    for (const conn of this.closing.keys()) terminateQuietly(conn.socket);
     this.closing.clear();
     this.#notifyIfIdle();
   }
@@ -260,6 +283,10 @@ function safeTerminate(socket: SocketLike): void {
   } catch {
     // already gone
   }
+}
+
+function terminateQuietly(socket: SocketLike | undefined): void {
+  if (socket?.terminate) safeTerminate(socket);
 }
 
 // Close reasons are at most 123 bytes in a close frame.

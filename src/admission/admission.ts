@@ -26,8 +26,8 @@ export interface Refusal {
 
 /** What admission reads of the registry. */
 export interface Occupancy {
-  /** Slots held: reservations and open sockets. */
-  readonly size: number;
+  /** Sockets held against the limit: reservations, open sockets, and sockets the server is closing. */
+  readonly held: number;
   readonly state: HubState;
 }
 
@@ -99,8 +99,8 @@ export class Admission {
    * `/admission`: takes no token and counts nothing.
    */
   probe(): RefusalReason | undefined {
-    const { state, size } = this.#occupancy;
-    return state !== 'running' ? 'draining' : size >= this.#limits.maxConnections ? 'capacity' : undefined;
+    const { state, held } = this.#occupancy;
+    return state !== 'running' ? 'draining' : held >= this.#limits.maxConnections ? 'capacity' : undefined;
   }
 
   /** One slot of the cluster limit, if there is one (asked for last, after authentication). */
@@ -139,9 +139,9 @@ export class Admission {
   }
 
   #heldRefusal(remoteAddress: string): RefusalReason | undefined {
-    const { state, size } = this.#occupancy;
+    const { state, held } = this.#occupancy;
     if (state !== 'running') return 'draining';
-    if (size >= this.#limits.maxConnections) return 'capacity';
+    if (held >= this.#limits.maxConnections) return 'capacity';
     if (this.#perIp && this.#perIp.get(remoteAddress) >= this.#limits.maxConnectionsPerIp) return 'ip-limit';
     return undefined;
   }

@@ -1,5 +1,6 @@
 // The local topic index: who is subscribed to what, and each topic's sequence number. Runtime-free.
 // Each subscriber keeps its own topic set, so a connection's release unsubscribes it in O(its topics).
+import type { SubscribeOutcome } from '../contracts.ts';
 
 /** What the index keeps on each subscriber: its own topic set, created on its first subscribe. */
 export interface Subscriber {
@@ -27,28 +28,43 @@ export interface TopicInterest {
   topicRemoved(name: string): void;
 }
 
+export interface TopicLimits {
+  /** Topics one subscriber may hold; 0 = no cap. */
+  readonly maxSubscriptions: number;
+  /** Topics with at least one local subscriber, in all; 0 = no cap. */
+  readonly maxTopics: number;
+}
+
 export class TopicIndex<S extends Subscriber = Subscriber> {
   readonly #topics = new Map<string, Topic<S>>();
+  readonly #limits: TopicLimits;
   /** Subscriptions across all topics. */
   subscriptions = 0;
   interest: TopicInterest | undefined = undefined;
   /** Told after a connection's own subscriptions changed (workerd saves them with the socket). */
   subscriptionsChanged: ((conn: S) => void) | undefined = undefined;
 
-  /** Adds the connection to the topic. False if it was already subscribed. */
-  subscribe(conn: S, name: string): boolean {
+  constructor(limits: TopicLimits = { maxSubscriptions: 0, maxTopics: 0 }) {
+    this.#limits = limits;
+  }
+
+  /** Adds the subscriber to the topic, within the caps. */
+  subscribe(conn: S, name: string): SubscribeOutcome {
     let topic = this.#topics.get(name);
+    if (topic?.subscribers.has(conn)) return 'already-subscribed';
+    const { maxSubscriptions, maxTopics } = this.#limits;
+    if (maxSubscriptions > 0 && (conn.topics?.size ?? 0) >= maxSubscriptions) return 'subscription-limit';
     if (!topic) {
+      if (maxTopics > 0 && this.#topics.size >= maxTopics) return 'topic-limit';
       topic = { name, subscribers: new Set(), seq: 0 };
       this.#topics.set(name, topic);
       this.interest?.topicAdded(name);
     }
-    if (topic.subscribers.has(conn)) return false;
     topic.subscribers.add(conn);
     (conn.topics ??= new Set()).add(name);
     this.subscriptions++;
     this.subscriptionsChanged?.(conn);
-    return true;
+    return 'subscribed';
   }
 
   /** Removes the connection from the topic. False if it was not subscribed. */

@@ -6,7 +6,7 @@
 //   {"type":"publish","topic":"room","data":…,"id":7}     {"type":"message","topic":"room","seq":13,"data":…,"from":"4"}
 //                                                         {"type":"published","id":7,"topic":"room","seq":13,"delivered":3}
 //   {"type":"ping"}                                       {"type":"pong"}
-//   anything malformed                                    {"type":"error","code":"bad-json"|…,"message":…}
+//   anything malformed, or a subscribe over a cap          {"type":"error","code":"bad-json"|…|"subscription-limit"|"topic-limit","message":…}
 //
 // `seq` counts the messages published on a topic: a subscriber that sees 13 after 11 knows it
 // missed one (the `drop` slow-consumer policy). A malformed message never closes the socket.
@@ -23,7 +23,7 @@ export interface PubSubOptions {
   authorize?(ctx: HandlerContext, topic: string, action: TopicAction): boolean | Promise<boolean>;
 }
 
-export type PubSubErrorCode = 'bad-json' | 'bad-message' | 'unknown-type' | 'bad-topic' | 'forbidden' | 'binary-unsupported';
+export type PubSubErrorCode = 'bad-json' | 'bad-message' | 'unknown-type' | 'bad-topic' | 'forbidden' | 'binary-unsupported' | 'subscription-limit' | 'topic-limit';
 
 const defaultAuthorize = (_ctx: HandlerContext, topic: string) => !topic.startsWith('$');
 
@@ -77,7 +77,9 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
       switch (type) {
         case 'subscribe':
           return ifAllowed(ctx, topic, 'subscribe', () => {
-            ctx.subscribe(topic);
+            const outcome = ctx.trySubscribe(topic);
+            if (outcome === 'subscription-limit') return ctx.send(errorEnvelope(outcome, 'this connection holds as many topics as the server allows', { topic }));
+            if (outcome === 'topic-limit') return ctx.send(errorEnvelope(outcome, 'the server holds as many topics as it allows', { topic }));
             ctx.send(JSON.stringify({ type: 'subscribed', topic, seq: hub.sequence(topic) }));
           });
         case 'unsubscribe':

@@ -11,6 +11,7 @@ import { runRelease } from './release.ts';
 import { runHandler } from './handler.ts';
 import { runShutdown } from './shutdown.ts';
 import { runOptions } from './options.ts';
+import { runAttacks } from './attacks.ts';
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
@@ -24,4 +25,5 @@ export function runSuite(target: RuntimeTarget): void {
   runHandler(target);
   runShutdown(target);
   runOptions(target);
+  runAttacks(target);
 }

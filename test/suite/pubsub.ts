@@ -119,6 +119,39 @@ export function runPubSub(target: RuntimeTarget): void {
     });
   });
 
+  describe(`${target.name}: subscription caps`, { timeout: 60_000 }, () => {
+    it('--max-subscriptions and --max-topics refuse a subscribe with an error envelope; the socket stays open and counts it', async () => {
+      const server = await startServer(target, ['--handler', 'pubsub', '--max-subscriptions', '3', '--max-topics', '4']);
+      try {
+        const a = await client(server.wsUrl);
+        for (const topic of ['t1', 't2', 't3']) assert.equal((await a.call({ type: 'subscribe', topic })).type, 'subscribed');
+        const over = await a.call({ type: 'subscribe', topic: 't4' });
+        assert.deepEqual([over.type, over.code, over.topic], ['error', 'subscription-limit', 't4']);
+        // Already subscribed is not a new subscription: still fine at the cap.
+        assert.equal((await a.call({ type: 'subscribe', topic: 't1' })).type, 'subscribed');
+        assert.equal((await a.call({ type: 'ping' })).type, 'pong', 'the socket stays open');
+        // Unsubscribing makes room again.
+        await a.call({ type: 'unsubscribe', topic: 't3' });
+        assert.equal((await a.call({ type: 'subscribe', topic: 't4' })).type, 'subscribed');
+
+        const b = await client(server.wsUrl);
+        assert.equal((await b.call({ type: 'subscribe', topic: 't5' })).type, 'subscribed'); // the 4th topic of the process
+        const full = await b.call({ type: 'subscribe', topic: 't6' });
+        assert.deepEqual([full.type, full.code], ['error', 'topic-limit']);
+        assert.equal((await b.call({ type: 'subscribe', topic: 't1' })).type, 'subscribed', 'an existing topic can still be joined');
+
+        const stats = await server.stats();
+        assert.deepEqual(stats.subscribesRefused, { 'subscription-limit': 1, 'topic-limit': 1 });
+        assert.equal(stats.topics.count, 4);
+        assert.equal(stats.live, 2);
+        a.ws.close();
+        b.ws.close();
+      } finally {
+        await server.stop();
+      }
+    });
+  });
+
   describe(`${target.name}: slow consumers`, { timeout: 120_000 }, () => {
     /**
      * A subscriber that stops reading: a raw socket that subscribes and then never reads again.

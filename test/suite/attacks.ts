@@ -1,0 +1,132 @@
+// Suite group: clients that try to get around the limit, and what the server process really holds (its fds).
+import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { describe, it } from 'node:test';
+import { connect, eventually, hostOf, rawRequest, rssKiB, sleep, startServer, withTimeout, type RuntimeTarget } from '../helpers.ts';
+import { buildFrame, Opcode, upgradeHeaders } from '../frames.ts';
+
+/** File descriptors the server process holds right now. */
+function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+export function runAttacks(target: RuntimeTarget): void {
+  // The runner's child is the server itself on Node, Deno and Bun; on workerd it is a launcher in
+  // front of workerd, whose fds are not the launcher's.
+  const skip = target.name === 'workerd' ? 'the server process is workerd behind the launcher: its fds are not the child’s' : false;
+
+  describe(`${target.name}: attacks on the limit`, { timeout: 120_000, skip }, () => {
+    it('lingering closes: clients that never answer the close frame hold at most the limit, not a socket each', async (t) => {
+      const LIMIT = 20;
+      const ATTACKERS = 200;
+      const WAVE = 20;
+      // The oversized message makes the server close; a long --close-timeout shows that such a close
+      // does not wait for the peer (no courtesy for protocol abuse).
+      const server = await startServer(target, ['--max-connections', String(LIMIT), '--max-payload', '1KiB', '--close-timeout', '60s']);
+      const pid = server.child.pid!;
+      const held: Socket[] = [];
+      try {
+        await sleep(300);
+        const baseline = fdCount(pid);
+        let peak = baseline;
+        const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+        let upgraded = 0;
+        let refused = 0;
+        // The header of a 100 KB binary frame (over --max-payload), masked, and nothing after it.
+        const header = buildFrame({ opcode: Opcode.BINARY, payload: Buffer.alloc(100 * 1024), mask: Buffer.from([1, 2, 3, 4]) }).subarray(0, 14);
+        for (let sent = 0; sent < ATTACKERS; sent += WAVE) {
+          await Promise.all(
+            Array.from({ length: WAVE }, async () => {
+              const response = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));
+              held.push(response.socket);
+              response.socket.on('error', () => {});
+              if (response.status === 101) {
+                upgraded++;
+                // Then never read again (so not even the server's FIN is seen), never answer the close frame, never close.
+                response.socket.pause();
+                response.socket.write(header);
+              } else {
+                assert.equal(response.status, 503);
+                refused++;
+                // A runtime that keeps a refused connection open (documented) would hold it for the attacker.
+                if (target.differences?.has('refused-connection-kept-open')) response.socket.destroy();
+              }
+            }),
+          );
+          // Meanwhile a well-behaved client is answered at once: 101 or 503, never a hang.
+          const started = Date.now();
+          const answer = await connect(server.wsUrl).then(
+            (ws) => {
+              ws.terminate();
+              return 101;
+            },
+            (error: { status?: number }) => error.status,
+          );
+          assert.ok(answer === 101 || answer === 503, `a normal client got ${answer}`);
+          assert.ok(Date.now() - started < 1000, `a normal client waited ${Date.now() - started} ms during the attack`);
+          assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
+        }
+        clearInterval(sampler);
+        const stats = await server.stats();
+        t.diagnostic(`${ATTACKERS} attackers, limit ${LIMIT}: ${upgraded} upgraded, ${refused} refused; server fds ${baseline} before, ${peak} at the peak`);
+        assert.ok(stats.live + stats.reserved + stats.closing <= LIMIT, JSON.stringify(stats));
+        if (target.differences?.has('closed-socket-lingers')) {
+          // Bun (documented): a socket it closed is reported gone at once, but uWebSockets keeps the
+          // TCP connection until the peer answers or its own timeout (~20 s). The bound is that time.
+          const after = await eventually(async () => fdCount(pid), (n) => n <= baseline + 5, 40_000);
+          assert.ok(after <= baseline + 5, `fds ${after}, baseline ${baseline}`);
+          return;
+        }
+        // Every admitted attacker's socket counts until it is gone, so most of them were refused…
+        assert.ok(refused > ATTACKERS / 2, `only ${refused} of ${ATTACKERS} attackers were refused (${upgraded} upgraded)`);
+        // …and what the server holds stays near the limit, not one socket per attacker.
+        const bound = baseline + LIMIT + WAVE + 10;
+        assert.ok(peak <= bound, `the server held ${peak} fds (baseline ${baseline}, bound ${bound}) against ${ATTACKERS} attackers`);
+        // The sockets it closed without courtesy are dropped by the server itself, long before --close-timeout.
+        // (A runtime without a size limit while reading, Deno, still waits for the rest of the frame:
+        // those sockets stay open, and hold their slot.)
+        const settled = await eventually(server.stats, (s) => s.closing === 0, 5000);
+        assert.equal(settled.closing, 0);
+        const after = await eventually(async () => fdCount(pid), (n) => n <= baseline + settled.live + 5, 5000);
+        assert.ok(after <= baseline + settled.live + 5, `fds after the attack: ${after}, baseline ${baseline}, live ${settled.live}`);
+      } finally {
+        for (const socket of held) socket.destroy();
+        await server.stop();
+      }
+    });
+
+    it('subscription flood: one connection asking for 20,000 topics holds --max-subscriptions of them', async (t) => {
+      const server = await startServer(target, ['--handler', 'pubsub']); // default cap: 128
+      const pid = server.child.pid!;
+      try {
+        const ws = await connect(server.wsUrl);
+        await sleep(200);
+        const rssBefore = rssKiB(pid);
+        const COUNT = 20_000;
+        let refused = 0;
+        let answered = 0;
+        const done = new Promise<void>((resolve) =>
+          ws.on('message', (data) => {
+            if ((JSON.parse(String(data)) as { code?: string }).code === 'subscription-limit') refused++;
+            if (++answered === COUNT) resolve();
+          }),
+        );
+        for (let i = 0; i < COUNT; i++) ws.send(`{"type":"subscribe","topic":"flood-${i}"}`);
+        await withTimeout(done, 60_000, 'the answers to the flood');
+        const stats = await server.stats();
+        assert.equal(stats.topics.count, 128);
+        assert.equal(stats.topics.subscriptions, 128);
+        assert.equal(refused, COUNT - 128);
+        assert.equal(stats.subscribesRefused['subscription-limit'], COUNT - 128);
+        const grew = rssKiB(pid) - rssBefore;
+        t.diagnostic(`${COUNT} subscribes: ${stats.topics.count} topics held, ${refused} refused, server RSS +${grew} KiB`);
+        assert.ok(grew < 64 * 1024, `server RSS grew by ${grew} KiB for 128 topics`);
+        ws.close();
+      } finally {
+        await server.stop();
+      }
+    });
+  });
+}
+
