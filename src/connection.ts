@@ -53,7 +53,8 @@ export class Connection implements HandlerContext, HubEvents {
   readonly principal: Principal | undefined;
   /** Holds a slot of the cluster limit (given back by the registry's release). */
   readonly holdsClusterSlot: boolean;
-  data: unknown = undefined;
+  // The handler's slot: an object from the first read, so `ctx.data.n = 0` works without setup.
+  #data: unknown = undefined;
   /** Topics this connection is subscribed to: kept by the topic index, created on the first subscribe. */
   topics: Set<string> | undefined = undefined;
   #state: ConnectionState = ConnectionState.Reserved;
@@ -78,6 +79,13 @@ export class Connection implements HandlerContext, HubEvents {
     this.admittedAt = admittedAt;
     this.principal = principal;
     this.holdsClusterSlot = holdsClusterSlot;
+  }
+
+  get data(): any {
+    return (this.#data ??= {});
+  }
+  set data(value: unknown) {
+    this.#data = value;
   }
 
   get state(): ConnectionState {

@@ -31,8 +31,9 @@ export interface HandlerContext {
   readonly openedAt: number;
   /** What `authenticate` returned for this connection; undefined without the hook. */
   readonly principal: Principal | undefined;
-  /** Free slot for the handler's per-connection state. */
-  data: unknown;
+  /** Free slot for the handler's per-connection state: an empty object until the handler sets it. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the application's own shape
+  data: any;
   /** Sends a message; a no-op once the connection has ended (or, under the `drop` policy, while its send queue is full). */
   send(data: MessageData): void;
   /**

@@ -13,6 +13,7 @@ import { HubError, type CloseKind, type RefusalReason } from './errors.ts';
 import { builtinHandlers } from './handlers/index.ts';
 import { createLogger, rateLimitedFailures, type Logger } from './log.ts';
 import { resolveOptions, type HubOptions } from './options.ts';
+import { didYouMean } from './validators.ts';
 import { Registry } from './registry.ts';
 import { unrefInterval, withDeadline } from './timers.ts';
 
@@ -135,14 +136,14 @@ export class Hub implements HubApi {
     if (typeof spec === 'function') {
       const handler = (spec as HandlerFactory)(this);
       if (!handler || typeof handler !== 'object') throw new HubError('ERR_INVALID_OPTION', 'option handler: the factory must return a handler object');
-      return handler;
+      return checkHandler(handler);
     }
     if (typeof spec === 'string') {
       const builtin = builtinHandlers[spec];
       if (!builtin) throw new HubError('ERR_INVALID_OPTION', `option handler must be one of ${Object.keys(builtinHandlers).join(', ')} or a handler object (got ${JSON.stringify(spec)})`);
       return builtin(this);
     }
-    return spec;
+    return checkHandler(spec);
   }
 
   /** The serving runtime's fan-out fast path (set by createApp). */
@@ -296,6 +297,20 @@ export class Hub implements HubApi {
     this.log.info('shutdown.done', result);
     return result;
   }
+}
+
+const handlerKeys: readonly (keyof Handler)[] = ['authenticate', 'onOpen', 'onMessage', 'formatPublish', 'onClose'];
+
+/** A handler's keys are the Handler's own, and functions: `onMesage` must not be a silent no-op. */
+function checkHandler(handler: Handler): Handler {
+  for (const key of Object.keys(handler)) {
+    if (!(handlerKeys as readonly string[]).includes(key)) {
+      throw new HubError('ERR_INVALID_OPTION', `option handler: unknown key ${JSON.stringify(key)}${didYouMean(key, handlerKeys)}; a handler has ${handlerKeys.join(', ')}`);
+    }
+    const value = (handler as Record<string, unknown>)[key];
+    if (value !== undefined && typeof value !== 'function') throw new HubError('ERR_INVALID_OPTION', `option handler: ${key} must be a function (got ${typeof value})`);
+  }
+  return handler;
 }
 
 /** Creates a hub from validated options. Throws a HubError (code ERR_INVALID_OPTION) naming a bad option. */

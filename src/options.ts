@@ -5,7 +5,7 @@ import type { Backplane } from './backplane/contract.ts';
 import type { Handler, HandlerFactory } from './contracts.ts';
 import { HubError } from './errors.ts';
 import { logLevels, type LogLevel } from './log.ts';
-import { boolean, bytes, bytesOrOff, duration, durationOrOff, inRange, integer, oneOf, origins } from './validators.ts';
+import { boolean, bytes, bytesOrOff, didYouMean, duration, durationOrOff, inRange, integer, oneOf, origins } from './validators.ts';
 
 /** Every setting of a hub. Defaults are in `optionSpecs` below and in the README table. */
 export interface HubOptions {
@@ -247,8 +247,20 @@ export type CommandLine =
  * (`HUBBUB_MAX_CONNECTIONS=5`, `PORT`). Flags win over the environment. Throws a HubError
  * naming the flag or variable on any bad value or unknown flag.
  */
+/**
+ * `HUBBUB_*` variables that are not options but are read by hubbub's own parts: a Node cluster
+ * worker's mark, workerd's per-room objects, and the workerd dev launcher's bundle cache.
+ */
+export const nonOptionVariables: readonly string[] = ['HUBBUB_CLUSTER_WORKER', 'HUBBUB_ROOMS', 'HUBBUB_WORKERD_CACHE'];
+
 export function parseCommandLine(argv: readonly string[], env: Readonly<Record<string, string | undefined>>): CommandLine {
   const options: Partial<Record<keyof HubOptions, unknown>> = {};
+  // A misspelt variable must not pass silently, as a misspelt flag does not.
+  const known = new Set([...optionKeys.flatMap((key) => optionSpecs[key].env), ...nonOptionVariables]);
+  for (const name of Object.keys(env)) {
+    if (!name.startsWith('HUBBUB_') || known.has(name)) continue;
+    throw new HubError('ERR_INVALID_OPTION', `unknown environment variable ${name}${didYouMean(name, [...known])} (see --help)`);
+  }
   for (const key of optionKeys) {
     const spec = optionSpecs[key] as OptionSpec<typeof key>;
     for (const name of spec.env) {

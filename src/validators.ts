@@ -120,3 +120,30 @@ export function origins(): Validator<string[]> {
     check: (value): value is string[] => Array.isArray(value) && valid(value),
   };
 }
+
+/** The candidate closest to `name` (edit distance), if it is close enough to be a likely typo. */
+export function closest(name: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of candidates) {
+    const d = editDistance(name.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(name.length / 4)) ? best : undefined;
+}
+
+/** ` (did you mean "x"?)`, or nothing. */
+export function didYouMean(name: string, candidates: readonly string[]): string {
+  const match = closest(name, candidates);
+  return match === undefined ? '' : ` (did you mean ${JSON.stringify(match)}?)`;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = current;
+  }
+  return previous[b.length]!;
+}

@@ -12,6 +12,8 @@ export function runOptions(target: RuntimeTarget): void {
       ['bad environment variable', [], { HUBBUB_MAX_CONNECTIONS: '0' }, /HUBBUB_MAX_CONNECTIONS must be an integer from 1 to/],
       ['bad duration', ['--shutdown-timeout', 'soon'], {}, /--shutdown-timeout must be a duration/],
       ['missing handler module', ['--handler', './no/such/module.js'], {}, /--handler "\.\/no\/such\/module\.js": cannot load/],
+      ['misspelt environment variable', [], { HUBBUB_MAX_CONECTIONS: '5' }, /unknown environment variable HUBBUB_MAX_CONECTIONS \(did you mean "HUBBUB_MAX_CONNECTIONS"\?\)/],
+      ['handler with a misspelt key', ['--handler', 'test/fixtures/typo-handler.mjs'], {}, /option handler: unknown key "onMesage" \(did you mean "onMessage"\?\)/],
     ];
     for (const [name, args, env, pattern] of cases) {
       it(name, async () => {

@@ -48,4 +48,33 @@ describe('hub runtime hooks', () => {
     conn.unsubscribe('nope'); // not subscribed: no change
     assert.deepEqual(heard, [['a'], ['a', 'b'], ['b']]);
   });
+
+  it('a handler key that is not a Handler key is an error with the closest name; a non-function is too', () => {
+    assert.throws(() => createHub({ logLevel: 'silent', handler: { onMesage: () => {} } as never }), /option handler: unknown key "onMesage" \(did you mean "onMessage"\?\)/);
+    assert.throws(() => createHub({ logLevel: 'silent', handler: () => ({ onClsoe: () => {} }) as never }), /unknown key "onClsoe" \(did you mean "onClose"\?\)/);
+    assert.throws(() => createHub({ logLevel: 'silent', handler: { onMessage: 'echo' } as never }), /option handler: onMessage must be a function \(got string\)/);
+  });
+
+  it('ctx.data is a usable object from the start (ctx.data.n = 0 in onOpen works), and can be replaced', () => {
+    let seen: unknown;
+    const hub = createHub({
+      logLevel: 'silent',
+      handler: {
+        onOpen: (ctx) => {
+          ctx.data.n = 0;
+        },
+        onMessage: (ctx) => {
+          ctx.data.n++;
+          seen = ctx.data;
+        },
+      },
+    });
+    const conn = hub.registry.reserve('127.0.0.1') as Connection;
+    conn.onOpen(undefined, socket());
+    conn.onMessage({ data: 'x' }, socket());
+    assert.deepEqual(seen, { n: 1 });
+    assert.equal(conn.releaseReason, undefined, 'no handler error');
+    conn.data = 'replaced';
+    assert.equal(conn.data, 'replaced');
+  });
 });

@@ -21,6 +21,12 @@ describe('options', () => {
     assert.deepEqual(cmd.options, { port: 9000, host: '127.0.0.1', maxConnections: 5, handshakeTimeout: 2000, shutdownTimeout: 60_000 });
   });
 
+  it('an unknown HUBBUB_* variable is an error naming it, with the closest option; hubbub’s own non-option variables pass', () => {
+    assert.throws(() => parseCommandLine([], { HUBBUB_MAX_CONECTIONS: '5' }), /unknown environment variable HUBBUB_MAX_CONECTIONS \(did you mean "HUBBUB_MAX_CONNECTIONS"\?\)/);
+    assert.throws(() => parseCommandLine([], { HUBBUB_NOTHING_LIKE_IT: '1' }), /^HubError: unknown environment variable HUBBUB_NOTHING_LIKE_IT \(see --help\)$/m);
+    assert.equal(parseCommandLine([], { HUBBUB_CLUSTER_WORKER: '1', HUBBUB_ROOMS: 'true', HUBBUB_WORKERD_CACHE: '/tmp/x', OTHER_VAR: 'x' }).kind, 'serve');
+  });
+
   it('HUBBUB_PORT wins over PORT', () => {
     const cmd = parseCommandLine([], { PORT: '9000', HUBBUB_PORT: '9001' });
     assert.equal(cmd.kind === 'serve' && cmd.options.port, 9001);
