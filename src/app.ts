@@ -1,7 +1,10 @@
-// createApp: the Hono app every runtime serves. Routes only: /ws (admission, then the runtime's
-// upgrade), /admission, /healthz, /stats, /metrics and the demo page. Runtime-free: the runtime's
-// parts come in through a RuntimeAdapter.
+// The Hono apps every runtime serves. Routes only. The public app: /ws (admission, then the runtime's
+// upgrade), /admission, /healthz and the demo page, plus the operator's routes (/stats, /metrics)
+// unless they have a listener of their own (`--admin-port`: `createAdminApp`). `--admin-token`
+// guards the operator's routes wherever they are. Runtime-free: the runtime's parts come in through
+// a RuntimeAdapter.
 import { Hono, type Context } from 'hono';
+import { bearerAuth } from 'hono/bearer-auth';
 import type { Refusal } from './admission/admission.ts';
 import { authenticate } from './admission/authenticate.ts';
 import { Connection } from './connection.ts';
@@ -80,11 +83,22 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
 
   app.get('/', (c) => c.html(demoPage));
 
-  app.get('/metrics', async () => {
-    const text = adapter.clusterMetrics ? await adapter.clusterMetrics() : renderMetrics(hub, adapter.runtime, adapter.processStats?.());
-    return new Response(text, { headers: { 'Content-Type': METRICS_CONTENT_TYPE } });
-  });
+  healthRoute(app, hub, adapter);
+  if (hub.options.adminPort < 0) adminRoutes(app, hub, adapter);
 
+  return app;
+}
+
+/** The operator's own listener (`--admin-port`): /healthz, /stats and /metrics. */
+export function createAdminApp(hub: Hub, adapter: RuntimeAdapter): Hono {
+  const app = new Hono();
+  healthRoute(app, hub, adapter);
+  adminRoutes(app, hub, adapter);
+  return app;
+}
+
+function healthRoute(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
+  const { registry } = hub;
   // 200 while running (with `degraded` when the backplane is away: local clients are still served,
   // so a load balancer should keep this node), 503 while draining.
   app.get('/healthz', async (c) => {
@@ -99,6 +113,20 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     if (adapter.clusterStats) body.cluster = await adapter.clusterStats();
     return c.json(body, state === 'running' ? 200 : 503);
   });
+}
+
+/** /stats and /metrics, behind `--admin-token` when one is set. */
+function adminRoutes(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
+  const token = hub.options.adminToken;
+  if (token) {
+    const guard = bearerAuth({ token });
+    app.use('/stats', guard);
+    app.use('/metrics', guard);
+  }
+  app.get('/metrics', async () => {
+    const text = adapter.clusterMetrics ? await adapter.clusterMetrics() : renderMetrics(hub, adapter.runtime, adapter.processStats?.());
+    return new Response(text, { headers: { 'Content-Type': METRICS_CONTENT_TYPE } });
+  });
 
   // `?gc=1` collects garbage first, only where the operator enabled it (node --expose-gc): soak tests
   // compare heaps before and after; it is a no-op otherwise.
@@ -108,8 +136,6 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     if (adapter.clusterStats) stats.cluster = await adapter.clusterStats();
     return c.json(stats);
   });
-
-  return app;
 }
 
 function isRefusal(value: object): value is Refusal {

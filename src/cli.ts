@@ -11,6 +11,8 @@ import { VERSION } from './version.ts';
 export interface ServedHub {
   /** Where the server listens, e.g. http://127.0.0.1:8080 */
   readonly url: string;
+  /** Where the admin listener listens (`--admin-port`), if there is one. */
+  readonly adminUrl?: string | undefined;
   /** Stops listening and drops whatever is left. */
   close(): Promise<void>;
 }
@@ -94,6 +96,7 @@ export async function runCli(host: CliHost): Promise<void> {
   hub.log.info(host.role ? 'worker.listening' : 'listening', {
     ...(host.role ? { role: host.role } : {}),
     url: served.url,
+    ...(served.adminUrl ? { adminUrl: served.adminUrl } : {}),
     path: hub.options.path,
     runtime: host.runtime,
     version: VERSION,

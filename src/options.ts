@@ -69,6 +69,12 @@ export interface HubOptions {
   slotBlock: number;
   /** Node only: worker processes sharing the port (node:cluster) and one connection limit; 0 = one per core ('auto'). @default 1 */
   workers: number;
+  /** Port of a separate listener for the operator's routes (/stats, /metrics; /healthz too); -1 (`off`) serves them on the public listener. @default -1 */
+  adminPort: number;
+  /** Address the admin listener binds. @default '127.0.0.1' */
+  adminHost: string;
+  /** Bearer token /stats and /metrics require, wherever they are served; '' = none. @default '' */
+  adminToken: string;
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
   /** Handler: `'echo'` (the default), `'pubsub'` (the JSON topic protocol), a Handler, or (CLI) a path to a module exporting one. @default 'echo' */
@@ -89,6 +95,7 @@ interface OptionSpec<K extends keyof HubOptions> {
 }
 
 const MAX_CONNECTIONS = 10_000_000;
+const ADMIN_TOKEN = /^[A-Za-z0-9._~+/-]{16,512}$/;
 
 export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   port: { flag: '--port', env: ['HUBBUB_PORT', 'PORT'], default: 8080, doc: 'TCP port to listen on (0 = any free port)', ...integer(0, 65535) },
@@ -201,6 +208,25 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     accepts: "'auto' or an integer from 1 to 64",
     parse: (text) => (text.trim() === 'auto' ? 0 : integer(1, 64).parse(text)),
     check: (value): value is number => typeof value === 'number' && (value === 0 || inRange(value, 1, 64) !== undefined),
+  },
+  adminPort: {
+    flag: '--admin-port', env: ['HUBBUB_ADMIN_PORT'], default: -1,
+    doc: "a separate listener for /stats and /metrics ('off' = on the public listener)",
+    accepts: "'off' or an integer from 0 to 65535 (0 = any free port)",
+    parse: (text) => (text.trim() === 'off' ? -1 : integer(0, 65535).parse(text)),
+    check: (value): value is number => value === -1 || integer(0, 65535).check(value),
+  },
+  adminHost: {
+    flag: '--admin-host', env: ['HUBBUB_ADMIN_HOST'], default: '127.0.0.1', doc: 'address the admin listener binds',
+    accepts: 'an IP address or host name',
+    parse: (text) => (/^[\w.:-]+$/.test(text) ? text : undefined),
+    check: (value): value is string => typeof value === 'string' && /^[\w.:-]+$/.test(value),
+  },
+  adminToken: {
+    flag: '--admin-token', env: ['HUBBUB_ADMIN_TOKEN'], default: '', doc: 'Bearer token that /stats and /metrics require (empty = none)',
+    accepts: "'' or 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (an RFC 6750 token)",
+    parse: (text) => (text === '' || ADMIN_TOKEN.test(text) ? text : undefined),
+    check: (value): value is string => typeof value === 'string' && (value === '' || ADMIN_TOKEN.test(value)),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(logLevels) },
   handler: {

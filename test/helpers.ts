@@ -60,6 +60,8 @@ export type RuntimeDifference =
 
 export interface ServerProcess {
   url: string;
+  /** The admin listener (`--admin-port`), if the server has one; /stats and /metrics live there then. */
+  adminUrl: string | undefined;
   wsUrl: string;
   child: ChildProcess;
   /** Every stdout line so far (JSON logs). */
@@ -91,12 +93,14 @@ export async function startServer(target: RuntimeTarget, args: readonly string[]
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
     child.once('exit', (code, signal) => resolve({ code, signal })),
   );
+  let adminUrl: string | undefined;
   const listening = new Promise<string>((resolve, reject) => {
     const rl = createInterface({ input: child.stdout! });
     rl.on('line', (line) => {
       lines.push(line);
       try {
-        const record = JSON.parse(line) as { event?: string; url?: string };
+        const record = JSON.parse(line) as { event?: string; url?: string; adminUrl?: string };
+        adminUrl ??= record.adminUrl;
         if (record.event === 'listening' && record.url) resolve(record.url);
       } catch {
         // not a log line
@@ -106,14 +110,18 @@ export async function startServer(target: RuntimeTarget, args: readonly string[]
     setTimeout(() => reject(new Error(`${target.name} server did not listen within 30 s: ${stderr}`)), 30_000).unref();
   });
   const url = await listening;
+  // /stats where it is served, with the admin token the server was given.
+  const tokenAt = args.indexOf('--admin-token');
+  const statsHeaders: Record<string, string> = tokenAt >= 0 ? { Authorization: `Bearer ${args[tokenAt + 1]}` } : {};
   const server: ServerProcess = {
     url,
+    adminUrl,
     wsUrl: `${url.replace(/^http/, 'ws')}/ws`,
     child,
     lines,
     stderr: () => stderr,
     exited,
-    stats: async () => (await (await fetch(`${url}/stats`)).json()) as Stats,
+    stats: async () => (await (await fetch(`${adminUrl ?? url}/stats`, { headers: statsHeaders })).json()) as Stats,
     stop: async () => {
       running.delete(server);
       if (child.exitCode === null && child.signalCode === null) {

@@ -12,6 +12,7 @@ import { runHandler } from './handler.ts';
 import { runShutdown } from './shutdown.ts';
 import { runOptions } from './options.ts';
 import { runAttacks } from './attacks.ts';
+import { runAdmin } from './admin.ts';
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
@@ -26,4 +27,5 @@ export function runSuite(target: RuntimeTarget): void {
   runShutdown(target);
   runOptions(target);
   runAttacks(target);
+  runAdmin(target);
 }

@@ -39,7 +39,7 @@ export interface BunServeOptions<T> {
   idleTimeout?: number;
   fetch(request: Request, server: BunServer): Response | Promise<Response> | undefined;
   error?(error: Error): Response | Promise<Response>;
-  websocket: BunWebSocketHandler<T>;
+  websocket?: BunWebSocketHandler<T>;
 }
 
 /** The `Bun` global (declared where it is used: a type cannot be imported as a value). */

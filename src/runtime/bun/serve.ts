@@ -1,5 +1,5 @@
 // Serving a hub on Bun: Bun.serve for HTTP and WebSockets, and the process figures /stats shows.
-import { createApp } from '../../app.ts';
+import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
 import type { HubEvents } from '../../contracts.ts';
 import type { Hub } from '../../hub.ts';
@@ -19,7 +19,7 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
   await hub.start();
   const { maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure, headersTimeout } = hub.options;
   const { upgradeWebSocket, websocket } = createBunWebSocket({ maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure });
-  const app = createApp(hub, {
+  const adapter: RuntimeAdapter = {
     runtime: 'bun',
     upgradeWebSocket,
     remoteAddress: (c) => clientAddress((c.env as BunServer | undefined)?.requestIP(c.req.raw)?.address),
@@ -31,7 +31,10 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
       Bun.gc(true); // synchronous full collection; always available
       return true;
     },
-  });
+  };
+  const app = createApp(hub, adapter);
+  const { adminPort, adminHost } = hub.options;
+  const admin = adminPort >= 0 ? Bun.serve({ port: adminPort, hostname: adminHost, fetch: createAdminApp(hub, adapter).fetch }) : undefined;
   const server = Bun.serve<HubEvents>({
     port: hub.options.port,
     hostname: hub.options.host,
@@ -50,6 +53,9 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
     server,
     port: server.port,
     url: `http://${urlHost(server.hostname)}:${server.port}`,
-    close: () => server.stop(true),
+    adminUrl: admin && `http://${urlHost(admin.hostname)}:${admin.port}`,
+    close: async () => {
+      await Promise.all([server.stop(true), admin?.stop(true)]);
+    },
   };
 }

@@ -1,5 +1,5 @@
 // Serving a hub on Deno: Deno.serve for HTTP and WebSockets, and the process figures /stats shows.
-import { createApp } from '../../app.ts';
+import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
 import type { Hub } from '../../hub.ts';
 import { collectExposedGarbage, urlHost } from '../common.ts';
@@ -12,7 +12,7 @@ export interface DenoServer extends ServedHub {
 /** Starts a hub (`hub.start()`) and serves it on Deno at `hub.options.host:port`. Resolves once listening. */
 export async function serveDeno(hub: Hub): Promise<DenoServer> {
   await hub.start();
-  const app = createApp(hub, {
+  const adapter: RuntimeAdapter = {
     runtime: 'deno',
     upgradeWebSocket: createDenoWebSocket(hub.options),
     remoteAddress: (c) => ((c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr?.hostname ?? 'unknown'),
@@ -22,22 +22,35 @@ export async function serveDeno(hub: Hub): Promise<DenoServer> {
     },
     // Deno exposes gc() when started with --v8-flags=--expose-gc.
     collectGarbage: collectExposedGarbage,
-  });
+  };
+  const { adminPort, adminHost } = hub.options;
+  const admin = adminPort >= 0 ? await listen(hub, createAdminApp(hub, adapter).fetch, adminPort, adminHost) : undefined;
+  const main = await listen(hub, createApp(hub, adapter).fetch, hub.options.port, hub.options.host);
+  return {
+    port: main.port,
+    url: main.url,
+    adminUrl: admin?.url,
+    close: async () => {
+      await Promise.all([main.shutdown(), admin?.shutdown()]);
+    },
+  };
+}
+
+function listen(hub: Hub, fetch: (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response>, port: number, hostname: string): Promise<{ port: number; url: string; shutdown(): Promise<void> }> {
   return new Promise((resolve, reject) => {
     try {
-      const server = Deno.serve(
+      const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve(
         {
-          port: hub.options.port,
-          hostname: hub.options.host,
-          onListen: (addr) => {
-            resolve({ port: addr.port, url: `http://${urlHost(addr.hostname)}:${addr.port}`, close: () => server.shutdown() });
-          },
+          port,
+          hostname,
+          // (`server` is read only later: onListen may run before Deno.serve returns.)
+          onListen: (addr) => resolve({ port: addr.port, url: `http://${urlHost(addr.hostname)}:${addr.port}`, shutdown: () => server.shutdown() }),
           onError: (error) => {
             hub.log.error('request.error', { error });
             return new Response('Internal Server Error\n', { status: 500 });
           },
         },
-        app.fetch,
+        fetch,
       );
     } catch (error) {
       reject(error);

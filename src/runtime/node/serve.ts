@@ -4,7 +4,7 @@ import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createApp } from '../../app.ts';
+import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
 import type { Hub } from '../../hub.ts';
 import { renderMetrics } from '../../metrics.ts';
@@ -45,7 +45,7 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
   const link = options.cluster;
   link?.serve(hub, (labels) => renderMetrics(hub, 'node', processStats(), labels));
   const fanOut = createNodeFanOut(hub.log);
-  const app = createApp(hub, {
+  const adapter: RuntimeAdapter = {
     ...(link ? { clusterStats: link.clusterStats, clusterMetrics: link.clusterMetrics } : {}),
     ...(fanOut ? { fanOut } : {}),
     runtime: 'node',
@@ -53,7 +53,10 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
     remoteAddress: (c) => clientAddress((c.env as NodeEnv | undefined)?.incoming?.socket?.remoteAddress),
     processStats,
     collectGarbage: collectExposedGarbage,
-  });
+  };
+  const app = createApp(hub, adapter);
+  const { adminPort, adminHost } = hub.options;
+  const admin = adminPort >= 0 ? await listen(createAdminApp(hub, adapter).fetch, adminPort, adminHost) : undefined;
   return new Promise((resolve, reject) => {
     const server = serve({
       fetch: app.fetch,
@@ -79,12 +82,30 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
         port,
         app,
         url: `http://${urlHost(hub.options.host)}:${port}`,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
+        adminUrl: admin?.url,
+        close: async () => {
+          await Promise.all([closeServer(server), admin && closeServer(admin.server)]);
+        },
       });
     });
+  });
+}
+
+/** A plain HTTP listener (the admin routes). */
+function listen(fetch: Hono['fetch'], port: number, hostname: string): Promise<{ server: Server; url: string }> {
+  return new Promise((resolve, reject) => {
+    const server = serve({ fetch, port, hostname }) as Server;
+    server.once('error', reject);
+    server.once('listening', () => {
+      server.removeListener('error', reject);
+      resolve({ server, url: `http://${urlHost(hostname)}:${(server.address() as AddressInfo).port}` });
+    });
+  });
+}
+
+function closeServer(server: Server): Promise<void> {
+  return new Promise<void>((done) => {
+    server.close(() => done());
+    server.closeAllConnections();
   });
 }

@@ -57,7 +57,8 @@ export class HubObject {
       const command = parseCommandLine([], stringVars(env));
       if (command.kind !== 'serve') throw new Error('unreachable: no flags were given');
       const options = command.options;
-      if ((options as { backplane?: unknown }).backplane) throw new Error('HUBBUB_BACKPLANE is not available on workerd: a Durable Object holds no broker connection (use rooms, HUBBUB_ROOMS)');
+      if (options.adminPort !== undefined && options.adminPort >= 0) throw new Error('HUBBUB_ADMIN_PORT is not available on workerd: the Worker has one listener (use HUBBUB_ADMIN_TOKEN to guard /stats and /metrics)');
+      if (options.backplane) throw new Error('HUBBUB_BACKPLANE is not available on workerd: a Durable Object holds no broker connection (use rooms, HUBBUB_ROOMS)');
       const name = typeof options.handler === 'string' ? options.handler : 'echo';
       if (Object.hasOwn(handlers, name)) options.handler = handlers[name]!;
       // No sweeper timer (a pending timer keeps the object awake): `#tick` sweeps on events. Ids get a
