@@ -19,6 +19,11 @@ export interface Counters {
   bytesOut: number;
   /** Messages not sent to slow consumers under the `drop` policy. */
   dropped: number;
+  /**
+   * TCP connections the runtime dropped as soon as they were accepted (Node): over
+   * `maxPendingConnections`, or near the process's file-descriptor limit.
+   */
+  readonly connectionsDropped: { 'pending-limit': number; 'fd-limit': number };
   /** Subscribes refused by a cap, by cap. */
   readonly subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
   /** Sockets whose peer did not complete a server-initiated close in time, dropped by the server. */
@@ -43,6 +48,7 @@ export function createCounters(): Counters {
     bytesOut: 0,
     dropped: 0,
     closesForced: 0,
+    connectionsDropped: { 'pending-limit': 0, 'fd-limit': 0 },
     subscribesRefused: { 'subscription-limit': 0, 'topic-limit': 0 },
     signalsPending: 0,
   };

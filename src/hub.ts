@@ -41,6 +41,8 @@ export interface HubStats {
   messagesOut: number;
   /** Messages not sent to slow consumers (policy `drop`). */
   dropped: number;
+  /** TCP connections dropped as soon as they were accepted (Node): over maxPendingConnections, or near the fd limit. */
+  connectionsDropped: { 'pending-limit': number; 'fd-limit': number };
   /** Subscribes refused by `maxSubscriptions` and `maxTopics`. */
   subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
   topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
@@ -261,6 +263,7 @@ export class Hub implements HubApi {
       messagesIn: c.messagesIn,
       messagesOut: c.messagesOut,
       dropped: c.dropped,
+      connectionsDropped: { ...c.connectionsDropped },
       subscribesRefused: { ...c.subscribesRefused },
       topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20) },
       backplane: this.backplaneStats() ?? null,

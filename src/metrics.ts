@@ -58,6 +58,10 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
   m.family('hubbub_messages_dropped_total', 'counter', 'Messages not sent to slow consumers (policy drop).', [[undefined, c.dropped]]);
   m.family('hubbub_topics', 'gauge', 'Topics with at least one local subscriber.', [[undefined, hub.topics.size]]);
   m.family('hubbub_subscriptions', 'gauge', 'Local topic subscriptions.', [[undefined, hub.topics.subscriptions]]);
+  m.family('hubbub_connections_dropped_total', 'counter', 'TCP connections dropped as soon as they were accepted: over maxPendingConnections, or near the fd limit (Node).', [
+    [{ reason: 'pending-limit' }, c.connectionsDropped['pending-limit']],
+    [{ reason: 'fd-limit' }, c.connectionsDropped['fd-limit']],
+  ]);
   m.family('hubbub_subscribes_refused_total', 'counter', 'Subscribes refused by a cap (maxSubscriptions, maxTopics).', [
     [{ reason: 'subscription-limit' }, c.subscribesRefused['subscription-limit']],
     [{ reason: 'topic-limit' }, c.subscribesRefused['topic-limit']],

@@ -53,6 +53,11 @@ export interface HubOptions {
   perMessageDeflate: boolean;
   /** Milliseconds a client may take to send its request headers before the connection is dropped. @default 10000 */
   headersTimeout: number;
+  /**
+   * Node: TCP connections still sending their request head, at most; a new one over it is dropped
+   * at once (counted). 0 = derived: the limit, at least 64 and at most 1024. @default 0
+   */
+  maxPendingConnections: number;
   /** Bytes a socket may have queued for sending before it counts as a slow consumer. 0 = no limit. @default 1048576 */
   maxBackpressure: number;
   /** What happens to a slow consumer: `close` it (1013) or `drop` messages for it (counted; it sees a gap in sequence numbers). @default 'close' */
@@ -166,6 +171,10 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   headersTimeout: {
     flag: '--headers-timeout', env: ['HUBBUB_HEADERS_TIMEOUT'], default: 10_000,
     doc: 'a client slower than this to send its request headers is dropped', ...duration(100, 600_000),
+  },
+  maxPendingConnections: {
+    flag: '--max-pending-connections', env: ['HUBBUB_MAX_PENDING_CONNECTIONS'], default: 0,
+    doc: 'Node: connections still sending their request head (0 = the limit, from 64 to 1024); over it dropped at once', ...integer(0, MAX_CONNECTIONS),
   },
   maxBackpressure: {
     flag: '--max-backpressure', env: ['HUBBUB_MAX_BACKPRESSURE'], default: 1024 * 1024,

@@ -47,6 +47,8 @@ export type RuntimeDifference =
   | 'fixed-headers-timeout'
   /** A server-initiated close completes at once (close frame, then FIN) without waiting for the peer's close frame, so no peer can hold a graceful shutdown open. */
   | 'close-handshake-not-awaited'
+  /** The runtime gives the adapter no hook on accepted TCP connections (Deno, Bun, workerd): no --max-pending-connections, no early drop near the fd limit. */
+  | 'no-pending-connection-cap'
   /** A socket the runtime closed is reported gone at once, but the runtime keeps its TCP connection until the peer answers or its own timeout (Bun: ~20 s), out of the core's count. */
   | 'closed-socket-lingers'
   /** The application cannot send pings (workerd): there is no heartbeat, a silent peer is never dropped as idle. */

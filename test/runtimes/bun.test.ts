@@ -16,7 +16,7 @@ const bun = realpathSync(path.join(root, 'node_modules', '.bin', 'bun'));
  *  - closed-socket-lingers: …while uWebSockets keeps that TCP connection until the peer answers or
  *    about 20 s pass, out of the core's count (an attacker holds an fd that long).
  */
-const differences: RuntimeDifference[] = ['fixed-headers-timeout', 'close-handshake-not-awaited', 'closed-socket-lingers'];
+const differences: RuntimeDifference[] = ['fixed-headers-timeout', 'close-handshake-not-awaited', 'closed-socket-lingers', 'no-pending-connection-cap'];
 
 runSuite({
   name: 'bun',

@@ -1,7 +1,7 @@
 // Suite group: clients that try to get around the limit, and what the server process really holds (its fds).
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import net, { type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { connect, eventually, hostOf, rawRequest, rssKiB, sleep, startServer, withTimeout, type RuntimeTarget } from '../helpers.ts';
 import { buildFrame, Opcode, upgradeHeaders } from '../frames.ts';
@@ -127,6 +127,85 @@ export function runAttacks(target: RuntimeTarget): void {
         await server.stop();
       }
     });
+
+    /** `count` connections that send the start of a request head and then nothing; they stay open. */
+    async function trickle(url: string, count: number, into: Socket[]): Promise<void> {
+      const { hostname, port } = new URL(url);
+      await Promise.all(
+        Array.from({ length: count }, async () => {
+          const socket = net.connect(Number(port), hostname);
+          socket.on('error', () => {});
+          into.push(socket);
+          await new Promise<void>((resolve) => {
+            socket.once('connect', () => {
+              socket.write('GET /ws HTTP/1.1\r\nHost: x\r\n');
+              resolve();
+            });
+            socket.once('close', () => resolve());
+          });
+        }),
+      );
+    }
+
+    const noPendingCap = target.differences?.has('no-pending-connection-cap') ? 'the runtime gives the adapter no hook on accepted connections (documented)' : false;
+
+    it('slowloris: connections trickling their request head are capped by --max-pending-connections; the admin listener answers', { skip: noPendingCap }, async (t) => {
+      const CAP = 50;
+      const server = await startServer(target, ['--max-pending-connections', String(CAP), '--headers-timeout', '60s', '--admin-port', '0']);
+      const pid = server.child.pid!;
+      const held: Socket[] = [];
+      try {
+        await sleep(300);
+        const baseline = fdCount(pid);
+        await trickle(server.url, 300, held);
+        await sleep(300);
+        const fds = fdCount(pid);
+        const stats = await server.stats();
+        t.diagnostic(`300 trickling heads, cap ${CAP}: server fds ${baseline} → ${fds}, dropped ${stats.connectionsDropped['pending-limit']}, pending ${stats.process.pendingConnections}`);
+        assert.ok(fds <= baseline + CAP + 15, `the server holds ${fds} fds (baseline ${baseline})`);
+        assert.equal(stats.process.pendingConnections, CAP);
+        assert.ok(stats.connectionsDropped['pending-limit'] >= 300 - CAP - 5, JSON.stringify(stats.connectionsDropped));
+        const started = Date.now();
+        assert.equal((await fetch(`${server.adminUrl}/healthz`)).status, 200);
+        assert.ok(Date.now() - started < 1000, 'the admin listener answers at once');
+        for (const socket of held) socket.destroy();
+        // Once they are gone, a client is served as usual.
+        const after = await eventually(server.stats, (s) => s.process.pendingConnections === 0, 5000);
+        assert.equal(after.process.pendingConnections, 0);
+        const ws = await connect(server.wsUrl);
+        ws.close();
+      } finally {
+        for (const socket of held) socket.destroy();
+        await server.stop();
+      }
+    });
+
+    it('near the fd limit: new connections are dropped early and counted, the admin listener answers, nothing crashes', { skip: noPendingCap }, async (t) => {
+      const FD_LIMIT = 200;
+      // The same server under a low open-file limit (sh's ulimit, then exec: the pid stays the server's).
+      const limited: RuntimeTarget = { ...target, command: ['sh', '-c', `ulimit -n ${FD_LIMIT} && exec "$0" "$@"`, ...target.command] };
+      const server = await startServer(limited, ['--max-pending-connections', '1000', '--max-connections', '1000', '--headers-timeout', '60s', '--admin-port', '0']);
+      const pid = server.child.pid!;
+      const held: Socket[] = [];
+      try {
+        await trickle(server.url, 300, held);
+        await sleep(300);
+        const stats = await server.stats();
+        t.diagnostic(`300 connections against ${FD_LIMIT} fds: server fds ${fdCount(pid)}, budget ${stats.process.socketBudget}, dropped ${stats.connectionsDropped['fd-limit']}`);
+        assert.equal(stats.process.socketBudget, FD_LIMIT - 64);
+        assert.ok(stats.connectionsDropped['fd-limit'] >= 300 - (FD_LIMIT - 64) - 5, JSON.stringify(stats.connectionsDropped));
+        assert.ok(fdCount(pid) < FD_LIMIT - 20, 'fds are left for the admin listener and the rest');
+        assert.equal((await fetch(`${server.adminUrl}/healthz`)).status, 200);
+        assert.ok(server.lines.some((line) => line.includes('"connection.dropped"')), 'the drops are logged');
+        for (const socket of held) socket.destroy();
+        await eventually(server.stats, (s) => s.process.pendingConnections === 0, 5000);
+        const ws = await connect(server.wsUrl);
+        ws.close();
+        assert.equal(server.child.exitCode, null, 'the server is still running');
+      } finally {
+        for (const socket of held) socket.destroy();
+        await server.stop();
+      }
+    });
   });
 }
-

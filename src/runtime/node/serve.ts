@@ -11,6 +11,7 @@ import { renderMetrics } from '../../metrics.ts';
 import { clientAddress, collectExposedGarbage, urlHost } from '../common.ts';
 import type { WorkerLink } from './cluster/worker.ts';
 import { createNodeFanOut } from './fanout.ts';
+import { boundSockets, type SocketBounds } from './sockets.ts';
 import { createNodeWebSocket, type NodeEnv } from './websocket.ts';
 
 export interface NodeServer extends ServedHub {
@@ -30,6 +31,7 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
   const { maxPayload, perMessageDeflate, headersTimeout } = hub.options;
   const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate });
   let serverRef: Server | undefined;
+  let bounds: SocketBounds | undefined;
   const processStats = () => {
     const m = process.memoryUsage();
     const internals = process as unknown as { _getActiveHandles?: () => unknown[] };
@@ -40,6 +42,10 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
       activeHandles: internals._getActiveHandles?.().length ?? -1,
       upgradeListeners: serverRef?.listenerCount('upgrade') ?? 0,
       processListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM'),
+      // Connections still sending their request head, and what bounds the server's sockets.
+      pendingConnections: bounds?.pending() ?? 0,
+      pendingConnectionsCap: bounds?.pendingCap ?? 0,
+      socketBudget: bounds?.budget ?? -1,
     };
   };
   const link = options.cluster;
@@ -71,6 +77,7 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
       },
     }) as Server;
     serverRef = server;
+    bounds = boundSockets(server, hub.options, hub.counters, hub.log);
     server.once('error', reject);
     server.once('listening', () => {
       server.removeListener('error', reject);

@@ -1,0 +1,73 @@
+// What the Node server holds before a request exists: every accepted TCP connection counts against
+// a budget below the process's file-descriptor limit (Node's `server.maxConnections`, which also
+// counts upgraded and closing sockets), and connections still sending their request head have a
+// cap of their own. Over either, a new connection is dropped at once: counted, logged (rate-limited).
+import { readFileSync } from 'node:fs';
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Counters } from '../../counters.ts';
+import { rateLimitedFailures, type Logger } from '../../log.ts';
+
+/** File descriptors kept free for everything else: the admin listener, broker clients, files, the event loop. */
+const FD_RESERVE = 64;
+
+/** The soft limit on open files of this process (Linux), or undefined where it cannot be read. */
+export function openFileLimit(): number | undefined {
+  try {
+    const line = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return line && line[1] !== 'unlimited' ? Number(line[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The cap on connections still sending their request head: the option, or the limit within 64–1024. */
+export function pendingCap(maxPendingConnections: number, maxConnections: number): number {
+  return maxPendingConnections > 0 ? maxPendingConnections : Math.min(1024, Math.max(64, maxConnections));
+}
+
+const PENDING = Symbol('hubbub.pending');
+type Tracked = Socket & { [PENDING]?: boolean };
+
+export interface SocketBounds {
+  /** Every TCP connection the server may hold at once (undefined: no fd limit known, no bound). */
+  readonly budget: number | undefined;
+  /** Connections still sending their request head. */
+  readonly pendingCap: number;
+  /** Connections in that state now. */
+  pending(): number;
+}
+
+export function boundSockets(server: Server, options: { maxConnections: number; maxPendingConnections: number }, counters: Counters, log: Logger): SocketBounds {
+  const limit = openFileLimit();
+  const budget = limit === undefined ? undefined : Math.max(1, limit - FD_RESERVE);
+  const cap = pendingCap(options.maxPendingConnections, options.maxConnections);
+  const warn = rateLimitedFailures(log, 'connection.dropped');
+  let pending = 0;
+  if (budget !== undefined) server.maxConnections = budget;
+  // Node closes a connection over maxConnections before anyone sees it, and says so with 'drop'.
+  server.on('drop', () => {
+    counters.connectionsDropped['fd-limit']++;
+    warn('fd-limit', `${budget} connections held (file-descriptor limit ${limit} less ${FD_RESERVE} kept free); new ones dropped`);
+  });
+  const settle = (socket: Tracked) => {
+    if (!socket[PENDING]) return;
+    socket[PENDING] = false;
+    pending--;
+  };
+  server.on('connection', (socket: Tracked) => {
+    if (pending >= cap) {
+      counters.connectionsDropped['pending-limit']++;
+      warn('pending-limit', `${cap} connections still sending their request head; new ones dropped`);
+      socket.destroy();
+      return;
+    }
+    pending++;
+    socket[PENDING] = true;
+    socket.once('close', () => settle(socket));
+  });
+  server.on('request', (request: { socket: Tracked }) => settle(request.socket));
+  // Prepended: an upgrading socket leaves `pending` before the upgrade is handled.
+  server.prependListener('upgrade', (_request: unknown, socket: Tracked) => settle(socket));
+  return { budget, pendingCap: cap, pending: () => pending };
+}
