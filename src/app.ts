@@ -8,10 +8,11 @@ import { bearerAuth } from 'hono/bearer-auth';
 import type { Refusal } from './admission/admission.ts';
 import { authenticate } from './admission/authenticate.ts';
 import { Connection } from './connection.ts';
-import type { FanOut, Principal } from './contracts.ts';
+import type { FanOut, Handler, Principal } from './contracts.ts';
+import type { Logger } from './log.ts';
 import { demoPage } from './demo.ts';
 import { closeReason, refusalStatus, refusalText } from './errors.ts';
-import { upgradeRequired, wantsWebSocket, type HubUpgrade } from './handshake.ts';
+import { offeredProtocols, upgradeRequired, wantsWebSocket, type HubUpgrade } from './handshake.ts';
 import type { Hub } from './hub.ts';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.ts';
 
@@ -62,7 +63,8 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     if (!(admitted instanceof Connection)) return refuse(admitted);
     let response: Response;
     try {
-      response = await adapter.upgradeWebSocket(c, admitted);
+      const protocol = handler.selectProtocol ? selectProtocol(handler.selectProtocol, c.req.raw, admitted.id, log) : undefined;
+      response = await adapter.upgradeWebSocket(c, admitted, { protocol });
     } catch (error) {
       registry.release(admitted, closeReason('handshake-failed', undefined, 'upgrade threw', error));
       log.error('upgrade.error', { id: admitted.id, error });
@@ -136,6 +138,15 @@ function adminRoutes(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
     if (adapter.clusterStats) stats.cluster = await adapter.clusterStats();
     return c.json(stats);
   });
+}
+
+/** The handler's choice among the offered subprotocols; anything else (or a throw) is none, logged. */
+function selectProtocol(hook: NonNullable<Handler['selectProtocol']>, request: Request, id: string, log: Logger): string | undefined {
+  const offered = offeredProtocols(request.headers.get('sec-websocket-protocol'));
+  const chosen = hook(offered, request);
+  if (chosen === undefined || offered.includes(chosen)) return chosen;
+  log.error('handler.error', { id, stage: 'selectProtocol', error: `chose ${JSON.stringify(chosen)}, which the client did not offer (${offered.join(', ') || 'none'}); answering none` });
+  return undefined;
 }
 
 function isRefusal(value: object): value is Refusal {

@@ -60,6 +60,12 @@ export interface Handler {
    * that answer. Anything else is refused with 401; a throw is logged and answered 500.
    */
   authenticate?(request: Request, info: { readonly remoteAddress: string }): Principal | Response | undefined | Promise<Principal | Response | undefined>;
+  /**
+   * Picks the subprotocol to answer from those the client offered (`Sec-WebSocket-Protocol`), or
+   * undefined for none. Without this hook the server answers none: it never agrees to a protocol the
+   * handler did not choose. An answer that was not offered is ignored (and logged).
+   */
+  selectProtocol?(offered: readonly string[], request: Request): string | undefined;
   onOpen?(ctx: HandlerContext): void | Promise<void>;
   onMessage?(ctx: HandlerContext, data: MessageData): void | Promise<void>;
   /**

@@ -39,15 +39,29 @@ function refuse(status: number, message: string, headers: Record<string, string>
   return new Response(`${message}\n`, { status, headers: { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close', ...headers } });
 }
 
+/** What the core decided for an upgrade that the runtime carries out. */
+export interface UpgradeOptions {
+  /** The subprotocol to answer (one the client offered), or none. */
+  readonly protocol?: string | undefined;
+}
+
 /** A runtime's upgrade: called with a request that passed `checkHandshake`; returns the answer (< 400: a socket will open). */
-export type HubUpgrade = (c: Context, events: HubEvents) => Response | Promise<Response>;
+export type HubUpgrade = (c: Context, events: HubEvents, options?: UpgradeOptions) => Response | Promise<Response>;
+
+/** The subprotocols a request offers, in its order. */
+export function offeredProtocols(header: string | null | undefined): string[] {
+  if (!header) return [];
+  return header.split(',').map((p) => p.trim()).filter((p) => p.length > 0);
+}
 
 /**
  * Hono's `defineWebSocketHelper` for hubbub's adapters: the handshake is checked first (a bad one is
  * answered as ws answers it), and the events are the hub's `HubEvents` (Hono types them as its own
  * `WSEvents`; the core always hands over a Connection, which is a HubEvents).
  */
-export function defineHubWebSocket(upgrade: HubUpgrade): UpgradeWebSocket<unknown, unknown, HubEvents> {
-  const helper = defineWebSocketHelper((c, events) => checkHandshake(c.req.method, c.req.raw.headers) ?? upgrade(c, events as unknown as HubEvents));
-  return helper as unknown as UpgradeWebSocket<unknown, unknown, HubEvents>;
+export function defineHubWebSocket(upgrade: HubUpgrade): UpgradeWebSocket<unknown, UpgradeOptions, HubEvents> {
+  const helper = defineWebSocketHelper<unknown, UpgradeOptions>(
+    (c, events, options) => checkHandshake(c.req.method, c.req.raw.headers) ?? upgrade(c, events as unknown as HubEvents, options),
+  );
+  return helper as unknown as UpgradeWebSocket<unknown, UpgradeOptions, HubEvents>;
 }

@@ -302,7 +302,7 @@ export class Hub implements HubApi {
   }
 }
 
-const handlerKeys: readonly (keyof Handler)[] = ['authenticate', 'onOpen', 'onMessage', 'formatPublish', 'onClose'];
+const handlerKeys: readonly (keyof Handler)[] = ['authenticate', 'selectProtocol', 'onOpen', 'onMessage', 'formatPublish', 'onClose'];
 
 /** A handler's keys are the Handler's own, and functions: `onMesage` must not be a silent no-op. */
 function checkHandler(handler: Handler): Handler {

@@ -5,7 +5,7 @@ import type { Backplane } from './backplane/contract.ts';
 import type { Handler, HandlerFactory } from './contracts.ts';
 import { HubError } from './errors.ts';
 import { logLevels, type LogLevel } from './log.ts';
-import { boolean, bytes, bytesOrOff, didYouMean, duration, durationOrOff, inRange, integer, oneOf, origins } from './validators.ts';
+import { boolean, bytes, bytesOrOff, didYouMean, duration, durationOrOff, inRange, integer, matching, oneOf, origins } from './validators.ts';
 
 /** Every setting of a hub. Defaults are in `optionSpecs` below and in the README table. */
 export interface HubOptions {
@@ -101,20 +101,14 @@ interface OptionSpec<K extends keyof HubOptions> {
 
 const MAX_CONNECTIONS = 10_000_000;
 const ADMIN_TOKEN = /^[A-Za-z0-9._~+/-]{16,512}$/;
+const HOST = /^[\w.:-]+$/;
 
 export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   port: { flag: '--port', env: ['HUBBUB_PORT', 'PORT'], default: 8080, doc: 'TCP port to listen on (0 = any free port)', ...integer(0, 65535) },
-  host: {
-    flag: '--host', env: ['HUBBUB_HOST'], default: '0.0.0.0', doc: 'address to bind',
-    accepts: 'an IP address or host name',
-    parse: (text) => (/^[\w.:-]+$/.test(text) ? text : undefined),
-    check: (value): value is string => typeof value === 'string' && /^[\w.:-]+$/.test(value),
-  },
+  host: { flag: '--host', env: ['HUBBUB_HOST'], default: '0.0.0.0', doc: 'address to bind', ...matching(HOST, 'an IP address or host name') },
   path: {
     flag: '--path', env: ['HUBBUB_PATH'], default: '/ws', doc: 'path of the WebSocket endpoint',
-    accepts: 'a path starting with / (letters, digits, -, _, ., /)',
-    parse: (text) => (/^\/[\w./-]*$/.test(text) ? text : undefined),
-    check: (value): value is string => typeof value === 'string' && /^\/[\w./-]*$/.test(value),
+    ...matching(/^\/[\w./-]*$/, 'a path starting with / (letters, digits, -, _, ., /)'),
   },
   maxConnections: {
     flag: '--max-connections', env: ['HUBBUB_MAX_CONNECTIONS'], default: 100,
@@ -202,9 +196,7 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   },
   clusterName: {
     flag: '--cluster-name', env: ['HUBBUB_CLUSTER_NAME'], default: 'hubbub', doc: 'nodes with the same name share one limit',
-    accepts: 'letters, digits, -, _, . (1 to 64)',
-    parse: (text) => (/^[\w.-]{1,64}$/.test(text) ? text : undefined),
-    check: (value): value is string => typeof value === 'string' && /^[\w.-]{1,64}$/.test(value),
+    ...matching(/^[\w.-]{1,64}$/, 'letters, digits, -, _, . (1 to 64)'),
   },
   leaseTime: {
     flag: '--lease-time', env: ['HUBBUB_LEASE_TIME'], default: 10_000,
@@ -225,17 +217,10 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     parse: (text) => (text.trim() === 'off' ? -1 : integer(0, 65535).parse(text)),
     check: (value): value is number => value === -1 || integer(0, 65535).check(value),
   },
-  adminHost: {
-    flag: '--admin-host', env: ['HUBBUB_ADMIN_HOST'], default: '127.0.0.1', doc: 'address the admin listener binds',
-    accepts: 'an IP address or host name',
-    parse: (text) => (/^[\w.:-]+$/.test(text) ? text : undefined),
-    check: (value): value is string => typeof value === 'string' && /^[\w.:-]+$/.test(value),
-  },
+  adminHost: { flag: '--admin-host', env: ['HUBBUB_ADMIN_HOST'], default: '127.0.0.1', doc: 'address the admin listener binds', ...matching(HOST, 'an IP address or host name') },
   adminToken: {
     flag: '--admin-token', env: ['HUBBUB_ADMIN_TOKEN'], default: '', doc: 'Bearer token that /stats and /metrics require (empty = none)',
-    accepts: "'' or 16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (an RFC 6750 token)",
-    parse: (text) => (text === '' || ADMIN_TOKEN.test(text) ? text : undefined),
-    check: (value): value is string => typeof value === 'string' && (value === '' || ADMIN_TOKEN.test(value)),
+    ...matching(ADMIN_TOKEN, '16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (an RFC 6750 token)', true),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(logLevels) },
   handler: {

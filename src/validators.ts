@@ -121,6 +121,16 @@ export function origins(): Validator<string[]> {
   };
 }
 
+/** Text matching `pattern` (and '' too, with `orEmpty`). */
+export function matching(pattern: RegExp, accepts: string, orEmpty = false) {
+  const ok = (text: string) => (orEmpty && text === '') || pattern.test(text);
+  return {
+    accepts: orEmpty ? `'' or ${accepts}` : accepts,
+    parse: (text: string) => (ok(text) ? text : undefined),
+    check: (value: unknown): value is string => typeof value === 'string' && ok(value),
+  };
+}
+
 /** The candidate closest to `name` (edit distance), if it is close enough to be a likely typo. */
 export function closest(name: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;

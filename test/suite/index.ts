@@ -13,6 +13,7 @@ import { runShutdown } from './shutdown.ts';
 import { runOptions } from './options.ts';
 import { runAttacks } from './attacks.ts';
 import { runAdmin } from './admin.ts';
+import { runProtocols } from './protocols.ts';
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
@@ -28,4 +29,5 @@ export function runSuite(target: RuntimeTarget): void {
   runOptions(target);
   runAttacks(target);
   runAdmin(target);
+  runProtocols(target);
 }

@@ -34,12 +34,14 @@ export interface BunWebSocketOptions {
 
 /** Hono's `upgradeWebSocket` for Bun and the shared `websocket` handlers to give Bun.serve. */
 export function createBunWebSocket(options: BunWebSocketOptions = {}) {
-  const upgradeWebSocket = defineHubWebSocket((c, events) => {
+  const upgradeWebSocket = defineHubWebSocket((c, events, upgrade) => {
     const server = c.env as BunServer | undefined;
     if (!server?.upgrade) return new Response('WebSocket upgrades need the Bun server as env\n', { status: 500 });
-    // Bun answers with the first subprotocol the client offers, as ws does. It writes the 101 and calls
-    // `open` synchronously, inside upgrade(); false means the client is already gone.
-    if (!server.upgrade(c.req.raw, { data: events })) {
+    // Bun writes the 101 and calls `open` synchronously, inside upgrade(); false means the client is
+    // already gone. The subprotocol is the core's choice: Bun answers the header given here, omits an
+    // empty one, and without one would echo the client's first offer.
+    const protocol = upgrade?.protocol;
+    if (!server.upgrade(c.req.raw, { data: events, headers: { 'Sec-WebSocket-Protocol': protocol ?? '' } })) {
       return new Response('WebSocket upgrade failed\n', { status: 400, headers: { Connection: 'close' } });
     }
     // Bun ignores the answer to an upgraded request; for the core it only has to be below 400.

@@ -14,8 +14,8 @@ type Tagged = WebSocket & { [EVENTS]?: HubEvents };
  */
 export function createDenoWebSocket(options: { heartbeatInterval: number }) {
   const idleTimeout = options.heartbeatInterval > 0 ? Math.max(1, Math.round(options.heartbeatInterval / 1000)) : 0;
-  return defineHubWebSocket((c, events) => {
-    const protocol = c.req.header('sec-websocket-protocol')?.split(',')[0]?.trim();
+  return defineHubWebSocket((c, events, upgrade) => {
+    const protocol = upgrade?.protocol;
     const { response, socket } = Deno.upgradeWebSocket(c.req.raw, protocol ? { protocol, idleTimeout } : { idleTimeout });
     const tagged = socket as Tagged;
     tagged.binaryType = 'arraybuffer';

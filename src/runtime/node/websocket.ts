@@ -12,14 +12,17 @@ import { defineHubWebSocket } from '../../handshake.ts';
 
 /** Where the accepted events wait between the app's answer and the handshake, and then live. */
 const EVENTS = Symbol('hubbub.events');
+/** The subprotocol the core chose, on the request, for ws's handleProtocols. */
+const PROTOCOL = Symbol('hubbub.protocol');
 
 /** The env @hono/node-server hands the app, plus the events the upgrade helper leaves for the 'upgrade' listener. */
 export interface NodeEnv {
   incoming: IncomingMessage;
   outgoing: undefined;
   [EVENTS]?: HubEvents;
+  [PROTOCOL]?: string | undefined;
 }
-type Tagged<T> = T & { [EVENTS]?: HubEvents | undefined };
+type Tagged<T> = T & { [EVENTS]?: HubEvents | undefined; [PROTOCOL]?: string | undefined };
 
 export interface NodeWebSocketOptions {
   /** Largest message accepted, in bytes, compressed or not (ws `maxPayload`). @default 65536 */
@@ -32,6 +35,8 @@ export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
   const wss = new WebSocketServer({
     noServer: true,
     clientTracking: false, // the registry tracks sockets; a second Set would cost memory per socket
+    // The subprotocol is the core's choice (the handler's selectProtocol), never simply the first offered.
+    handleProtocols: (_offered, request) => (request as Tagged<IncomingMessage>)[PROTOCOL] ?? false,
     maxPayload: options.maxPayload ?? 64 * 1024,
     // ws bounds the inflated size of a message by maxPayload too, so a deflate bomb ends with 1009.
     perMessageDeflate: options.perMessageDeflate
@@ -39,10 +44,11 @@ export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
       : false,
   });
 
-  const upgradeWebSocket = defineHubWebSocket((c, events) => {
+  const upgradeWebSocket = defineHubWebSocket((c, events, options) => {
     const env = c.env as NodeEnv | undefined;
     if (!env?.incoming) return new Response('WebSocket upgrades need injectWebSocket(server)\n', { status: 500 });
     env[EVENTS] = events;
+    env[PROTOCOL] = options?.protocol;
     return new Response(null); // the 'upgrade' listener completes the handshake
   });
 
@@ -77,6 +83,7 @@ async function handleUpgrade(app: { fetch: Hono['fetch'] }, wss: WebSocketServer
     events.onClose(LOST, undefined);
     return;
   }
+  (request as Tagged<IncomingMessage>)[PROTOCOL] = env[PROTOCOL];
   // ws answers a handshake it rejects itself and destroys the socket without calling back.
   socket[EVENTS] = events;
   socket.once('close', onHandshakeSocketClose);

@@ -118,7 +118,7 @@ export class HubObject {
   }
 
   /** Hono's upgradeWebSocket on the Hibernation API: the socket is the object's, the events are the Connection. */
-  readonly #upgradeWebSocket = defineHubWebSocket((c, events) => {
+  readonly #upgradeWebSocket = defineHubWebSocket((c, events, options) => {
     // The core hands over its Connection as the events; the object keeps it with the socket.
     if (!(events instanceof Connection)) throw new TypeError('workerd upgrade: the events must be a hubbub Connection');
     const conn = events;
@@ -128,9 +128,8 @@ export class HubObject {
     conn.onOpen(OPEN, server);
     this.#saveAttachment(conn);
     const headers: Record<string, string> = {};
-    // As ws does: the first subprotocol the client offers.
-    const protocol = c.req.header('sec-websocket-protocol')?.split(',')[0]?.trim();
-    if (protocol) headers['Sec-WebSocket-Protocol'] = protocol;
+    // The core's choice (the handler's selectProtocol), or none.
+    if (options?.protocol) headers['Sec-WebSocket-Protocol'] = options.protocol;
     // workerd would negotiate permessage-deflate by itself, and inflate each message up to its own
     // 32 MiB limit whatever --max-payload says (a deflate bomb costs it that much memory). An answer
     // that names the extensions decides instead: one without permessage-deflate, always.
