@@ -119,6 +119,29 @@ export function runPubSub(target: RuntimeTarget): void {
     });
   });
 
+  describe(`${target.name}: order under compression`, { timeout: 60_000 }, () => {
+    it('a publish right after a large compressed reply arrives after it (the fan-out fast path waits for a busy sender)', async () => {
+      const server = await startServer(target, ['--handler', 'pubsub', '--per-message-deflate', 'true']);
+      try {
+        const ws = await connect(server.wsUrl, { perMessageDeflate: true });
+        const messages = inbox(ws);
+        ws.send(JSON.stringify({ type: 'subscribe', topic: 'order' }));
+        assert.equal(JSON.parse(await messages.next()).type, 'subscribed');
+        for (let round = 0; round < 20; round++) {
+          // The first draws a ~6 KB error reply (compressed: over the 1 KiB threshold), the second a publish.
+          ws.send(JSON.stringify({ type: 'x'.repeat(6000) }));
+          ws.send(JSON.stringify({ type: 'publish', topic: 'order', data: round }));
+          const first = JSON.parse(await messages.next()) as { type: string; code?: string };
+          const second = JSON.parse(await messages.next()) as { type: string; data?: unknown };
+          assert.deepEqual([first.type, first.code, second.type, second.data], ['error', 'unknown-type', 'message', round], `round ${round}`);
+        }
+        ws.close();
+      } finally {
+        await server.stop();
+      }
+    });
+  });
+
   describe(`${target.name}: subscription caps`, { timeout: 60_000 }, () => {
     it('--max-subscriptions and --max-topics refuse a subscribe with an error envelope; the socket stays open and counts it', async () => {
       const server = await startServer(target, ['--handler', 'pubsub', '--max-subscriptions', '3', '--max-topics', '4']);

@@ -5,7 +5,7 @@ import { Connection, ConnectionState } from '../../src/connection.ts';
 import type { Handler, SocketLike } from '../../src/contracts.ts';
 import { createCounters } from '../../src/counters.ts';
 import { TopicIndex } from '../../src/delivery/topics.ts';
-import { ConnectionClosed, closeReason } from '../../src/errors.ts';
+import { ConnectionClosed, closeKinds, closeReason } from '../../src/errors.ts';
 import { createHub } from '../../src/hub.ts';
 import { createLogger } from '../../src/log.ts';
 import { resolveOptions } from '../../src/options.ts';
@@ -198,6 +198,17 @@ describe('registry limits', () => {
     reserve(registry, '10.0.0.1', { id: 'alice' });
     assert.equal(registry.counters.refused['ip-limit'], 2);
     assert.equal(registry.counters.refused['principal-limit'], 1);
+  });
+
+  it('every ending kind frees the per-address and per-principal tallies: at a cap of 1 the same client can come back', () => {
+    for (const kind of closeKinds) {
+      const { registry } = setup(10, {}, () => 0, { maxConnectionsPerIp: 1, maxConnectionsPerPrincipal: 1 });
+      const conn = reserve(registry, '10.0.0.9', { id: 'bob' });
+      if (kind !== 'handshake-failed' && kind !== 'handshake-timeout') registry.open(conn, fakeSocket().socket);
+      assert.equal((registry.reserve('10.0.0.9') as { reason: string }).reason, 'ip-limit', `${kind}: the cap holds while open`);
+      registry.release(conn, closeReason(kind));
+      reserve(registry, '10.0.0.9', { id: 'bob' });
+    }
   });
 
   it('upgrade rate: a token bucket, burst = one second, Retry-After from the refill time', () => {
