@@ -53,7 +53,7 @@ export interface HubStats {
 }
 
 export interface ShutdownResult {
-  /** Sockets that had not finished closing by the deadline and were dropped. */
+  /** Sockets that had not finished closing in time (the deadline, or closeTimeout before it) and were dropped. */
   forced: number;
   durationMs: number;
 }
@@ -284,14 +284,16 @@ export class Hub implements HubApi {
     const started = Date.now();
     const r = this.registry;
     this.log.info('shutdown.start', { live: r.liveConnections.size, reserved: r.reservations.size, timeoutMs: timeout });
+    const forcedBefore = this.counters.closesForced;
     r.drain();
     const idle = await withDeadline(
       r.whenIdle().then(() => true),
       timeout,
       false,
     );
-    const forced = idle ? 0 : r.closing.size;
     if (!idle) r.terminateClosing();
+    // Dropped at the deadline, or earlier by the sweeper (closeTimeout).
+    const forced = this.counters.closesForced - forcedBefore;
     r.state = 'closed';
     clearInterval(this.#sweeper);
     await this.#backplane?.close();

@@ -259,6 +259,7 @@ export class Registry implements ConnectionHost {
   /** Drops sockets still in their closing handshake (after the shutdown deadline). */
   terminateClosing(): void {
     for (const conn of this.closing.keys()) terminateQuietly(conn.socket);
+    this.counters.closesForced += this.closing.size;
     this.closing.clear();
     this.#notifyIfIdle();
   }

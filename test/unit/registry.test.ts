@@ -314,13 +314,18 @@ describe('hub', () => {
   });
 
   it('hub.shutdown waits for sockets to close, up to the deadline', async () => {
-    const hub = createHub({ logLevel: 'silent', shutdownTimeout: 100 });
+    const hub = createHub({ logLevel: 'silent', shutdownTimeout: 400 });
     const conn = reserve(hub.registry);
     const { socket, calls } = fakeSocket();
     conn.onOpen(undefined, socket);
+    const started = Date.now();
     const result = await hub.shutdown();
+    const waited = Date.now() - started;
     assert.equal(calls.close[0]?.[0], 1001);
     assert.equal(result.forced, 1);
+    // It waited the whole deadline for the socket that never finished closing, and not much longer.
+    assert.ok(waited >= 390 && result.durationMs >= 390, `waited ${waited} ms (durationMs ${result.durationMs}) of a 400 ms deadline`);
+    assert.ok(waited < 3000, `waited ${waited} ms`);
     assert.equal(hub.stats().state, 'closed');
     assert.equal(hub.shutdown(), hub.shutdown(), 'shutdown is idempotent');
   });
