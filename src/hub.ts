@@ -64,7 +64,10 @@ const SWEEP_INTERVAL_MS = 1000;
 export interface HubInit {
   /** 'timer' (default): the hub sweeps every second by itself. 'manual': the runtime calls `hub.sweep()`. */
   sweeper?: 'timer' | 'manual';
-  /** Put before every connection id, to keep ids unique across processes or instances (cluster worker, Durable Object). */
+  /**
+   * Put before every connection id, to keep ids unique across processes or instances (cluster
+   * worker, Durable Object). With a backplane, a random part per process comes first.
+   */
   idPrefix?: string;
   /** A cluster limit the runtime provides (a Node cluster worker: the primary's). `--cluster-limit` (Redis) takes precedence. */
   clusterLimit?: ClusterLimit;
@@ -97,7 +100,10 @@ export class Hub implements HubApi {
     this.#reportFailure = rateLimitedFailures(this.log, 'backplane.error');
     this.topics = new TopicIndex<Connection>(options);
     this.handler = this.#resolveHandler(options.handler);
-    this.registry = new Registry({ limits: options, counters: this.counters, handler: this.handler, log: this.log, topics: this.topics, idPrefix: init.idPrefix });
+    // With a backplane, ids travel to other nodes (the pubsub `from`): a random part per process keeps
+    // them unique across the nodes, which each count from 0.
+    const idPrefix = options.backplane === '' ? init.idPrefix : `${randomIdPart()}-${init.idPrefix ?? ''}`;
+    this.registry = new Registry({ limits: options, counters: this.counters, handler: this.handler, log: this.log, topics: this.topics, idPrefix });
     if (init.clusterLimit) this.registry.admission.useClusterLimit(init.clusterLimit);
     // One sweeper for the whole hub, never a timer per socket: reservation expiry, the message-rate
     // window, pruning of rate buckets, and heartbeats.
@@ -302,6 +308,13 @@ export class Hub implements HubApi {
     this.log.info('shutdown.done', result);
     return result;
   }
+}
+
+/** `length` random base-36 characters: a prefix that tells processes' (or instances') ids apart. */
+export function randomIdPart(length = 8): string {
+  let out = '';
+  for (const n of crypto.getRandomValues(new Uint8Array(length))) out += (n % 36).toString(36);
+  return out;
 }
 
 const handlerKeys: readonly (keyof Handler)[] = ['authenticate', 'selectProtocol', 'onOpen', 'onMessage', 'formatPublish', 'onClose'];

@@ -1,7 +1,7 @@
 // Suite group: echo of text and binary, the 426 answer to a plain GET /ws, /healthz and /stats.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { connect, nextMessage, PREFIX, request, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { connect, eventually, nextMessage, PREFIX, request, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
 
 export function runEcho(target: RuntimeTarget): void {
   describe(`${target.name}: echo and routes`, { timeout: 90_000 }, () => {
@@ -48,13 +48,22 @@ export function runEcho(target: RuntimeTarget): void {
       const health = await fetch(`${server.url}/healthz`);
       assert.equal(health.status, 200);
       assert.deepEqual(await health.json(), { status: 'ok' });
-      const stats = await server.stats();
+      // (Sockets of the tests before are closed first, so that the deltas below are this test's own.)
+      const stats = await eventually(server.stats, (s) => s.live === 0 && s.reserved === 0);
       assert.equal(stats.runtime, target.name);
       assert.equal(stats.state, 'running');
       assert.equal(stats.limit, 100, 'the default limit is the seed maxConnections = 100');
       for (const key of ['live', 'reserved', 'accepted'] as const) assert.equal(typeof stats[key], 'number');
       assert.equal(typeof stats.refused.capacity, 'number');
       assert.equal(typeof stats.released['client-close'], 'number');
+      // …and the figures move with what happens: one more socket, then its close.
+      const ws = await connect(server.wsUrl);
+      assert.equal(await request(ws, 'x'), `${PREFIX}x`);
+      const open = await server.stats();
+      assert.deepEqual([open.live - stats.live, open.accepted - stats.accepted, open.messagesIn - stats.messagesIn >= 1], [1, 1, true]);
+      ws.close();
+      const closed = await eventually(server.stats, (s) => s.released['client-close'] === open.released['client-close'] + 1);
+      assert.equal(closed.live, stats.live);
     });
   });
 }

@@ -29,6 +29,13 @@ describe('hub runtime hooks', () => {
     assert.equal(hub.counters.released.idle, 1);
   });
 
+  it('with a backplane, ids carry a random part per process, so two nodes never hand out the same id', () => {
+    const ids = [0, 1].map(() => (createHub({ logLevel: 'silent', backplane: 'redis://127.0.0.1:6379' }, undefined, { sweeper: 'manual', idPrefix: '2-' }).registry.reserve('127.0.0.1') as Connection).id);
+    for (const id of ids) assert.match(id, /^[0-9a-z]{8}-2-0$/);
+    assert.notEqual(ids[0], ids[1]);
+    assert.equal((createHub({ logLevel: 'silent' }, undefined, { sweeper: 'manual' }).registry.reserve('127.0.0.1') as Connection).id, '0', 'without a backplane ids stay short');
+  });
+
   it('idPrefix goes before every connection id', () => {
     const hub = createHub({ logLevel: 'silent' }, undefined, { sweeper: 'manual', idPrefix: '3-' });
     const ids = [0, 1, 2].map(() => (hub.registry.reserve('127.0.0.1') as Connection).id);

@@ -11,7 +11,7 @@ import { Connection, ConnectionState } from '../../connection.ts';
 import type { Handler, HandlerFactory, Principal } from '../../contracts.ts';
 import { CloseCode, isValidPeerCloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
-import { createHub, type Hub } from '../../hub.ts';
+import { createHub, randomIdPart, type Hub } from '../../hub.ts';
 import { createLogger } from '../../log.ts';
 import { parseCommandLine } from '../../options.ts';
 import type { DurableObjectState, HubEnv, WebSocketPairConstructor, WorkerWebSocket } from './api.ts';
@@ -63,7 +63,7 @@ export class HubObject {
       if (Object.hasOwn(handlers, name)) options.handler = handlers[name]!;
       // No sweeper timer (a pending timer keeps the object awake): `#tick` sweeps on events. Ids get a
       // prefix per instance, so that ids from before and after an eviction never meet in the logs.
-      const hub = createHub(options, undefined, { sweeper: 'manual', idPrefix: `${instancePrefix()}-` });
+      const hub = createHub(options, undefined, { sweeper: 'manual', idPrefix: `${randomIdPart(4)}-` });
       this.hub = hub;
       this.app = createApp(hub, {
         runtime: 'workerd',
@@ -229,10 +229,4 @@ function stringVars(env: HubEnv): Record<string, string> {
     else if (typeof value === 'number' || typeof value === 'boolean') vars[name] = String(value);
   }
   return vars;
-}
-
-/** A short random prefix for this instance's connection ids (4 base-36 characters). */
-function instancePrefix(): string {
-  const [n] = crypto.getRandomValues(new Uint32Array(1));
-  return (n! % 36 ** 4).toString(36).padStart(4, '0');
 }
