@@ -26,9 +26,6 @@ export function pendingCap(maxPendingConnections: number, maxConnections: number
   return maxPendingConnections > 0 ? maxPendingConnections : Math.min(1024, Math.max(64, maxConnections));
 }
 
-const PENDING = Symbol('hubbub.pending');
-type Tracked = Socket & { [PENDING]?: boolean };
-
 export interface SocketBounds {
   /** Every TCP connection the server may hold at once (undefined: no fd limit known, no bound). */
   readonly budget: number | undefined;
@@ -43,31 +40,33 @@ export function boundSockets(server: Server, options: { maxConnections: number; 
   const budget = limit === undefined ? undefined : Math.max(1, limit - FD_RESERVE);
   const cap = pendingCap(options.maxPendingConnections, options.maxConnections);
   const warn = rateLimitedFailures(log, 'connection.dropped');
-  let pending = 0;
+  // A Set, not a mark on the socket, and one shared close listener removed once the request has
+  // come: an idle WebSocket keeps nothing of this (no property, no closure, no listener).
+  const pending = new Set<Socket>();
   if (budget !== undefined) server.maxConnections = budget;
   // Node closes a connection over maxConnections before anyone sees it, and says so with 'drop'.
   server.on('drop', () => {
     counters.connectionsDropped['fd-limit']++;
     warn('fd-limit', `${budget} connections held (file-descriptor limit ${limit} less ${FD_RESERVE} kept free); new ones dropped`);
   });
-  const settle = (socket: Tracked) => {
-    if (!socket[PENDING]) return;
-    socket[PENDING] = false;
-    pending--;
+  function onPendingClose(this: Socket): void {
+    pending.delete(this);
+  }
+  const settle = (socket: Socket) => {
+    if (pending.delete(socket)) socket.removeListener('close', onPendingClose);
   };
-  server.on('connection', (socket: Tracked) => {
-    if (pending >= cap) {
+  server.on('connection', (socket: Socket) => {
+    if (pending.size >= cap) {
       counters.connectionsDropped['pending-limit']++;
       warn('pending-limit', `${cap} connections still sending their request head; new ones dropped`);
       socket.destroy();
       return;
     }
-    pending++;
-    socket[PENDING] = true;
-    socket.once('close', () => settle(socket));
+    pending.add(socket);
+    socket.on('close', onPendingClose);
   });
-  server.on('request', (request: { socket: Tracked }) => settle(request.socket));
+  server.on('request', (request: { socket: Socket }) => settle(request.socket));
   // Prepended: an upgrading socket leaves `pending` before the upgrade is handled.
-  server.prependListener('upgrade', (_request: unknown, socket: Tracked) => settle(socket));
-  return { budget, pendingCap: cap, pending: () => pending };
+  server.prependListener('upgrade', (_request: unknown, socket: Socket) => settle(socket));
+  return { budget, pendingCap: cap, pending: () => pending.size };
 }
