@@ -41,7 +41,8 @@ export function createBunWebSocket(options: BunWebSocketOptions = {}) {
     // already gone. The subprotocol is the core's choice: Bun answers the header given here, omits an
     // empty one, and without one would echo the client's first offer.
     const protocol = upgrade?.protocol;
-    if (!server.upgrade(c.req.raw, { data: events, headers: { 'Sec-WebSocket-Protocol': protocol ?? '' } })) {
+    const offered = protocol !== undefined || c.req.raw.headers.has('sec-websocket-protocol');
+    if (!server.upgrade(c.req.raw, offered ? { data: events, headers: { 'Sec-WebSocket-Protocol': protocol ?? '' } } : { data: events })) {
       return new Response('WebSocket upgrade failed\n', { status: 400, headers: { Connection: 'close' } });
     }
     // Bun ignores the answer to an upgraded request; for the core it only has to be below 400.
