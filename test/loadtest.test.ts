@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runLoadtest, type LoadtestSummary } from '../src/loadtest/index.ts';
+import { parseLoadtestArgs } from '../src/loadtest/options.ts';
 import { eventually, startServer, type ServerProcess } from './helpers.ts';
 
 const node = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '.test-build/test/fixtures/handler.js' };
@@ -55,7 +56,9 @@ describe('loadtest', { timeout: 120_000 }, () => {
     assert.ok(!('error' in memory), JSON.stringify(memory));
     if (!('error' in memory)) {
       assert.equal(memory.serverLive, 200);
-      assert.equal(typeof memory.bytesPerConnection, 'number');
+      // Never a negative cost: when RSS fell across the run, there is no figure (null), and the delta says so.
+      if (memory.bytesPerConnection === null) assert.ok(memory.deltaBytes < 0, JSON.stringify(memory));
+      else assert.ok(memory.bytesPerConnection >= 0, JSON.stringify(memory));
     }
     // echo (pubsub: ping/pong), closed loop: every round trip came back
     assert.equal(s.echo?.connections, 200);
@@ -136,6 +139,10 @@ describe('loadtest', { timeout: 120_000 }, () => {
     assert.equal(bad.code, 2);
     assert.equal(bad.stderr, 'hubbub loadtest: --connections must be an integer from 1 to 1000000 (got "x")\n');
     assert.equal((await loadtest(['--connections', '5'])).code, 2, '--url is required');
+    // The URL may come alone, as `hubbub loadtest ws://…`; twice is an error.
+    const bare = parseLoadtestArgs([server.wsUrl, '--connections', '5']);
+    assert.equal(bare.kind === 'run' && bare.options.url.href, new URL(server.wsUrl).href);
+    assert.throws(() => parseLoadtestArgs(['--url', server.wsUrl, server.wsUrl]), /the target is given twice/);
     assert.match((await loadtest(['--url', server.wsUrl, '--nope'])).stderr, /unknown flag "--nope"/);
     assert.match((await loadtest(['--url', server.wsUrl, '--phases', 'fanout'])).stderr, /--phases fanout needs --protocol pubsub/);
     const tooMany = await loadtest(['--url', server.wsUrl, '--connections', '25000']);

@@ -368,7 +368,9 @@ class Run {
           baselineBytes: baseline.bytes,
           loadedBytes: loaded.bytes,
           deltaBytes: delta,
-          bytesPerConnection: open > 0 ? Math.round(delta / open) : null,
+          // RSS can fall across a small run (a collection, malloc trimming): then the cost per
+          // connection is below what RSS can show, and is not reported as a negative number.
+          bytesPerConnection: open > 0 && delta >= 0 ? Math.round(delta / open) : null,
           ...(loaded.live !== undefined ? { serverLive: loaded.live } : {}),
         };
       } else {
@@ -378,7 +380,11 @@ class Run {
       s.hold = { durationMs: o.holdMs, open, memory };
       this.#view.end(
         seconds,
-        'error' in memory ? `${open} open; memory not measured` : `${open} open; server ${(memory.bytesPerConnection ?? 0) >= 0 ? '+' : ''}${((memory.bytesPerConnection ?? 0) / 1024).toFixed(1)} KiB per connection`,
+        'error' in memory
+          ? `${open} open; memory not measured`
+          : memory.bytesPerConnection === null
+            ? `${open} open; server memory per connection below what RSS shows (RSS ${memory.deltaBytes < 0 ? 'fell' : 'rose'} by ${(Math.abs(memory.deltaBytes) / 1024).toFixed(0)} KiB)`
+            : `${open} open; server +${(memory.bytesPerConnection / 1024).toFixed(1)} KiB per connection`,
       );
     }
 

@@ -196,6 +196,15 @@ export function parseLoadtestArgs(argv: readonly string[]): LoadtestCommand {
     const arg = argv[i]!;
     if (arg === '--help' || arg === '-h') return { kind: 'help', text: loadtestHelp() };
     if (i === 0 && arg === 'loadtest') continue;
+    // The target may also come as a bare argument: `hubbub loadtest ws://127.0.0.1:8080/ws`.
+    if (!arg.startsWith('-') && /^wss?:\/\//i.test(arg)) {
+      if (given.has('url')) throw new LoadtestUsageError(`the target is given twice (${JSON.stringify(arg)}); give one URL`);
+      const url = byFlag.get('--url')!.parse(arg);
+      if (url === undefined) throw new LoadtestUsageError(`the target must be ${byFlag.get('--url')!.accepts} (got ${JSON.stringify(arg)})`);
+      values.url = url;
+      given.add('url');
+      continue;
+    }
     const eq = arg.indexOf('=');
     const flag = eq > 0 ? arg.slice(0, eq) : arg;
     const spec = byFlag.get(flag);
@@ -210,7 +219,7 @@ export function parseLoadtestArgs(argv: readonly string[]): LoadtestCommand {
     values[spec.key] = value;
     given.add(spec.key);
   }
-  if (!values.url) throw new LoadtestUsageError('--url is required: a ws:// or wss:// URL, e.g. --url ws://127.0.0.1:8080/ws');
+  if (!values.url) throw new LoadtestUsageError('a target is required: a ws:// or wss:// URL, e.g. --url ws://127.0.0.1:8080/ws (or the URL alone)');
   const options = { ...defaults(), ...values } as LoadtestOptions;
 
   if (!given.has('phases')) options.phases = options.protocol === 'pubsub' ? [...PHASES] : ['connect', 'hold', 'echo'];
@@ -266,7 +275,7 @@ export function loadtestHelp(): string {
     return body.map((text, i) => `${(i === 0 ? head : '').padEnd(indent)}${text}`).join('\n');
   });
   return [
-    'Usage: hubbub loadtest --url ws://127.0.0.1:8080/ws [flags]',
+    'Usage: hubbub loadtest --url ws://127.0.0.1:8080/ws [flags]   (or the URL alone: hubbub loadtest ws://127.0.0.1:8080/ws)',
     '',
     'Opens many WebSocket connections to one server and measures it, phase by phase:',
     '  connect  open --connections at --rate: connects/s, handshake p50/p99, failures by HTTP status',
