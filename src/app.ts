@@ -76,9 +76,12 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
 
   // Would an upgrade be admitted right now? Browsers cannot read the status of a refused WebSocket
   // handshake, so a page whose socket failed asks here why (503 full / draining). Takes no token.
-  app.get('/admission', (c) => {
-    const reason = admission.probe();
-    const figures = { live: registry.liveConnections.size, limit: admission.limit };
+  // In a Node cluster the answer is the whole server's (the primary holds the one limit).
+  app.get('/admission', async (c) => {
+    const cluster = adapter.clusterStats ? ((await adapter.clusterStats()) as { live?: number; slotsUsed?: number; limit?: number } | undefined) : undefined;
+    let reason = admission.probe();
+    if (!reason && cluster?.slotsUsed !== undefined && cluster.limit !== undefined && cluster.slotsUsed >= cluster.limit) reason = 'capacity';
+    const figures = { live: cluster?.live ?? registry.liveConnections.size, limit: cluster?.limit ?? admission.limit };
     if (!reason) return c.json({ admit: true, ...figures });
     return c.json({ admit: false, reason, ...figures }, 503, { 'Retry-After': String(admission.retryAfter) });
   });

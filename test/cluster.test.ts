@@ -50,6 +50,12 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       );
       assert.equal(refused.status, 503);
       assert.equal(refused.headers?.['retry-after'], '1');
+      // /admission tells the truth of the whole server, whichever worker answers (round-robin).
+      for (let i = 0; i < 4; i++) {
+        const res = await fetch(`${server.url}/admission`, { headers: { connection: 'close' } });
+        assert.equal(res.status, 503);
+        assert.deepEqual(await res.json(), { admit: false, reason: 'capacity', live: 6, limit: 6 });
+      }
       const c = await clusterStats(server);
       assert.equal(c.limit, 6);
       assert.equal(c.slotsUsed, 6);
