@@ -5,16 +5,23 @@
 // a RuntimeAdapter.
 import { Hono, type Context } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
-import type { Refusal } from './admission/admission.ts';
+import { refusalResponse } from './admission/admission.ts';
 import { authenticate } from './admission/authenticate.ts';
 import { Connection } from './connection.ts';
 import type { FanOut, Handler, Principal } from './contracts.ts';
 import type { Logger } from './log.ts';
 import { demoPage } from './demo.ts';
-import { closeReason, refusalStatus, refusalText } from './errors.ts';
+import { closeReason } from './errors.ts';
 import { offeredProtocols, upgradeRequired, wantsWebSocket, type HubUpgrade } from './handshake.ts';
 import type { Hub } from './hub.ts';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.ts';
+
+/** What a cluster tells of the whole server (its primary holds the one limit); runtimes add more. */
+export interface ClusterFigures {
+  readonly live: number;
+  readonly slotsUsed: number;
+  readonly limit: number;
+}
 
 /** What a runtime provides: its upgrade helper (Hono's contract) and the client's address. */
 export interface RuntimeAdapter {
@@ -30,8 +37,8 @@ export interface RuntimeAdapter {
   remoteAddress(c: Context): string;
   /** Process figures for /stats (memory, handles), where the runtime has them. */
   processStats?(): Record<string, number>;
-  /** Cluster mode: every worker's figures, for /stats and /healthz. */
-  clusterStats?(): Promise<unknown>;
+  /** Cluster mode: the whole server's figures (and every worker's), for /stats, /healthz and /admission. */
+  clusterStats?(): Promise<ClusterFigures | undefined>;
   /** Cluster mode: the whole server's /metrics (every worker's, labelled `worker`, and the primary's). */
   clusterMetrics?(): Promise<string>;
   /** The runtime's fan-out fast path for hub.publish (Node: frame once, write to every socket). */
@@ -50,17 +57,16 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     if (!wantsWebSocket(c.req.header('upgrade'))) return upgradeRequired();
     const remoteAddress = adapter.remoteAddress(c);
     const screened = admission.screen(remoteAddress, c.req.header('origin'));
-    if (screened) return refuse(screened);
+    if (screened) return refusalResponse(screened);
     let principal: Principal | undefined;
     if (handler.authenticate) {
       const verdict = await authenticate(handler.authenticate, c.req.raw, remoteAddress, admission, log);
       if (verdict instanceof Response) return verdict;
-      if (isRefusal(verdict)) return refuse(verdict);
       principal = verdict;
     }
     const pending = registry.admit(remoteAddress, principal);
     const admitted = pending instanceof Promise ? await pending : pending;
-    if (!(admitted instanceof Connection)) return refuse(admitted);
+    if (!(admitted instanceof Connection)) return refusalResponse(admitted);
     let response: Response;
     try {
       const protocol = handler.selectProtocol ? selectProtocol(handler.selectProtocol, c.req.raw, admitted.id, log) : undefined;
@@ -78,9 +84,9 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   // handshake, so a page whose socket failed asks here why (503 full / draining). Takes no token.
   // In a Node cluster the answer is the whole server's (the primary holds the one limit).
   app.get('/admission', async (c) => {
-    const cluster = adapter.clusterStats ? ((await adapter.clusterStats()) as { live?: number; slotsUsed?: number; limit?: number } | undefined) : undefined;
+    const cluster = await adapter.clusterStats?.();
     let reason = admission.probe();
-    if (!reason && cluster?.slotsUsed !== undefined && cluster.limit !== undefined && cluster.slotsUsed >= cluster.limit) reason = 'capacity';
+    if (!reason && cluster && cluster.slotsUsed >= cluster.limit) reason = 'capacity';
     const figures = { live: cluster?.live ?? registry.liveConnections.size, limit: cluster?.limit ?? admission.limit };
     if (!reason) return c.json({ admit: true, ...figures });
     return c.json({ admit: false, reason, ...figures }, 503, { 'Retry-After': String(admission.retryAfter) });
@@ -150,16 +156,4 @@ function selectProtocol(hook: NonNullable<Handler['selectProtocol']>, request: R
   if (chosen === undefined || offered.includes(chosen)) return chosen;
   log.error('handler.error', { id, stage: 'selectProtocol', error: `chose ${JSON.stringify(chosen)}, which the client did not offer (${offered.join(', ') || 'none'}); answering none` });
   return undefined;
-}
-
-function isRefusal(value: object): value is Refusal {
-  return 'reason' in value && 'retryAfter' in value && !('id' in value);
-}
-
-/** A refusal as a complete HTTP answer. Connection: close — a refused client keeps no socket (fd) open. */
-function refuse({ reason, retryAfter }: Refusal): Response {
-  const status = refusalStatus(reason);
-  const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
-  if (status === 503 || status === 429) headers['Retry-After'] = String(retryAfter);
-  return new Response(`${refusalText(reason)}\n`, { status, headers });
 }

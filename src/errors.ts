@@ -80,11 +80,6 @@ export function hasCourtesy(kind: CloseKind): boolean {
   return closeKindTable[kind].courtesy;
 }
 
-/** The close code of an ending of this kind, when nothing more specific is known. */
-export function closeCodeOf(kind: CloseKind): number {
-  return closeKindTable[kind].code;
-}
-
 /** Why an upgrade was refused before it happened, with the HTTP status and text that answer it. */
 const refusalTable = {
   capacity: { status: 503, text: 'server is full, retry later', doc: 'The server holds `maxConnections` sockets.' },

@@ -132,7 +132,7 @@ export function matching(pattern: RegExp, accepts: string, orEmpty = false) {
 }
 
 /** The candidate closest to `name` (edit distance), if it is close enough to be a likely typo. */
-export function closest(name: string, candidates: readonly string[]): string | undefined {
+function closest(name: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const candidate of candidates) {

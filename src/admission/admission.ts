@@ -4,7 +4,7 @@
 // and keeps the tallies it frees again when the registry releases a connection. Runtime-free.
 import type { Principal } from '../contracts.ts';
 import type { Counters } from '../counters.ts';
-import type { RefusalReason } from '../errors.ts';
+import { refusalStatus, refusalText, type RefusalReason } from '../errors.ts';
 import type { HubOptions } from '../options.ts';
 import type { ClusterLimit } from '../cluster-limit/contract.ts';
 import { KeyedBuckets, Tally, TokenBucket } from './buckets.ts';
@@ -22,6 +22,14 @@ export type AdmissionLimits = Readonly<
 export interface Refusal {
   readonly reason: RefusalReason;
   readonly retryAfter: number;
+}
+
+/** A refusal as a complete HTTP answer. Connection: close — a refused client keeps no socket (fd) open. */
+export function refusalResponse({ reason, retryAfter }: Refusal): Response {
+  const status = refusalStatus(reason);
+  const headers: Record<string, string> = { 'Content-Type': 'text/plain; charset=utf-8', Connection: 'close' };
+  if (status === 503 || status === 429) headers['Retry-After'] = String(retryAfter);
+  return new Response(`${refusalText(reason)}\n`, { status, headers });
 }
 
 /** What admission reads of the registry. */

@@ -2,13 +2,13 @@
 // 500, and every refusal is counted as `unauthorized`. Runtime-free (web Request and Response).
 import type { Handler, Principal } from '../contracts.ts';
 import type { Logger } from '../log.ts';
-import type { Admission, Refusal } from './admission.ts';
+import { refusalResponse, type Admission } from './admission.ts';
 
 const failed = () => new Response('authentication failed\n', { status: 500, headers: { Connection: 'close' } });
 
 /**
  * A Principal admits. A Response of 4xx/5xx is the hook's own refusal, passed on as it is; anything
- * else the hook returns is a Refusal (401).
+ * else the hook returns is refused with 401.
  */
 export async function authenticate(
   hook: NonNullable<Handler['authenticate']>,
@@ -16,7 +16,7 @@ export async function authenticate(
   remoteAddress: string,
   admission: Admission,
   log: Logger,
-): Promise<Principal | Response | Refusal> {
+): Promise<Principal | Response> {
   let verdict: unknown;
   try {
     verdict = await hook(request, { remoteAddress });
@@ -34,5 +34,5 @@ export async function authenticate(
     return verdict;
   }
   if (verdict && typeof verdict === 'object' && typeof (verdict as Principal).id === 'string') return verdict as Principal;
-  return admission.refuse('unauthorized');
+  return refusalResponse(admission.refuse('unauthorized'));
 }

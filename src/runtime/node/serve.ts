@@ -2,7 +2,7 @@
 // fan-out, and the process figures /stats shows.
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
-import type { Server } from 'node:http';
+import type { Server, ServerOptions } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
@@ -62,50 +62,39 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
   };
   const app = createApp(hub, adapter);
   const { adminPort, adminHost } = hub.options;
-  const admin = adminPort >= 0 ? await listen(createAdminApp(hub, adapter).fetch, adminPort, adminHost) : undefined;
+  const admin = adminPort >= 0 ? await listen(hub, createAdminApp(hub, adapter).fetch, adminPort, adminHost) : undefined;
+  const { server, port, url } = await listen(hub, app.fetch, hub.options.port, hub.options.host, {
+    // A client trickling its headers is dropped; it never reaches admission, so it holds no slot.
+    headersTimeout,
+    requestTimeout: Math.max(headersTimeout, 30_000),
+    // Node checks those timeouts on this interval (30 s by default).
+    connectionsCheckingInterval: Math.min(1000, headersTimeout),
+  });
+  serverRef = server;
+  bounds = boundSockets(server, hub.options, hub.counters, hub.log);
+  injectWebSocket(server, app);
+  return {
+    server,
+    port,
+    app,
+    url,
+    adminUrl: admin?.url,
+    close: async () => {
+      await Promise.all([closeServer(server), admin && closeServer(admin.server)]);
+    },
+  };
+}
+
+/** An HTTP listener (the public one, or the admin routes'); errors after it listens are logged. */
+function listen(hub: Hub, fetch: Hono['fetch'], port: number, hostname: string, serverOptions: ServerOptions = {}): Promise<{ server: Server; port: number; url: string }> {
   return new Promise((resolve, reject) => {
-    const server = serve({
-      fetch: app.fetch,
-      port: hub.options.port,
-      hostname: hub.options.host,
-      serverOptions: {
-        // A client trickling its headers is dropped; it never reaches admission, so it holds no slot.
-        headersTimeout,
-        requestTimeout: Math.max(headersTimeout, 30_000),
-        // Node checks those timeouts on this interval (30 s by default).
-        connectionsCheckingInterval: Math.min(1000, headersTimeout),
-      },
-    }) as Server;
-    serverRef = server;
-    bounds = boundSockets(server, hub.options, hub.counters, hub.log);
+    const server = serve({ fetch, port, hostname, serverOptions }) as Server;
     server.once('error', reject);
     server.once('listening', () => {
       server.removeListener('error', reject);
       server.on('error', (error) => hub.log.error('server.error', { error }));
-      injectWebSocket(server, app);
-      const { port } = server.address() as AddressInfo;
-      resolve({
-        server,
-        port,
-        app,
-        url: `http://${urlHost(hub.options.host)}:${port}`,
-        adminUrl: admin?.url,
-        close: async () => {
-          await Promise.all([closeServer(server), admin && closeServer(admin.server)]);
-        },
-      });
-    });
-  });
-}
-
-/** A plain HTTP listener (the admin routes). */
-function listen(fetch: Hono['fetch'], port: number, hostname: string): Promise<{ server: Server; url: string }> {
-  return new Promise((resolve, reject) => {
-    const server = serve({ fetch, port, hostname }) as Server;
-    server.once('error', reject);
-    server.once('listening', () => {
-      server.removeListener('error', reject);
-      resolve({ server, url: `http://${urlHost(hostname)}:${(server.address() as AddressInfo).port}` });
+      const bound = (server.address() as AddressInfo).port;
+      resolve({ server, port: bound, url: `http://${urlHost(hostname)}:${bound}` });
     });
   });
 }
