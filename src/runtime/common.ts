@@ -17,3 +17,30 @@ export function collectExposedGarbage(): boolean {
   gc?.();
   return gc !== undefined;
 }
+
+/**
+ * The error that ends the body of a `Connection: close` answer (`closingAfterAnswer`). A runtime
+ * reports it to its error hook, which should know it and stay quiet.
+ */
+export const CLOSE_AFTER_BODY = new Error('hubbub: closing the connection after a Connection: close answer');
+
+/**
+ * For runtimes that send a response's `Connection: close` but keep the TCP connection for the next
+ * request (Deno): the same answer, with a body that fails after its last byte. The body goes out
+ * chunked, then the stream errors with `CLOSE_AFTER_BODY`, and the runtime, unable to finish the
+ * response, ends the connection. Other responses pass through untouched.
+ */
+export function closingAfterAnswer(response: Response): Response {
+  if (response.status === 101 || response.headers.get('connection') !== 'close') return response;
+  const reader = response.body?.getReader();
+  const headers = new Headers(response.headers);
+  headers.delete('content-length'); // with a length, the runtime stops at the body's end and never sees the error
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const chunk = reader ? await reader.read() : undefined;
+      if (chunk && !chunk.done) controller.enqueue(chunk.value);
+      else controller.error(CLOSE_AFTER_BODY);
+    },
+  });
+  return new Response(body, { status: response.status, statusText: response.statusText, headers });
+}

@@ -96,6 +96,46 @@ export function runAttacks(target: RuntimeTarget): void {
       }
     });
 
+    it('refused connections that never close: the server ends each one after its 503', async (t) => {
+      const LIMIT = 5;
+      const ATTACKERS = 300;
+      const WAVE = 50;
+      const server = await startServer(target, ['--max-connections', String(LIMIT)]);
+      const pid = server.child.pid!;
+      const held: Socket[] = [];
+      const full = await Promise.all(Array.from({ length: LIMIT }, () => connect(server.wsUrl)));
+      try {
+        await sleep(300);
+        const baseline = fdCount(pid);
+        let peak = baseline;
+        const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+        for (let sent = 0; sent < ATTACKERS; sent += WAVE) {
+          await Promise.all(
+            Array.from({ length: WAVE }, async () => {
+              const response = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));
+              assert.equal(response.status, 503);
+              // Keep the socket and never read from it again: only the server can end it.
+              response.socket.on('error', () => {});
+              response.socket.pause();
+              held.push(response.socket);
+            }),
+          );
+        }
+        const after = await eventually(async () => fdCount(pid), (n) => n <= baseline + 5, 5000);
+        clearInterval(sampler);
+        t.diagnostic(`${ATTACKERS} refused clients that never close, limit ${LIMIT}: server fds ${baseline} before, ${peak} at the peak, ${after} after`);
+        assert.ok(peak <= baseline + WAVE + 10, `the server held ${peak} fds (baseline ${baseline}) for ${ATTACKERS} refused clients`);
+        assert.ok(after <= baseline + 5, `the server still holds ${after} fds (baseline ${baseline}) after refusing them`);
+        const stats = await server.stats();
+        assert.ok((stats.refused.capacity ?? 0) >= ATTACKERS, JSON.stringify(stats.refused));
+        assert.equal(stats.live, LIMIT);
+      } finally {
+        for (const socket of held) socket.destroy();
+        for (const ws of full) ws.terminate();
+        await server.stop();
+      }
+    });
+
     it('subscription flood: one connection asking for 20,000 topics holds --max-subscriptions of them', async (t) => {
       const server = await startServer(target, ['--handler', 'pubsub']); // default cap: 128
       const pid = server.child.pid!;

@@ -2,7 +2,7 @@
 import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
 import type { Hub } from '../../hub.ts';
-import { collectExposedGarbage, urlHost } from '../common.ts';
+import { CLOSE_AFTER_BODY, closingAfterAnswer, collectExposedGarbage, urlHost } from '../common.ts';
 import { createDenoWebSocket } from './websocket.ts';
 
 export interface DenoServer extends ServedHub {
@@ -36,7 +36,15 @@ export async function serveDeno(hub: Hub): Promise<DenoServer> {
   };
 }
 
-function listen(hub: Hub, fetch: (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response>, port: number, hostname: string): Promise<{ port: number; url: string; shutdown(): Promise<void> }> {
+type DenoFetch = (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response>;
+
+function listen(hub: Hub, app: DenoFetch, port: number, hostname: string): Promise<{ port: number; url: string; shutdown(): Promise<void> }> {
+  // Deno sends a response's `Connection: close` but keeps the connection open for the next request
+  // (checked on Deno 2.9): a refused client could hold its socket as long as it likes.
+  const fetch: DenoFetch = (request, info) => {
+    const response = app(request, info);
+    return response instanceof Response ? closingAfterAnswer(response) : response.then(closingAfterAnswer);
+  };
   return new Promise((resolve, reject) => {
     try {
       const server: Deno.HttpServer<Deno.NetAddr> = Deno.serve(
@@ -46,7 +54,7 @@ function listen(hub: Hub, fetch: (request: Request, info: Deno.ServeHandlerInfo<
           // (`server` is read only later: onListen may run before Deno.serve returns.)
           onListen: (addr) => resolve({ port: addr.port, url: `http://${urlHost(addr.hostname)}:${addr.port}`, shutdown: () => server.shutdown() }),
           onError: (error) => {
-            hub.log.error('request.error', { error });
+            if (error !== CLOSE_AFTER_BODY) hub.log.error('request.error', { error });
             return new Response('Internal Server Error\n', { status: 500 });
           },
         },
