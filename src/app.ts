@@ -15,12 +15,15 @@ import { closeReason } from './errors.ts';
 import { offeredProtocols, upgradeRequired, wantsWebSocket, type HubUpgrade } from './handshake.ts';
 import type { Hub } from './hub.ts';
 import { METRICS_CONTENT_TYPE, renderMetrics } from './metrics.ts';
+import type { HubStats } from './stats.ts';
 
 /** What a cluster tells of the whole server (its primary holds the one limit); runtimes add more. */
 export interface ClusterFigures {
   readonly live: number;
   readonly slotsUsed: number;
   readonly limit: number;
+  /** The whole server's /stats figures (every worker's added up), where the runtime collects them. */
+  readonly totals?: { readonly hub: HubStats; readonly process: Record<string, number> };
 }
 
 /** What a runtime provides: its upgrade helper (Hono's contract) and the client's address. */
@@ -121,7 +124,10 @@ function healthRoute(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
     if (backplane) body.backplane = backplane.state;
     // Without Redis the node admits up to its own share of the limit, and says so.
     if (limit) body.clusterLimit = limit.state === 'connected' ? 'shared' : `local share of ${limit.fallbackShare}`;
-    if (adapter.clusterStats) body.cluster = await adapter.clusterStats();
+    if (adapter.clusterStats) {
+      const { totals, ...cluster } = (await adapter.clusterStats()) ?? {};
+      body.cluster = totals === undefined && Object.keys(cluster).length === 0 ? null : cluster;
+    }
     return c.json(body, state === 'running' ? 200 : 503);
   });
 }
@@ -140,12 +146,17 @@ function adminRoutes(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
   });
 
   // `?gc=1` collects garbage first, only where the operator enabled it (node --expose-gc): soak tests
-  // compare heaps before and after; it is a no-op otherwise.
+  // compare heaps before and after; it is a no-op otherwise (in a cluster, only the answering worker collects).
+  // In a cluster the figures are the whole server's, and `cluster` lists each worker; if the primary
+  // does not answer, they are this worker's alone and `cluster` is null.
   app.get('/stats', async (c) => {
     if (c.req.query('gc') === '1') adapter.collectGarbage?.();
-    const stats: Record<string, unknown> = { runtime: adapter.runtime, ...hub.stats(), process: adapter.processStats?.() ?? {} };
-    if (adapter.clusterStats) stats.cluster = await adapter.clusterStats();
-    return c.json(stats);
+    if (!adapter.clusterStats) return c.json({ runtime: adapter.runtime, ...hub.stats(), process: adapter.processStats?.() ?? {} });
+    const figures = await adapter.clusterStats();
+    const { totals, ...cluster } = figures ?? {};
+    const own = { hub: hub.stats(), process: adapter.processStats?.() ?? {} };
+    const { hub: hubFigures, process } = totals ?? own;
+    return c.json({ runtime: adapter.runtime, ...hubFigures, process, cluster: figures ? cluster : null });
   });
 }
 

@@ -2,55 +2,22 @@
 // backplane, cluster limit) and runs what spans them: the sweeper, publish, start and shutdown.
 // Its public API is what handlers and applications use. Runtime-free: runtimes serve it through
 // createApp and an adapter.
-import type { HubState } from './admission/admission.ts';
 import type { Backplane, BackplaneStats } from './backplane/contract.ts';
 import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.ts';
 import { byteLength, type Connection } from './connection.ts';
 import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, PublishOptions } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
 import { TopicIndex } from './delivery/topics.ts';
-import { HubError, type CloseKind, type RefusalReason } from './errors.ts';
+import { HubError } from './errors.ts';
 import { builtinHandlers } from './handlers/index.ts';
 import { createLogger, rateLimitedFailures, type Logger } from './log.ts';
 import { resolveOptions, type HubOptions } from './options.ts';
+import type { HubStats } from './stats.ts';
 import { didYouMean } from './validators.ts';
 import { Registry } from './registry.ts';
 import { unrefInterval, withDeadline } from './timers.ts';
 
-export interface HubStats {
-  state: HubState;
-  uptimeSeconds: number;
-  /** Open sockets. */
-  live: number;
-  /** Admitted upgrades not yet open. */
-  reserved: number;
-  /** Sockets the server is closing; they count against the limit until gone (or dropped after closeTimeout). */
-  closing: number;
-  /** Sockets dropped because the peer did not complete a server-initiated close in time. */
-  closesForced: number;
-  limit: number;
-  /** Upgrades admitted since start. */
-  accepted: number;
-  /** Upgrades refused before they happened, by reason. */
-  refused: Record<RefusalReason, number>;
-  /** Connections ended since start, by reason. */
-  released: Record<CloseKind, number>;
-  /** AbortControllers handed out through `ctx.signal` and not yet aborted. */
-  signalsPending: number;
-  messagesIn: number;
-  messagesOut: number;
-  /** Messages not sent to slow consumers (policy `drop`). */
-  dropped: number;
-  /** TCP connections dropped as soon as they were accepted (Node): over maxPendingConnections, or near the fd limit. */
-  connectionsDropped: { 'pending-limit': number; 'fd-limit': number };
-  /** Subscribes refused by `maxSubscriptions` and `maxTopics`. */
-  subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
-  topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
-  /** The backplane's state and counters; null without one. */
-  backplane: BackplaneStats | null;
-  /** The cluster limit kept in Redis; null without one. */
-  clusterLimit: ClusterLimitStats | null;
-}
+export type { HubStats } from './stats.ts';
 
 export interface ShutdownResult {
   /** Sockets that had not finished closing in time (the deadline, or closeTimeout before it) and were dropped. */

@@ -6,7 +6,8 @@ export { CloseCode, ConnectionClosed, HubError, type CloseKind, type HubErrorCod
 export { echoHandler } from './handlers/echo.ts';
 export { createPubSubHandler, type PubSubOptions } from './handlers/pubsub.ts';
 export { checkHandshake } from './handshake.ts';
-export { createHub, Hub, type HubInit, type HubStats, type ShutdownResult } from './hub.ts';
+export { createHub, Hub, type HubInit, type ShutdownResult } from './hub.ts';
+export type { HubStats } from './stats.ts';
 export { createLogger, type Logger, type LogLevel } from './log.ts';
 export { optionSpecs, parseCommandLine, resolveOptions, type HubOptions } from './options.ts';
 export { VERSION } from './version.ts';

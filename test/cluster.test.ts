@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { closed, connect, eventually, rawRequest, request, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { closed, connect, eventually, rawRequest, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
 import { upgradeHeaders } from './frames.ts';
 import { parseMetrics } from './suite/observability.ts';
 
@@ -62,6 +62,17 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       assert.equal(c.live, 6);
       assert.equal(c.perWorker.length, 2);
       assert.ok(c.perWorker.every((w) => w.slots > 0 && w.slots === w.live), `both workers serve: ${JSON.stringify(c.perWorker)}`);
+      // The top-level /stats figures are the whole server's too, whichever worker answers.
+      for (let i = 0; i < 4; i++) {
+        const res = await fetch(`${server.url}/stats`, { headers: { connection: 'close' } });
+        const whole = (await res.json()) as Stats & { cluster: ClusterStats & { answered: number; rssBytes: number } };
+        assert.equal(whole.cluster.answered, 2);
+        assert.equal(whole.live, 6);
+        assert.equal(whole.limit, 6);
+        assert.equal(whole.accepted, 6);
+        assert.equal(whole.refused.capacity, 1, 'the 7th socket, refused by one of the workers');
+        assert.equal(whole.process.rssBytes, whole.cluster.rssBytes, 'memory of every worker and the primary');
+      }
       // Connection ids are unique across the cluster: `<worker id>-<n>`.
       const ids = await eventually(
         async () => server.lines.filter((l) => l.includes('"connection.open"')).map((l) => (JSON.parse(l) as { id: string }).id),

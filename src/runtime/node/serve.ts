@@ -49,7 +49,7 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
     };
   };
   const link = options.cluster;
-  link?.serve(hub, (labels) => renderMetrics(hub, 'node', processStats(), labels));
+  link?.serve(hub, (labels) => renderMetrics(hub, 'node', processStats(), labels), processStats);
   const fanOut = createNodeFanOut(hub.log);
   const adapter: RuntimeAdapter = {
     ...(link ? { clusterStats: link.clusterStats, clusterMetrics: link.clusterMetrics } : {}),

@@ -1,4 +1,5 @@
 // What the cluster's primary and its workers say to each other over IPC (node:cluster).
+import type { HubStats } from '../../../stats.ts';
 
 /** Marks a process forked by the primary as one of its workers. */
 export const WORKER_ENV = 'HUBBUB_CLUSTER_WORKER';
@@ -7,7 +8,7 @@ export type ToPrimary =
   | { hubbub: 'acquire'; id: number }
   | { hubbub: 'release' }
   | { hubbub: 'stats-request'; id: number }
-  | { hubbub: 'stats-report'; id: number; stats: WorkerStats }
+  | { hubbub: 'stats-report'; id: number; report: WorkerReport }
   | { hubbub: 'metrics-request'; id: number }
   | { hubbub: 'metrics-report'; id: number; text: string };
 export type ToWorker =
@@ -17,6 +18,13 @@ export type ToWorker =
   | { hubbub: 'metrics-collect'; id: number }
   | { hubbub: 'metrics'; id: number; text: string };
 
+/** A worker's answer to a collection: its hub's figures and its process's. */
+export interface WorkerReport {
+  hub: HubStats;
+  process: Record<string, number>;
+}
+
+/** What /stats lists for each worker. */
 export interface WorkerStats {
   live: number;
   reserved: number;
@@ -38,4 +46,8 @@ export interface ClusterStats {
   /** Resident memory of the whole server: every worker that answered, plus the primary. */
   rssBytes: number;
   perWorker: ({ id: number; pid: number; slots: number } & Partial<WorkerStats>)[];
+  /** Workers whose figures are in (one that does not answer within 500 ms is left out). */
+  answered: number;
+  /** The whole server's /stats figures: every answering worker's summed (the process figures with the primary's memory). */
+  totals?: WorkerReport;
 }

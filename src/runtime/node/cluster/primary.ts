@@ -7,8 +7,9 @@ import cluster, { type Worker } from 'node:cluster';
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../../../log.ts';
 import { mergeExpositions, renderClusterMetrics } from '../../../metrics.ts';
+import { mergeHubStats, sumFigures } from '../../../stats.ts';
 import { urlHost } from '../../common.ts';
-import { WORKER_ENV, type ClusterStats, type ToPrimary, type ToWorker, type WorkerStats } from './messages.ts';
+import { WORKER_ENV, type ClusterStats, type ToPrimary, type ToWorker, type WorkerReport, type WorkerStats } from './messages.ts';
 
 export function resolveWorkers(workers: number): number {
   return workers === 0 ? availableParallelism() : workers;
@@ -80,7 +81,7 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
       case 'metrics-request':
         return collect(msg.hubbub === 'stats-request' ? 'stats' : 'metrics', worker, msg.id);
       case 'stats-report':
-        return report(worker, msg.id, msg.stats);
+        return report(worker, msg.id, msg.report);
       case 'metrics-report':
         return report(worker, msg.id, msg.text);
     }
@@ -98,23 +99,28 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
       send(request.from, { hubbub: 'metrics', id: request.id, text: mergeExpositions([own, ...texts]) });
       return;
     }
-    const perWorker = workers.map((w) => ({ id: w.id, pid: w.process.pid ?? 0, slots: slots.get(w.id) ?? 0, ...(request.reports.get(w.id) as WorkerStats | undefined) }));
+    const reports = workers.map((w) => request.reports.get(w.id) as WorkerReport | undefined);
+    const perWorker = workers.map((w, i) => ({ id: w.id, pid: w.process.pid ?? 0, slots: slots.get(w.id) ?? 0, ...workerFigures(reports[i]) }));
+    const answered = reports.filter((r): r is WorkerReport => r !== undefined);
     const sum = (k: keyof WorkerStats) => perWorker.reduce((a, w) => a + (w[k] ?? 0), 0);
-    send(request.from, {
-      hubbub: 'stats',
-      id: request.id,
-      cluster: {
-        workers: perWorker.length,
-        limit,
-        slotsUsed: used,
-        live: sum('live'),
-        reserved: sum('reserved'),
-        accepted: sum('accepted'),
-        replaced,
-        rssBytes: sum('rssBytes') + process.memoryUsage.rss(),
-        perWorker,
-      },
-    });
+    const primaryRss = process.memoryUsage.rss();
+    const figures: ClusterStats = {
+      workers: perWorker.length,
+      limit,
+      slotsUsed: used,
+      live: sum('live'),
+      reserved: sum('reserved'),
+      accepted: sum('accepted'),
+      replaced,
+      rssBytes: sum('rssBytes') + primaryRss,
+      perWorker,
+      answered: answered.length,
+    };
+    if (answered.length > 0) {
+      const processTotals = sumFigures(answered.map((r) => r.process));
+      figures.totals = { hub: mergeHubStats(answered.map((r) => r.hub), limit), process: { ...processTotals, rssBytes: (processTotals.rssBytes ?? 0) + primaryRss } };
+    }
+    send(request.from, { hubbub: 'stats', id: request.id, cluster: figures });
   }
 
   cluster.on('listening', (worker, address) => {
@@ -163,4 +169,10 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
   }
 
   for (let i = 0; i < count; i++) fork();
+}
+
+function workerFigures(report: WorkerReport | undefined): Partial<WorkerStats> {
+  if (!report) return {};
+  const { live, reserved, accepted, messagesIn, messagesOut } = report.hub;
+  return { live, reserved, accepted, messagesIn, messagesOut, rssBytes: report.process.rssBytes ?? 0 };
 }

@@ -22,7 +22,7 @@ export interface WorkerLink {
   /** The primary's limit: one IPC round trip per acquire. Made before the hub, which it is given to (HubInit). */
   readonly clusterLimit: ClusterLimit;
   /** Answers the primary's collections from this hub; `renderMetrics` renders its own exposition, labelled. */
-  serve(hub: Hub, renderMetrics: (labels: Record<string, string>) => string): void;
+  serve(hub: Hub, renderMetrics: (labels: Record<string, string>) => string, processStats: () => Record<string, number>): void;
   clusterStats(): Promise<ClusterStats | undefined>;
   clusterMetrics(): Promise<string>;
 }
@@ -31,6 +31,7 @@ export function createWorkerLink(): WorkerLink {
   let nextId = 0;
   let hub: Hub | undefined;
   let render: ((labels: Record<string, string>) => string) | undefined;
+  let processFigures: (() => Record<string, number>) | undefined;
   const acquires = new Map<number, (ok: boolean) => void>();
   const statsWaiters = new Map<number, (stats: ClusterStats | undefined) => void>();
   const metricsWaiters = new Map<number, (text: string | undefined) => void>();
@@ -44,8 +45,7 @@ export function createWorkerLink(): WorkerLink {
         return;
       case 'stats-collect': {
         if (!hub) return;
-        const s = hub.stats();
-        process.send?.({ hubbub: 'stats-report', id: msg.id, stats: { live: s.live, reserved: s.reserved, accepted: s.accepted, messagesIn: s.messagesIn, messagesOut: s.messagesOut, rssBytes: process.memoryUsage.rss() } } satisfies ToPrimary);
+        process.send?.({ hubbub: 'stats-report', id: msg.id, report: { hub: hub.stats(), process: processFigures?.() ?? { rssBytes: process.memoryUsage.rss() } } } satisfies ToPrimary);
         return;
       }
       case 'stats':
@@ -80,9 +80,10 @@ export function createWorkerLink(): WorkerLink {
       acquire: () => ask(acquires, (id) => ({ hubbub: 'acquire', id }), false),
       release: () => void process.send?.({ hubbub: 'release' } satisfies ToPrimary),
     },
-    serve(served, renderMetrics) {
+    serve(served, renderMetrics, processStats) {
       hub = served;
       render = renderMetrics;
+      processFigures = processStats;
     },
     clusterStats: () => ask(statsWaiters, (id) => ({ hubbub: 'stats-request', id }), undefined),
     // No answer from the primary: this worker's own figures, still labelled, rather than nothing.
