@@ -1,9 +1,10 @@
 // The Hono apps every runtime serves. Routes only. The public app: /ws (admission, then the runtime's
-// upgrade), /admission, /healthz and the demo page, plus the operator's routes (/stats, /metrics)
-// unless they have a listener of their own (`--admin-port`: `createAdminApp`). `--admin-token`
-// guards the operator's routes wherever they are. Runtime-free: the runtime's parts come in through
+// upgrade), /admission, /healthz and the demo page (`--demo`), plus the operator's routes (/stats,
+// /metrics) unless they have a listener of their own (`--admin-port`: `createAdminApp`).
+// `--admin-token` guards the operator's routes wherever they are; without one, on the public
+// listener they answer local clients only. Runtime-free: the runtime's parts come in through
 // a RuntimeAdapter.
-import { Hono, type Context } from 'hono';
+import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { refusalResponse } from './admission/admission.ts';
 import { authenticate } from './admission/authenticate.ts';
@@ -95,10 +96,11 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     return c.json({ admit: false, reason, ...figures }, 503, { 'Retry-After': String(admission.retryAfter) });
   });
 
-  app.get('/', (c) => c.html(demoPage));
+  const { demo, handler: handlerOption } = hub.options;
+  if (demo === 'on' || (demo === 'auto' && handlerOption === 'pubsub')) app.get('/', (c) => c.html(demoPage));
 
   healthRoute(app, hub, adapter);
-  if (hub.options.adminPort < 0) adminRoutes(app, hub, adapter);
+  if (hub.options.adminPort < 0) adminRoutes(app, hub, adapter, 'public');
 
   return app;
 }
@@ -107,7 +109,7 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
 export function createAdminApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   const app = new Hono();
   healthRoute(app, hub, adapter);
-  adminRoutes(app, hub, adapter);
+  adminRoutes(app, hub, adapter, 'admin');
   return app;
 }
 
@@ -132,11 +134,24 @@ function healthRoute(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
   });
 }
 
-/** /stats and /metrics, behind `--admin-token` when one is set. */
-function adminRoutes(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
+/**
+ * /stats and /metrics, behind `--admin-token` when one is set. Without a token, on the public
+ * listener they answer only clients on this machine that did not come through a proxy (a loopback
+ * peer and no Forwarded / X-Forwarded-For header): a server on 0.0.0.0 does not show its topics,
+ * pids and memory to the world by default, and a newcomer's localhost still sees them. The admin
+ * listener (`--admin-port`, 127.0.0.1 by default) is the operator's own choice of who can reach it.
+ */
+function adminRoutes(app: Hono, hub: Hub, adapter: RuntimeAdapter, listener: 'public' | 'admin'): void {
   const token = hub.options.adminToken;
-  if (token) {
-    const guard = bearerAuth({ token });
+  const guard: MiddlewareHandler | undefined = token
+    ? bearerAuth({ token })
+    : listener === 'public'
+      ? async (c, next) => {
+          if (isLocal(adapter.remoteAddress(c), c.req.header('forwarded') ?? c.req.header('x-forwarded-for'))) return next();
+          return c.text('the operator routes answer local clients only; set --admin-token (then Authorization: Bearer <token>) or --admin-port\n', 403);
+        }
+      : undefined;
+  if (guard) {
     app.use('/stats', guard);
     app.use('/metrics', guard);
   }
@@ -167,4 +182,10 @@ function selectProtocol(hook: NonNullable<Handler['selectProtocol']>, request: R
   if (chosen === undefined || offered.includes(chosen)) return chosen;
   log.error('handler.error', { id, stage: 'selectProtocol', error: `chose ${JSON.stringify(chosen)}, which the client did not offer (${offered.join(', ') || 'none'}); answering none` });
   return undefined;
+}
+
+/** A peer on this machine (IPv4 127/8 or ::1), reached directly rather than through a proxy. */
+function isLocal(address: string, forwardedFor: string | undefined): boolean {
+  if (forwardedFor !== undefined) return false;
+  return address === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(address) || /^::ffff:127\./i.test(address);
 }

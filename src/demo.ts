@@ -1,5 +1,5 @@
-// The demo page served at `/`: a live room over the pubsub protocol, with live counters from
-// /stats. Plain HTML and a little script, no framework. Under the echo handler it says so and
+// The demo page served at `/` (`--demo`; by default with --handler pubsub): a live room over the
+// pubsub protocol, with live counters from /admission and /stats. Plain HTML and a little script, no framework. Under the echo handler it says so and
 // works as an echo console.
 export const demoPage = /* html */ `<!doctype html>
 <html lang="en">
@@ -120,12 +120,17 @@ $('form').onsubmit = (event) => {
   $('text').value = '';
 };
 
+// Live and limit come from /admission, which every client may ask; the message rate from /stats,
+// which answers only the operator (a local client, or with the admin token): elsewhere it shows –.
 let lastIn, lastAt;
 async function poll() {
   try {
-    const s = await (await fetch('/stats', { cache: 'no-store' })).json();
-    $('live').textContent = s.live;
-    $('limit').textContent = s.limit;
+    const a = await (await fetch('/admission', { cache: 'no-store' })).json();
+    $('live').textContent = a.live;
+    $('limit').textContent = a.limit;
+    const res = await fetch('/stats', { cache: 'no-store' });
+    if (!res.ok) { $('rate').textContent = '–'; return; }
+    const s = await res.json();
     const now = performance.now();
     if (lastIn !== undefined) $('rate').textContent = Math.max(0, Math.round((s.messagesIn + s.messagesOut - lastIn) / ((now - lastAt) / 1000)));
     lastIn = s.messagesIn + s.messagesOut; lastAt = now;

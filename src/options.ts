@@ -78,8 +78,10 @@ export interface HubOptions {
   adminPort: number;
   /** Address the admin listener binds. @default '127.0.0.1' */
   adminHost: string;
-  /** Bearer token /stats and /metrics require, wherever they are served; '' = none. @default '' */
+  /** Bearer token /stats and /metrics require, wherever they are served; '' = none (then, on the public listener, they answer local clients only). @default '' */
   adminToken: string;
+  /** The demo page at `/`: 'auto' serves it with the built-in pubsub handler only. @default 'auto' */
+  demo: 'auto' | 'on' | 'off';
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
   /** Handler: `'echo'` (the default), `'pubsub'` (the JSON topic protocol), a Handler, or (CLI) a path to a module exporting one. @default 'echo' */
@@ -219,8 +221,12 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   },
   adminHost: { flag: '--admin-host', env: ['HUBBUB_ADMIN_HOST'], default: '127.0.0.1', doc: 'address the admin listener binds', ...matching(HOST, 'an IP address or host name') },
   adminToken: {
-    flag: '--admin-token', env: ['HUBBUB_ADMIN_TOKEN'], default: '', doc: 'Bearer token that /stats and /metrics require (empty = none)',
+    flag: '--admin-token', env: ['HUBBUB_ADMIN_TOKEN'], default: '', doc: 'Bearer token that /stats and /metrics require (empty = none: on the public listener they then answer local clients only)',
     ...matching(ADMIN_TOKEN, '16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (an RFC 6750 token)', true),
+  },
+  demo: {
+    flag: '--demo', env: ['HUBBUB_DEMO'], default: 'auto',
+    doc: "the demo page at /: on, off, or auto (on with --handler pubsub)", ...oneOf(['auto', 'on', 'off'] as const),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(logLevels) },
   handler: {
