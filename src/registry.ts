@@ -139,14 +139,18 @@ export class Registry implements ConnectionHost {
     conn.markReleased(reason);
     if (was === ConnectionState.Open) this.liveConnections.delete(conn.id);
     else this.reservations.delete(conn.id);
-    this.admission.free(conn.remoteAddress, conn.principal, conn.holdsClusterSlot);
+    const socket = conn.socket;
+    // A socket the server closes (the WebSocket layer may be closing it already: ws answering a bad
+    // frame with 1009) stays in `closing` until it is gone, and keeps counting against the limit:
+    // here through `held`, and in a cluster by keeping its slot of the cluster limit until then.
+    const closes = socket !== undefined && isServerInitiated(reason.kind) && socket.readyState < 3;
+    const lingers = closes && !(isTerminated(reason.kind) && socket.terminate);
+    this.admission.free(conn.remoteAddress, conn.principal, conn.holdsClusterSlot && !lingers);
     countRelease(this.counters, reason.kind, reason.closeCode);
     this.#topics.unsubscribeAll(conn);
     conn.abortSignal();
-    const socket = conn.socket;
-    // A socket the WebSocket layer is already closing (ws answering a bad frame with 1009) is tracked too.
-    if (socket && isServerInitiated(reason.kind) && socket.readyState < 3) {
-      if (isTerminated(reason.kind) && socket.terminate) safeTerminate(socket);
+    if (closes) {
+      if (!lingers) safeTerminate(socket);
       else {
         this.closing.set(conn, this.#now() + (hasCourtesy(reason.kind) ? this.limits.closeTimeout : 0));
         if (socket.readyState < 2) safeClose(socket, reason.closeCode, reason.detail ?? reason.kind);
@@ -167,7 +171,14 @@ export class Registry implements ConnectionHost {
   }
 
   socketGone(conn: Connection): void {
-    if (this.closing.delete(conn)) this.#notifyIfIdle();
+    if (this.#closed(conn)) this.#notifyIfIdle();
+  }
+
+  /** A socket leaves `closing` (gone, or dropped): its cluster slot, kept until now, goes back. */
+  #closed(conn: Connection): boolean {
+    if (!this.closing.delete(conn)) return false;
+    if (conn.holdsClusterSlot) this.admission.freeClusterSlot();
+    return true;
   }
 
   subscribe(conn: Connection, topic: string): SubscribeOutcome {
@@ -202,7 +213,7 @@ export class Registry implements ConnectionHost {
       if (deadline > now) continue;
       // A runtime that cannot drop a socket (Deno) keeps it; it no longer counts here.
       terminateQuietly(conn.socket);
-      this.closing.delete(conn);
+      this.#closed(conn);
       this.counters.closesForced++;
       dropped++;
     }
@@ -258,9 +269,11 @@ export class Registry implements ConnectionHost {
 
   /** Drops sockets still in their closing handshake (after the shutdown deadline). */
   terminateClosing(): void {
-    for (const conn of this.closing.keys()) terminateQuietly(conn.socket);
     this.counters.closesForced += this.closing.size;
-    this.closing.clear();
+    for (const conn of [...this.closing.keys()]) {
+      terminateQuietly(conn.socket);
+      this.#closed(conn);
+    }
     this.#notifyIfIdle();
   }
 

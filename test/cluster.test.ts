@@ -4,7 +4,9 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type WebSocket from 'ws';
 import { closed, connect, eventually, rawRequest, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
-import { upgradeHeaders } from './frames.ts';
+import { readdirSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { textFrame, upgradeHeaders } from './frames.ts';
 import { parseMetrics } from './suite/observability.ts';
 
 const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
@@ -153,6 +155,73 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       assert.equal(code, 0);
       stuck.socket.destroy();
     } finally {
+      await server.stop();
+    }
+  });
+});
+
+/** File descriptors held by the whole server: the primary and every worker. */
+function serverFds(server: ServerProcess, workers: ClusterStats): number {
+  return [server.child.pid!, ...workers.perWorker.map((w) => w.pid)].reduce((n, pid) => n + readdirSync(`/proc/${pid}/fd`).length, 0);
+}
+
+describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 }, () => {
+  it('lingering closes: sockets the workers are closing hold their cluster slot until gone; refused clients that never close hold nothing', async (t) => {
+    const LIMIT = 20;
+    const ATTACKERS = 200;
+    const WAVE = 20;
+    // The test handler throws on `throw`: a handler error is closed with courtesy (1011, then up to
+    // --close-timeout for the peer's answer), the longest a server-initiated close may linger.
+    const server = await startServer(node, ['--workers', '2', '--max-connections', String(LIMIT), '--close-timeout', '60s', '--handler', '.test-build/test/fixtures/handler.js']);
+    const held: Socket[] = [];
+    try {
+      const workers = await eventually(() => clusterStats(server), (c) => c?.workers === 2 && c.perWorker.every((w) => w.pid > 0));
+      const baseline = serverFds(server, workers);
+      let peak = baseline;
+      const sampler = setInterval(() => (peak = Math.max(peak, serverFds(server, workers))), 20);
+      let upgraded = 0;
+      let refused = 0;
+      for (let sent = 0; sent < ATTACKERS; sent += WAVE) {
+        await Promise.all(
+          Array.from({ length: WAVE }, async () => {
+            const response = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host));
+            held.push(response.socket);
+            response.socket.on('error', () => {});
+            if (response.status === 101) {
+              upgraded++;
+              // Make the handler throw, then never read again and never answer the close frame.
+              response.socket.pause();
+              response.socket.write(textFrame('throw', { mask: Buffer.from([1, 2, 3, 4]) }));
+            } else {
+              assert.equal(response.status, 503);
+              refused++;
+              response.socket.pause(); // and never close it: the worker must
+            }
+          }),
+        );
+        const whole = (await (await fetch(`${server.url}/stats`, { headers: { connection: 'close' } })).json()) as Stats & { cluster: ClusterStats };
+        assert.ok(whole.live + whole.reserved + whole.closing <= LIMIT, `the whole server holds ${whole.live} live + ${whole.reserved} reserved + ${whole.closing} closing against a limit of ${LIMIT}`);
+        assert.ok(whole.cluster.slotsUsed <= LIMIT);
+      }
+      const settled = await eventually(
+        async () => (await (await fetch(`${server.url}/stats`, { headers: { connection: 'close' } })).json()) as Stats & { cluster: ClusterStats },
+        (s) => s.closing === upgraded,
+      );
+      const fdsAfter = await eventually(async () => serverFds(server, workers), (n) => n <= baseline + LIMIT + 5, 5000);
+      clearInterval(sampler);
+      t.diagnostic(`${ATTACKERS} attackers against --workers 2, limit ${LIMIT}: ${upgraded} upgraded, ${refused} refused; closing ${settled.closing}, slots used ${settled.cluster.slotsUsed}; server fds ${baseline} → peak ${peak} → ${fdsAfter}`);
+      assert.equal(upgraded, LIMIT, 'while the closed sockets linger, their slots stay taken');
+      assert.equal(settled.cluster.slotsUsed, LIMIT, 'the cluster slots of the lingering sockets are still held');
+      assert.ok(peak <= baseline + LIMIT + WAVE + 10, `the server held ${peak} fds (baseline ${baseline}) against ${ATTACKERS} attackers`);
+      assert.ok(fdsAfter <= baseline + LIMIT + 5, `the refused sockets are closed by the server: ${fdsAfter} fds (baseline ${baseline})`);
+      // Once the attackers go, the slots come back.
+      for (const socket of held) socket.destroy();
+      const free = await eventually(() => clusterStats(server), (c) => c.slotsUsed === 0);
+      assert.equal(free.slotsUsed, 0);
+      const ws = await connect(server.wsUrl);
+      ws.close();
+    } finally {
+      for (const socket of held) socket.destroy();
       await server.stop();
     }
   });

@@ -141,6 +141,11 @@ export class Admission {
     if (clusterSlot) this.#clusterLimit?.release();
   }
 
+  /** Gives back a cluster slot that `free` kept (its socket was still closing). */
+  freeClusterSlot(): void {
+    this.#clusterLimit?.release();
+  }
+
   /** Forgets per-address buckets that have refilled (the sweeper, once a second). */
   prune(now: number = this.#now()): void {
     this.#upgradeBucketsPerIp?.prune(now);
