@@ -50,7 +50,8 @@ export function runProtections(target: RuntimeTarget): void {
       assert.ok(elapsed >= 900 && elapsed < 6000, `dropped after ${elapsed} ms`);
       const stats = await eventually(server.stats, (s) => s.released.idle === 1);
       assert.equal(stats.released.idle, 1);
-      // The healthy client, idle too but answering pings, outlives several more intervals.
+      // The healthy client, idle too but answering pings, outlives several more intervals. A wait
+      // on purpose (nothing to poll for: the point is that nothing happens), three intervals long.
       await sleep(1500);
       assert.equal(healthyClosed, false);
       assert.equal(await request(healthy, 'alive'), `${PREFIX}alive`);
@@ -135,8 +136,9 @@ export function runProtections(target: RuntimeTarget): void {
         assert.ok(refused.every((r) => r.status === 429 && Number(r.headers?.['retry-after']) >= 1));
         assert.equal((await server.stats()).refused['rate-limited'], refused.length);
         for (const ws of opened) ws.close();
+        // Time must pass for the bucket to refill (5 tokens a second): a second, then one connect must pass.
         await sleep(1100);
-        (await connect(server.wsUrl)).close(); // the bucket refills
+        (await connect(server.wsUrl)).close();
       } finally {
         await server.stop();
       }
@@ -172,7 +174,7 @@ export function runProtections(target: RuntimeTarget): void {
         else assert.equal(code, 1008);
         for (let i = 0; i < 10; i++) {
           assert.equal(await request(calm, `c${i}`), `${PREFIX}c${i}`);
-          await sleep(60);
+          await sleep(60); // pacing: ~16 messages a second, within --message-rate 20
         }
         const stats = await server.stats();
         assert.equal(stats.released['rate-limited'], 1);
