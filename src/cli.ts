@@ -48,7 +48,10 @@ async function loadHandler(spec: string, cwd: string): Promise<HubOptions['handl
   try {
     mod = await import(url.href);
   } catch (error) {
-    throw new HubError('ERR_INVALID_OPTION', `--handler ${JSON.stringify(spec)}: cannot load the module (${(error as Error).message})`);
+    // Node (without type stripping) refuses a .ts module with a bare "Unknown file extension".
+    const typescript = (error as { code?: unknown }).code === 'ERR_UNKNOWN_FILE_EXTENSION' && /\.[mc]?ts$/.test(url.pathname);
+    const hint = typescript ? '; Node cannot load TypeScript: compile the handler to .js, or run it on Deno or Bun' : '';
+    throw new HubError('ERR_INVALID_OPTION', `--handler ${JSON.stringify(spec)}: cannot load the module (${(error as Error).message})${hint}`);
   }
   const handler = mod.default;
   if (handler === null || (typeof handler !== 'object' && typeof handler !== 'function')) {

@@ -136,18 +136,34 @@ export async function startServer(target: RuntimeTarget, args: readonly string[]
   return server;
 }
 
-/** Runs a command to completion (bad-options checks). */
-export async function runToExit(target: RuntimeTarget, args: readonly string[], env: Record<string, string> = {}, timeoutMs = 30_000) {
+/**
+ * Runs a command to completion (bad-options checks), within `timeoutMs`: a process still running
+ * then is killed and reported `timedOut`, and one that logs `listening` is killed at once (it
+ * started when it should have refused), so a regression fails in seconds, not at the suite's timeout.
+ */
+export async function runToExit(target: RuntimeTarget, args: readonly string[], env: Record<string, string> = {}, timeoutMs = 10_000) {
   const [cmd, ...lead] = target.command;
+  const started = Date.now();
   const child = spawn(cmd!, [...lead, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
   let stdout = '';
   let stderr = '';
-  child.stdout!.setEncoding('utf8').on('data', (c: string) => (stdout += c));
+  let timedOut = false;
+  let listened = false;
+  child.stdout!.setEncoding('utf8').on('data', (c: string) => {
+    stdout += c;
+    if (!listened && /"event":"listening"/.test(stdout)) {
+      listened = true;
+      child.kill('SIGKILL');
+    }
+  });
   child.stderr!.setEncoding('utf8').on('data', (c: string) => (stderr += c));
-  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-  const [code] = (await once(child, 'exit')) as [number | null];
+  const timer = setTimeout(() => {
+    timedOut = true;
+    child.kill('SIGKILL');
+  }, timeoutMs);
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
   clearTimeout(timer);
-  return { code, stdout, stderr };
+  return { code, signal, stdout, stderr, timedOut, listened, elapsedMs: Date.now() - started };
 }
 
 /** Polls until `check` passes or the time is up; returns the last value. */

@@ -11,6 +11,25 @@ function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/**
+ * The server's fd count once it stops moving (a runtime opens a few more just after listening):
+ * two reads 100 ms apart that agree, within 3 s.
+ */
+async function settledFdCount(pid: number): Promise<number> {
+  let last = fdCount(pid);
+  const [, now] = await eventually(
+    async () => {
+      await sleep(100);
+      const pair = [last, fdCount(pid)] as const;
+      last = pair[1];
+      return pair;
+    },
+    ([before, now]) => before === now,
+    3000,
+  );
+  return now;
+}
+
 export function runAttacks(target: RuntimeTarget): void {
   // The runner's child is the server itself on Node, Deno and Bun; on workerd it is a launcher in
   // front of workerd, whose fds are not the launcher's.
@@ -27,8 +46,7 @@ export function runAttacks(target: RuntimeTarget): void {
       const pid = server.child.pid!;
       const held: Socket[] = [];
       try {
-        await sleep(300);
-        const baseline = fdCount(pid);
+        const baseline = await settledFdCount(pid);
         let peak = baseline;
         const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
         let upgraded = 0;
@@ -141,7 +159,7 @@ export function runAttacks(target: RuntimeTarget): void {
       const pid = server.child.pid!;
       try {
         const ws = await connect(server.wsUrl);
-        await sleep(200);
+        await eventually(server.stats, (s) => s.live === 1);
         const rssBefore = rssKiB(pid);
         const COUNT = 20_000;
         let refused = 0;
@@ -195,12 +213,11 @@ export function runAttacks(target: RuntimeTarget): void {
       const pid = server.child.pid!;
       const held: Socket[] = [];
       try {
-        await sleep(300);
-        const baseline = fdCount(pid);
+        const baseline = await settledFdCount(pid);
         await trickle(server.url, 300, held);
-        await sleep(300);
+        // Until the server has taken in all 300: CAP pending, the rest dropped.
+        const stats = await eventually(server.stats, (s) => s.process.pendingConnections! + s.connectionsDropped['pending-limit'] >= 300 - 5, 5000);
         const fds = fdCount(pid);
-        const stats = await server.stats();
         t.diagnostic(`300 trickling heads, cap ${CAP}: server fds ${baseline} → ${fds}, dropped ${stats.connectionsDropped['pending-limit']}, pending ${stats.process.pendingConnections}`);
         assert.ok(fds <= baseline + CAP + 15, `the server holds ${fds} fds (baseline ${baseline})`);
         assert.equal(stats.process.pendingConnections, CAP);
@@ -229,8 +246,8 @@ export function runAttacks(target: RuntimeTarget): void {
       const held: Socket[] = [];
       try {
         await trickle(server.url, 300, held);
-        await sleep(300);
-        const stats = await server.stats();
+        // Until the server has taken in all 300: the budget's worth pending, the rest dropped.
+        const stats = await eventually(server.stats, (s) => s.process.pendingConnections! + s.connectionsDropped['fd-limit'] + s.connectionsDropped['pending-limit'] >= 300 - 5, 5000);
         t.diagnostic(`300 connections against ${FD_LIMIT} fds: server fds ${fdCount(pid)}, budget ${stats.process.socketBudget}, dropped ${stats.connectionsDropped['fd-limit']}`);
         assert.equal(stats.process.socketBudget, FD_LIMIT - 64);
         assert.ok(stats.connectionsDropped['fd-limit'] >= 300 - (FD_LIMIT - 64) - 5, JSON.stringify(stats.connectionsDropped));

@@ -53,17 +53,28 @@ export function runEcho(target: RuntimeTarget): void {
       assert.equal(stats.runtime, target.name);
       assert.equal(stats.state, 'running');
       assert.equal(stats.limit, 100, 'the default limit is the seed maxConnections = 100');
-      for (const key of ['live', 'reserved', 'accepted'] as const) assert.equal(typeof stats[key], 'number');
-      assert.equal(typeof stats.refused.capacity, 'number');
-      assert.equal(typeof stats.released['client-close'], 'number');
-      // …and the figures move with what happens: one more socket, then its close.
+      // What this group did so far: echo clients that each closed themselves, nothing refused or dropped.
+      assert.deepEqual([stats.live, stats.reserved, stats.closing, stats.closesForced, stats.signalsPending, stats.dropped], [0, 0, 0, 0, 0, 0]);
+      assert.ok(stats.uptimeSeconds >= 0 && stats.uptimeSeconds < 600, `uptimeSeconds ${stats.uptimeSeconds}`);
+      assert.ok(Object.values(stats.refused).every((n) => n === 0), `refused ${JSON.stringify(stats.refused)}`);
+      const { 'client-close': clientClosed, ...otherEndings } = stats.released;
+      assert.ok(Object.values(otherEndings).every((n) => n === 0), `released ${JSON.stringify(stats.released)}`);
+      assert.equal(clientClosed, stats.accepted, 'every connection accepted so far was closed by its client');
+      assert.equal(stats.messagesOut, stats.messagesIn, 'one echo per message');
+      // …and the figures move by exactly what happens: one more socket, one message, then its close.
       const ws = await connect(server.wsUrl);
       assert.equal(await request(ws, 'x'), `${PREFIX}x`);
       const open = await server.stats();
-      assert.deepEqual([open.live - stats.live, open.accepted - stats.accepted, open.messagesIn - stats.messagesIn >= 1], [1, 1, true]);
+      assert.deepEqual(
+        { live: open.live, accepted: open.accepted - stats.accepted, messagesIn: open.messagesIn - stats.messagesIn, messagesOut: open.messagesOut - stats.messagesOut },
+        { live: 1, accepted: 1, messagesIn: 1, messagesOut: 1 },
+      );
       ws.close();
-      const closed = await eventually(server.stats, (s) => s.released['client-close'] === open.released['client-close'] + 1);
-      assert.equal(closed.live, stats.live);
+      const closed = await eventually(server.stats, (s) => s.live === 0);
+      assert.deepEqual(
+        { live: closed.live, reserved: closed.reserved, clientClosed: closed.released['client-close'] - clientClosed, accepted: closed.accepted - stats.accepted },
+        { live: 0, reserved: 0, clientClosed: 1, accepted: 1 },
+      );
     });
   });
 }

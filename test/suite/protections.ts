@@ -4,7 +4,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { deflateRawSync } from 'node:zlib';
 import WebSocket from 'ws';
-import { closed, connect, eventually, PREFIX, rawRequest, request, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { closed, connect, eventually, PREFIX, request, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
 import { upgradeHeaders } from '../frames.ts';
 
 type Refused = { status?: number; headers?: Record<string, string> };
@@ -50,7 +50,8 @@ export function runProtections(target: RuntimeTarget): void {
       assert.ok(elapsed >= 900 && elapsed < 6000, `dropped after ${elapsed} ms`);
       const stats = await eventually(server.stats, (s) => s.released.idle === 1);
       assert.equal(stats.released.idle, 1);
-      // The healthy client, idle too but answering pings, outlives several more intervals.
+      // The healthy client, idle too but answering pings, outlives several more intervals. A wait
+      // on purpose (nothing to poll for: the point is that nothing happens), three intervals long.
       await sleep(1500);
       assert.equal(healthyClosed, false);
       assert.equal(await request(healthy, 'alive'), `${PREFIX}alive`);
@@ -135,8 +136,9 @@ export function runProtections(target: RuntimeTarget): void {
         assert.ok(refused.every((r) => r.status === 429 && Number(r.headers?.['retry-after']) >= 1));
         assert.equal((await server.stats()).refused['rate-limited'], refused.length);
         for (const ws of opened) ws.close();
+        // Time must pass for the bucket to refill (5 tokens a second): a second, then one connect must pass.
         await sleep(1100);
-        (await connect(server.wsUrl)).close(); // the bucket refills
+        (await connect(server.wsUrl)).close();
       } finally {
         await server.stop();
       }
@@ -172,7 +174,7 @@ export function runProtections(target: RuntimeTarget): void {
         else assert.equal(code, 1008);
         for (let i = 0; i < 10; i++) {
           assert.equal(await request(calm, `c${i}`), `${PREFIX}c${i}`);
-          await sleep(60);
+          await sleep(60); // pacing: ~16 messages a second, within --message-rate 20
         }
         const stats = await server.stats();
         assert.equal(stats.released['rate-limited'], 1);
@@ -330,27 +332,57 @@ export function runProtections(target: RuntimeTarget): void {
       }
     });
 
-    it('thousands of headers, or one huge header, get 431 or 400 and no crash', async () => {
+    it('thousands of headers, or one huge header, get 431 or 400 (or a closed connection), are never admitted, and the server serves on', async () => {
       const host = new URL(server.url).host;
       const many: Record<string, string> = upgradeHeaders(host);
       for (let i = 0; i < 5000; i++) many[`X-Filler-${i}`] = `value-${i}`;
-      const a = await rawRequest(server.url, many).catch((error: Error) => error);
-      if (!(a instanceof Error)) {
-        assert.ok([400, 431].includes(a.status), `status ${a.status}`);
-        a.socket.destroy();
-      } // a reset after the answer is also fine: the client was cut off, the server lives
-      const b = await rawRequest(server.url, { ...upgradeHeaders(host), 'X-Huge': 'h'.repeat(200_000) }).catch((error: Error) => error);
-      if (!(b instanceof Error)) {
-        assert.ok([400, 431].includes(b.status), `status ${b.status}`);
-        b.socket.destroy();
+      const baseline = await server.stats();
+      for (const [what, headers] of [
+        ['5000 headers', many],
+        ['one 200 kB header', { ...upgradeHeaders(host), 'X-Huge': 'h'.repeat(200_000) }],
+      ] as const) {
+        const answer = await oversizedHead(server.url, headers);
+        // Every runtime answers (Node, Bun, workerd 431; Deno 400) and closes. The close may reach the
+        // client as a reset while the rest of its head is unsent; if that reset beats the answer, a
+        // closed connection with nothing read is what the client sees. A hang (no close) fails.
+        if (answer.status !== undefined) assert.ok([400, 431].includes(answer.status), `${what}: ${answer.statusLine}`);
+        else assert.equal(answer.bytes, 0, `${what}: an answer without a status line: ${JSON.stringify(answer.statusLine)}`);
+        assert.notEqual(answer.ending, 'timeout', `${what}: the connection was still open after 5 s (${answer.status ?? 'no answer'})`);
       }
+      assert.equal(server.child.exitCode, null, `the server exited: ${server.stderr()}`);
       const ws = await connect(server.wsUrl);
       assert.equal(await request(ws, 'alive'), `${PREFIX}alive`);
       ws.close();
       const stats = await server.stats();
+      assert.equal(stats.accepted, baseline.accepted + 1, 'only the last client was admitted');
       assert.equal(stats.reserved, 0);
-      assert.equal(server.child.exitCode, null);
     });
+  });
+}
+
+/**
+ * Writes one GET /ws head with `headers` and reads whatever comes back until the server closes the
+ * connection (FIN or reset) or `timeoutMs` passes, so a test can tell an answer, a close and a hang apart.
+ */
+function oversizedHead(url: string, headers: Record<string, string>, timeoutMs = 5000) {
+  const { hostname, port } = new URL(url);
+  return new Promise<{ status: number | undefined; statusLine: string; bytes: number; ending: 'end' | 'reset' | 'timeout' }>((resolve) => {
+    const socket = net.connect(Number(port), hostname);
+    let received = Buffer.alloc(0);
+    let ending: 'end' | 'reset' | undefined;
+    const finish = (how: 'end' | 'reset' | 'timeout') => {
+      clearTimeout(timer);
+      socket.destroy();
+      const statusLine = received.toString('latin1').split('\r\n')[0] ?? '';
+      const match = /^HTTP\/1\.[01] (\d{3})/.exec(statusLine);
+      resolve({ status: match ? Number(match[1]) : undefined, statusLine, bytes: received.length, ending: how });
+    };
+    const timer = setTimeout(() => finish('timeout'), timeoutMs);
+    socket.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+    socket.on('end', () => (ending ??= 'end'));
+    socket.on('error', () => (ending ??= 'reset')); // ECONNRESET, or EPIPE on the unsent rest of the head
+    socket.on('close', () => finish(ending ?? 'end'));
+    socket.once('connect', () => socket.write(`GET /ws HTTP/1.1\r\n${Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')}\r\n`));
   });
 }
 

@@ -181,19 +181,26 @@ export function runPubSub(target: RuntimeTarget): void {
      * Returns a function that starts reading again and collects the sequence numbers it gets.
      */
     async function stalledSubscriber(server: ServerProcess, topic: string) {
-      const { socket, rest } = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host));
+      const response = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host));
+      const { socket } = response;
       socket.setNoDelay(true);
+      let received: Buffer = response.rest;
+      const reading = (chunk: Buffer) => (received = Buffer.concat([received, chunk]));
+      socket.on('data', reading);
       socket.write(textFrame(JSON.stringify({ type: 'subscribe', topic }), { mask: Buffer.from([9, 8, 7, 6]) }));
-      await sleep(200);
+      // Reads until the server has confirmed the subscription, then never again.
+      await eventually(async () => received.includes('"type":"subscribed"'), Boolean, 5000);
       socket.pause();
-      return { socket, rest };
+      socket.off('data', reading);
+      assert.ok(received.includes('"type":"subscribed"'), `the stalled subscriber is subscribed (got ${JSON.stringify(received.toString('latin1'))})`);
+      return { socket, rest: received };
     }
 
     async function publishBurst(publisher: Awaited<ReturnType<typeof client>>, topic: string, count: number, size: number) {
       const blob = 'x'.repeat(size);
       for (let i = 1; i <= count; i++) {
         publisher.send({ type: 'publish', topic, data: { i, blob } });
-        if (i % 2 === 0) await sleep(1); // the healthy reader shares this process: let it read
+        if (i % 2 === 0) await sleep(1); // pacing, not waiting: the healthy reader shares this process, let it read
       }
     }
 
@@ -256,15 +263,17 @@ export function runPubSub(target: RuntimeTarget): void {
         if (noBackpressure) assert.equal(stats.dropped, 0, 'the runtime exposes no queue: nothing is dropped');
         else assert.ok(stats.dropped > 0, 'messages were dropped for the stalled socket');
         assert.equal(stats.live, 3, 'nobody was closed under the drop policy');
-        // The stalled reader resumes: what it gets has a gap in the sequence numbers.
+        // The stalled reader resumes: it gets every message that was not dropped (only its own are:
+        // the healthy reader got all of them), so a gap in the sequence numbers where they were.
         const chunks: Buffer[] = [stalled.rest];
         stalled.socket.on('data', (chunk: Buffer) => chunks.push(chunk));
         stalled.socket.resume();
-        await sleep(1500);
-        const seqs = [...Buffer.concat(chunks).toString('latin1').matchAll(/"seq":(\d+)/g)].map((m) => Number(m[1]));
-        const distinct = [...new Set(seqs)].sort((a, b) => a - b);
-        if (noBackpressure) assert.equal(distinct.length, COUNT, `stalled reader got ${distinct.length} of ${COUNT}: the runtime buffered them all`);
-        else assert.ok(distinct.length > 0 && distinct.length < COUNT, `stalled reader got ${distinct.length} of ${COUNT}`);
+        const sent = COUNT - stats.dropped;
+        const seqsSeen = () => new Set([...Buffer.concat(chunks).toString('latin1').matchAll(/"type":"message","topic":"firehose","seq":(\d+)/g)].map((m) => Number(m[1])));
+        const distinct = await eventually(async () => seqsSeen(), (seen) => seen.size >= sent, 15_000);
+        assert.equal(distinct.size, sent, `stalled reader got ${distinct.size} messages; ${stats.dropped} of ${COUNT} were dropped for it`);
+        if (noBackpressure) assert.equal(distinct.size, COUNT, 'the runtime buffered them all');
+        else assert.ok(distinct.size > 0 && distinct.size < COUNT, `stalled reader got ${distinct.size} of ${COUNT}`);
         stalled.socket.destroy();
         healthy.ws.close();
         publisher.ws.close();

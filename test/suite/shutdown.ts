@@ -1,7 +1,7 @@
 // Suite group: graceful shutdown on SIGTERM/SIGINT (draining, 1001 closes, the deadline, a second signal).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { closed, connect, eventually, hostOf, rawRequest, sleep, startServer, withTimeout, type RuntimeTarget } from '../helpers.ts';
+import { closed, connect, eventually, hostOf, rawRequest, startServer, withTimeout, type RuntimeTarget } from '../helpers.ts';
 import { upgradeHeaders } from '../frames.ts';
 
 export function runShutdown(target: RuntimeTarget): void {
@@ -76,7 +76,9 @@ export function runShutdown(target: RuntimeTarget): void {
         const stuck = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));
         assert.equal(stuck.status, 101);
         server.child.kill('SIGTERM');
-        await sleep(300);
+        // The drain has begun (logged), and the stuck socket holds it open.
+        await eventually(async () => server.lines.some((line) => line.includes('"shutdown.start"')), Boolean, 5000);
+        assert.ok(server.lines.some((line) => line.includes('"shutdown.start"')), 'the first signal starts the drain');
         assert.equal(server.child.exitCode, null, 'still draining after the first signal');
         const started = Date.now();
         server.child.kill('SIGTERM');
