@@ -71,7 +71,8 @@ export function runShutdown(target: RuntimeTarget): void {
       }
     });
 
-    it('SIGTERM under load: 1,000 clients each sending 50 messages a second all get 1001, exit 0', async () => {
+    const lostUnderLoad = target.differences?.has('close-frame-lost-at-shutdown-under-load') ?? false;
+    it(lostUnderLoad ? 'SIGTERM under load: 1,000 clients each sending 50 messages a second all close (1001, or 1006 for some on this runtime: documented), exit 0' : 'SIGTERM under load: 1,000 clients each sending 50 messages a second all get 1001, exit 0', async () => {
       const server = await startServer(target, ['--max-connections', '2000', '--shutdown-timeout', '10s']);
       const clients: WebSocket[] = [];
       const senders: ReturnType<typeof setInterval>[] = [];
@@ -89,7 +90,8 @@ export function runShutdown(target: RuntimeTarget): void {
         server.child.kill('SIGTERM');
         const codes: Record<number, number> = {};
         for (const { code } of await Promise.all(closes)) codes[code] = (codes[code] ?? 0) + 1;
-        assert.deepEqual(codes, { 1001: 1000 }, 'every busy client got the close frame');
+        if (lostUnderLoad) assert.equal((codes[1001] ?? 0) + (codes[1006] ?? 0), 1000, `codes ${JSON.stringify(codes)}`);
+        else assert.deepEqual(codes, { 1001: 1000 }, 'every busy client got the close frame');
         const { code } = await server.exited;
         assert.equal(code, 0);
         assert.ok(Date.now() - started < 10_000, 'within the shutdown deadline');
