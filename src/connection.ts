@@ -21,6 +21,8 @@ export interface ConnectionHost {
   readonly heartbeats: number;
   /** The current one-second window of the per-connection message rate. */
   readonly rateWindow: number;
+  /** Sweeps so far: each one means the event loop turned (a timer fired) since the one before. */
+  readonly sweeps: number;
   /** The reservation's socket opened. False (and the socket is closed) if the reservation already ended. */
   open(conn: Connection, socket: SocketLike): boolean;
   /** The one way a connection ends (exactly once). */
@@ -41,8 +43,13 @@ export const ConnectionState = {
 } as const;
 export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState];
 
-/** How long a send queue may stay over `maxBackpressure`, and how far over it may go, before the slow-consumer policy applies. */
+/**
+ * How long a send queue may stay over `maxBackpressure` without draining, and how far over it may
+ * go, before the slow-consumer policy applies. The grace is counted in time and in the hub's
+ * sweeps: two sweeps (about a second of event loop apart) mean the runtime had turns to write in.
+ */
 const SLOW_CONSUMER_GRACE_MS = 1000;
+const SLOW_CONSUMER_GRACE_SWEEPS = 2;
 const SLOW_CONSUMER_HARD_FACTOR = 4;
 
 export class Connection implements HandlerContext, HubEvents {
@@ -62,8 +69,14 @@ export class Connection implements HandlerContext, HubEvents {
   #openedAt = 0;
   /** The host heartbeat during which the peer was last heard (message or pong). */
   #heardAt = 0;
-  /** When the send queue went over `maxBackpressure` (ms), 0 while under it. */
-  #overLimitSince = 0;
+  /**
+   * While the send queue is over `maxBackpressure`: when it last made progress (went over, or
+   * shrank since the last send; ms, 0 while under the limit), during which sweep, and what it would
+   * be after the last send if nothing had been written since.
+   */
+  #drainedAt = 0;
+  #drainedAtSweep = 0;
+  #queuedAfterSend = 0;
   /** Messages received in the current rate window, and which window that is. */
   #messagesInWindow = 0;
   #rateWindow = 0;
@@ -140,16 +153,18 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   send(data: MessageData): void {
-    if (this.#state !== ConnectionState.Open || !this.#hasRoom()) return;
+    if (this.#state !== ConnectionState.Open) return;
+    const bytes = byteLength(data);
+    if (!this.#hasRoom(bytes)) return;
     this.#socket!.send(data);
     const counters = this.#host.counters;
     counters.messagesOut++;
-    counters.bytesOut += byteLength(data);
+    counters.bytesOut += bytes;
   }
 
   /** Sends a message prepared once for many sockets (hub.publish). False if not sent. */
   deliver<P>(fanOut: FanOut<P> | undefined, data: MessageData, prepared: P, bytes: number): boolean {
-    if (this.#state !== ConnectionState.Open || !this.#hasRoom()) return false;
+    if (this.#state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
     if (fanOut) fanOut.sendPrepared(this.#socket!, prepared);
     else this.#socket!.send(data);
     const counters = this.#host.counters;
@@ -159,23 +174,35 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   /**
-   * The slow-consumer limit. A queue over `maxBackpressure` bytes that has not drained within a
-   * second, or that grows past four times the limit, makes this a slow consumer: the message is
-   * not sent and the policy applies. `drop` counts it (the client sees a gap in sequence numbers),
-   * `close` ends the connection with 1013. The grace lets a fast reader ride out a burst the server
-   * itself has not flushed yet (Deno writes asynchronously); the 4× cap bounds memory regardless.
+   * The slow-consumer limit. A queue over `maxBackpressure` bytes that makes no progress (nothing
+   * of it written) for a second and two of the hub's sweeps, or that grows past four times the
+   * limit, makes this a slow consumer: the message is not sent and the policy applies. `drop`
+   * counts it (the client sees a gap in sequence numbers), `close` ends the connection with 1013.
+   * A queue that is draining keeps its grace however long it stays over the limit: a fast reader
+   * riding out a burst larger than the limit is not slow, and the 4× cap bounds memory regardless.
+   * The sweeps keep one long turn of the event loop from counting: Deno writes only between turns
+   * (Node too, once the kernel's buffer is full), so a burst published in one turn that lasts over
+   * a second would otherwise read as a second without progress.
    */
-  #hasRoom(): boolean {
+  #hasRoom(bytes: number): boolean {
     const host = this.#host;
     const max = host.limits.maxBackpressure;
     const queued = max === 0 ? 0 : (this.#socket!.bufferedAmount ?? 0);
     if (queued <= max) {
-      this.#overLimitSince = 0;
+      this.#drainedAt = 0;
       return true;
     }
     const now = Date.now();
-    if (this.#overLimitSince === 0) this.#overLimitSince = now;
-    if (queued <= max * SLOW_CONSUMER_HARD_FACTOR && now - this.#overLimitSince < SLOW_CONSUMER_GRACE_MS) return true;
+    if (this.#drainedAt === 0 || queued < this.#queuedAfterSend) {
+      this.#drainedAt = now;
+      this.#drainedAtSweep = host.sweeps;
+    }
+    const stalled = now - this.#drainedAt >= SLOW_CONSUMER_GRACE_MS && host.sweeps - this.#drainedAtSweep >= SLOW_CONSUMER_GRACE_SWEEPS;
+    if (queued <= max * SLOW_CONSUMER_HARD_FACTOR && !stalled) {
+      this.#queuedAfterSend = queued + bytes;
+      return true;
+    }
+    this.#queuedAfterSend = queued;
     if (host.limits.slowConsumer === 'drop') host.counters.dropped++;
     else host.release(this, closeReason('slow-consumer', undefined, 'send queue over the limit'));
     return false;

@@ -89,13 +89,14 @@ export class Hub implements HubApi {
   }
 
   /**
-   * The sweeper's work: expire reservations, drop sockets whose close timed out, start a new message-rate window, prune rate buckets,
-   * and send the heartbeat when it is due. A timer runs it every second (or sooner, with short
+   * The sweeper's work: count the sweep (the slow-consumer grace is counted in sweeps too), expire reservations, drop sockets whose
+   * close timed out, start a new message-rate window, prune rate buckets, and send the heartbeat when it is due. A timer runs it every second (or sooner, with short
    * timeouts); with `sweeper: 'manual'` the runtime calls it itself (workerd, where a pending timer
    * would keep a Durable Object from hibernating).
    */
   sweep(now: number = Date.now()): void {
     const r = this.registry;
+    r.sweeps++;
     r.expireReservations(now);
     r.expireClosing(now);
     r.nextRateWindow(now);

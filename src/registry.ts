@@ -53,6 +53,8 @@ export class Registry implements ConnectionHost {
   readonly log: Logger;
   heartbeats = 0;
   rateWindow = 0;
+  /** Sweeps so far (the hub counts them); the slow-consumer grace reads it. */
+  sweeps = 0;
   readonly #topics: TopicIndex<Connection>;
   readonly #idPrefix: string;
   readonly #now: () => number;

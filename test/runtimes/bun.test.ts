@@ -14,9 +14,11 @@ const bun = realpathSync(path.join(root, 'node_modules', '.bin', 'bun'));
  *  - close-handshake-not-awaited: a server-initiated close sends the close frame and FIN and is
  *    reported closed at once, so no peer can hold a graceful shutdown open;
  *  - closed-socket-lingers: …while uWebSockets keeps that TCP connection until the peer answers or
- *    about 20 s pass, out of the core's count (an attacker holds an fd that long).
+ *    about 20 s pass, out of the core's count (an attacker holds an fd that long);
+ *  - close-frame-lost-at-shutdown-under-load: at SIGTERM some busy peers get a FIN without the 1001
+ *    close frame (1006); cause not found yet (not server.stop(true)).
  */
-const differences: RuntimeDifference[] = ['fixed-headers-timeout', 'close-handshake-not-awaited', 'closed-socket-lingers', 'no-pending-connection-cap'];
+const differences: RuntimeDifference[] = ['fixed-headers-timeout', 'close-handshake-not-awaited', 'closed-socket-lingers', 'no-pending-connection-cap', 'close-frame-lost-at-shutdown-under-load'];
 
 runSuite({
   name: 'bun',

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { connect, eventually, inbox, rawRequest, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { connect, eventually, inbox, nextMessage, rawRequest, request, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
 import { textFrame, upgradeHeaders } from '../frames.ts';
 
 interface Envelope {
@@ -277,6 +277,60 @@ export function runPubSub(target: RuntimeTarget): void {
         stalled.socket.destroy();
         healthy.ws.close();
         publisher.ws.close();
+      } finally {
+        await server.stop();
+      }
+    });
+
+    it(noBackpressure ? 'a burst published in one long turn: every reader gets every message (no backpressure on this runtime: nothing to judge, documented)' : 'a burst over the limit published in one long turn closes no reader that drains; a stalled reader is still closed with 1013', async () => {
+      const server = await startServer(target, ['--handler', target.testHandler]); // the default limit: 1 MiB
+      try {
+        /** A reader that reads normally and checks that messages come in order (`<i> xxx…`, i from 1 in each burst). */
+        async function reader() {
+          const ws = await connect(server.wsUrl);
+          assert.equal(await request(ws, 'subscribe burst'), 'subscribed burst');
+          const r = { ws, got: 0, last: 0, outOfOrder: 0, code: 0 };
+          ws.on('message', (data: Buffer) => {
+            const i = Number.parseInt(data.toString('latin1', 0, 12), 10);
+            if (i !== r.last + 1 && i !== 1) r.outOfOrder++;
+            r.last = i;
+            r.got++;
+          });
+          ws.once('close', (code: number) => (r.code = code));
+          return r;
+        }
+        const readers = [await reader(), await reader(), await reader()];
+        const { socket: stalled } = await rawRequest(server.url, upgradeHeaders(new URL(server.url).host));
+        stalled.write(textFrame('subscribe burst', { mask: Buffer.from([9, 8, 7, 6]) }));
+        await sleep(200);
+        stalled.pause();
+        const publisher = await connect(server.wsUrl);
+        let expected = 0;
+        const burst = async (count: number, holdMs: number) => {
+          const done = nextMessage(publisher, 60_000);
+          publisher.send(`burst burst ${count} 400 ${holdMs}`);
+          assert.equal((await done).text, `burst ${count}`);
+          expected += count;
+          const caughtUp = await eventually(async () => readers.map((r) => r.got), (got) => got.every((n) => n === expected), 30_000);
+          assert.deepEqual(caughtUp, readers.map(() => expected), 'every reader gets every message of the burst');
+        };
+        // 1.6 MB to each subscriber in one turn that lasts over a second once 1.2 MB is queued: no
+        // runtime can write within it, so no reader has had a chance to drain. None is slow.
+        await burst(4000, 1200);
+        assert.deepEqual(readers.map((r) => [r.code, r.outOfOrder]), [[0, 0], [0, 0], [0, 0]], 'no reader closed, none saw a gap');
+        assert.equal((await server.stats()).released['slow-consumer'], 0, 'nobody was a slow consumer after the burst');
+        if (!noBackpressure) {
+          // The stalled reader makes no progress: more bursts (1 MB each, in short turns) until the
+          // kernel's buffers and the limit are full; it is closed, the readers are not.
+          for (let n = 0; n < 40 && (await server.stats()).released['slow-consumer'] === 0; n++) await burst(2500, 0);
+          const stats = await eventually(server.stats, (s) => s.released['slow-consumer'] === 1, 10_000);
+          assert.equal(stats.released['slow-consumer'], 1, 'the stalled reader was closed as a slow consumer');
+          assert.equal(stats.live, 4, 'the three readers and the publisher are still open');
+        }
+        assert.deepEqual(readers.map((r) => [r.code, r.outOfOrder]), [[0, 0], [0, 0], [0, 0]]);
+        stalled.destroy();
+        for (const r of readers) r.ws.close();
+        publisher.close();
       } finally {
         await server.stop();
       }

@@ -11,7 +11,11 @@ function socket(buffered = 0) {
   const s: SocketLike & { readyState: number; bufferedAmount: number } = {
     readyState: 1,
     bufferedAmount: buffered,
-    send: (d) => void sent.push(d),
+    send: (d) => {
+      // As in every runtime: what is sent is queued until the runtime writes it.
+      sent.push(d);
+      s.bufferedAmount += typeof d === 'string' ? d.length : d.byteLength;
+    },
     close: (code) => {
       closes.push(code ?? 0);
       s.readyState = 2;
@@ -69,18 +73,52 @@ describe('topics', () => {
     void hub.shutdown(0);
   });
 
-  it('slow consumer: a queue just over the limit gets a grace, then the policy (drop counts)', async () => {
-    const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024, slowConsumer: 'drop' });
+  it('slow consumer: a queue just over the limit gets a grace (a second and two sweeps without progress), then the policy (drop counts)', async () => {
+    const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024, slowConsumer: 'drop' }, undefined, { sweeper: 'manual' });
     const c = openConnection(hub, 2000);
     c.conn.subscribe('t');
     assert.equal(hub.publish('t', 'during grace'), 1);
     await new Promise((resolve) => setTimeout(resolve, 1100)); // the queue stays over the limit past the 1 s grace
+    hub.sweep();
+    hub.sweep();
     assert.equal(hub.publish('t', 'dropped'), 0);
     assert.equal(hub.counters.dropped, 1);
     c.s.bufferedAmount = 0; // drained
     assert.equal(hub.publish('t', 'after drain'), 1);
     assert.deepEqual(c.sent, ['during grace', 'after drain']);
     assert.equal(c.conn.releaseReason, undefined);
+    void hub.shutdown(0);
+  });
+
+  it('slow consumer: a queue over the limit that is draining keeps its grace, however long it stays over', async () => {
+    const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 }, undefined, { sweeper: 'manual' });
+    const c = openConnection(hub, 2000);
+    c.conn.subscribe('t');
+    assert.equal(hub.publish('t', 'a'), 1);
+    await new Promise((resolve) => setTimeout(resolve, 1100));
+    hub.sweep();
+    hub.sweep();
+    c.s.bufferedAmount = 1900; // still over the limit, but bytes were written since the last send
+    assert.equal(hub.publish('t', 'b'), 1);
+    assert.equal(hub.publish('t', 'c'), 1, 'the grace started again at the progress');
+    assert.deepEqual(c.sent, ['a', 'b', 'c']);
+    assert.equal(c.conn.releaseReason, undefined);
+    void hub.shutdown(0);
+  });
+
+  it('slow consumer: one long turn of the event loop is not time without progress (no sweep ran: the runtime could not write)', () => {
+    const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 }, undefined, { sweeper: 'manual' });
+    const c = openConnection(hub, 2000);
+    c.conn.subscribe('t');
+    assert.equal(hub.publish('t', 'first'), 1);
+    for (const until = Date.now() + 1100; Date.now() < until; ); // the same turn, past the 1 s grace
+    assert.equal(hub.publish('t', 'same turn'), 1);
+    hub.sweep(); // the first turn after it: still no chance to see the queue drain
+    assert.equal(hub.publish('t', 'next turn'), 1);
+    hub.sweep(); // a whole sweep interval later, and still no progress: a slow consumer
+    assert.equal(hub.publish('t', 'stalled'), 0);
+    assert.equal(c.conn.releaseReason?.kind, 'slow-consumer');
+    assert.deepEqual(c.closes, [1013]);
     void hub.shutdown(0);
   });
 });

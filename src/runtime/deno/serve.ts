@@ -14,7 +14,7 @@ export async function serveDeno(hub: Hub): Promise<DenoServer> {
   await hub.start();
   const adapter: RuntimeAdapter = {
     runtime: 'deno',
-    upgradeWebSocket: createDenoWebSocket(hub.options),
+    upgradeWebSocket: createDenoWebSocket(hub.options, hub.log),
     remoteAddress: (c) => ((c.env as Deno.ServeHandlerInfo<Deno.NetAddr> | undefined)?.remoteAddr?.hostname ?? 'unknown'),
     processStats: () => {
       const m = Deno.memoryUsage();

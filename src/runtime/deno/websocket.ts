@@ -4,15 +4,16 @@
 import type { HubEvents } from '../../contracts.ts';
 import { CloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
+import type { Logger } from '../../log.ts';
 
 const EVENTS = Symbol('hubbub.events');
-type Tagged = WebSocket & { [EVENTS]?: HubEvents };
+type Tagged = WebSocket & { [EVENTS]?: HubEvents; terminate?(): void };
 
 /**
  * Hono's upgradeWebSocket for Deno. `heartbeatInterval` (ms) becomes Deno's `idleTimeout`: Deno
  * pings a silent peer and closes it (1001) when no pong comes; the adapter reports that as `idle`.
  */
-export function createDenoWebSocket(options: { heartbeatInterval: number }) {
+export function createDenoWebSocket(options: { heartbeatInterval: number }, log?: Logger) {
   const idleTimeout = options.heartbeatInterval > 0 ? Math.max(1, Math.round(options.heartbeatInterval / 1000)) : 0;
   return defineHubWebSocket((c, events, upgrade) => {
     const protocol = upgrade?.protocol;
@@ -24,6 +25,10 @@ export function createDenoWebSocket(options: { heartbeatInterval: number }) {
     tagged.onopen = onOpen;
     tagged.onmessage = onMessage;
     tagged.onclose = onClose;
+    if (keepsReadingWhileClosing(tagged, log)) {
+      tagged.close = closeAndKeepReading;
+      tagged.terminate = letDenoDrop;
+    }
     // No onerror: Deno fires `error` (without a close code) before `close` on a reset or a bad frame,
     // and `close` always follows; the ending is classified there, from its code, as on Node.
     return response;
@@ -43,4 +48,46 @@ function onClose(this: Tagged, event: CloseEvent): void {
   const events = this[EVENTS]!;
   if (event.code === CloseCode.GOING_AWAY && event.reason === IDLE_REASON) events.onIdleTimeout();
   events.onClose(event, this);
+}
+
+/**
+ * Deno's `close()` loses its close frame to a peer that is still sending (a busy client at
+ * shutdown, a flood being closed with 1008): it sets readyState to CLOSING and queues the frame in
+ * an op that looks the socket up only when it is first polled, a turn later; when a frame from the
+ * peer is handled first, Deno's read loop, seeing CLOSING, closes the socket at once (a close event
+ * with code 0), the op no longer finds it, and the peer gets a FIN or a reset without a close frame:
+ * 1006. (Deno 2.9, ext/websocket: `_eventLoop` in 01_websocket.js, `op_ws_close` in lib.rs.)
+ * Putting readyState back to OPEN right after `close()` keeps that read loop reading: the frame
+ * is written after everything queued before it, what the peer sends meanwhile is dispatched and
+ * ignored (the connection is released), and the socket ends when the peer answers, as on Node.
+ * The real state lives in a symbol-keyed slot of Deno's WebSocket, found on the first socket.
+ */
+let readyStateSlot: symbol | null | undefined;
+
+function keepsReadingWhileClosing(socket: WebSocket, log: Logger | undefined): boolean {
+  if (readyStateSlot === undefined) {
+    const slot = Object.getOwnPropertySymbols(socket).find((s) => s.description === '[[readyState]]');
+    readyStateSlot = slot !== undefined && (socket as unknown as Record<symbol, unknown>)[slot] === socket.readyState ? slot : null;
+    if (readyStateSlot === null) log?.warn('deno.close-frame', { note: "Deno's WebSocket has no [[readyState]] slot: a peer that keeps sending may miss the server's close frame (1006)" });
+  }
+  return readyStateSlot !== null;
+}
+
+const OPEN = 1;
+const CLOSING = 2;
+
+function closeAndKeepReading(this: Tagged, code?: number, reason?: string): void {
+  WebSocket.prototype.close.call(this, code, reason);
+  const state = this as unknown as Record<symbol, number>;
+  if (state[readyStateSlot!] === CLOSING) state[readyStateSlot!] = OPEN;
+}
+
+/**
+ * Deno cannot drop a socket from JavaScript. What comes closest: CLOSING again, so that the next
+ * frame from a peer that never answered the close frame ends it (the registry calls this after
+ * closeTimeout, or at the shutdown deadline).
+ */
+function letDenoDrop(this: Tagged): void {
+  const state = this as unknown as Record<symbol, number>;
+  if (state[readyStateSlot!] === OPEN) state[readyStateSlot!] = CLOSING;
 }
