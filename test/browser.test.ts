@@ -70,6 +70,8 @@ for (const target of targets) {
       await one.waitForSelector('#messages li:has-text("and hello back ☃")', { timeout: 5000 });
       await one.waitForFunction(() => document.getElementById('live')?.textContent === '2', undefined, { timeout: 5000 });
       assert.equal(await one.textContent('#limit'), '2');
+      // The rate needs two polls of /stats (the page is a local client, so /stats answers it).
+      await one.waitForFunction(() => /^\d+$/.test(document.getElementById('rate')?.textContent ?? ''), undefined, { timeout: 5000 });
       const rate = Number(await one.textContent('#rate'));
       assert.ok(Number.isFinite(rate));
       await one.screenshot({ path: path.join(target.name === 'node' ? shots : tmpdir(), target.name === 'node' ? 'demo.png' : `hubbub-demo-${target.name}.png`) });

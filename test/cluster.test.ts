@@ -7,6 +7,7 @@ import { closed, connect, eventually, rawRequest, request, startServer, type Run
 import { readdirSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { textFrame, upgradeHeaders } from './frames.ts';
+import { trickle } from './suite/attacks.ts';
 import { parseMetrics } from './suite/observability.ts';
 
 const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
@@ -22,7 +23,7 @@ interface ClusterStats {
 
 /** The cluster section of /stats, on a fresh connection, with a deadline. */
 async function clusterStats(server: ServerProcess, timeoutMs = 5000): Promise<ClusterStats> {
-  const res = await fetch(`${server.url}/stats`, { signal: AbortSignal.timeout(timeoutMs), headers: { connection: 'close' } });
+  const res = await fetch(`${server.adminUrl ?? server.url}/stats`, { signal: AbortSignal.timeout(timeoutMs), headers: { connection: 'close' } });
   return ((await res.json()) as { cluster: ClusterStats }).cluster;
 }
 
@@ -222,6 +223,50 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
       ws.close();
     } finally {
       for (const socket of held) socket.destroy();
+      await server.stop();
+    }
+  });
+
+  it('slowloris: each worker caps the connections trickling their head; the whole server counts the drops', async (t) => {
+    const CAP = 50;
+    // The public listener is full of trickling heads: the figures come from the admin listener.
+    const server = await startServer(node, ['--workers', '2', '--max-pending-connections', String(CAP), '--headers-timeout', '60s', '--admin-port', '0']);
+    const held: Socket[] = [];
+    try {
+      const workers = await eventually(() => clusterStats(server), (c) => c?.workers === 2 && c.perWorker.every((w) => w.pid > 0));
+      const baseline = serverFds(server, workers);
+      await trickle(server.url, 300, held);
+      const stats = await eventually(
+        async () => (await (await fetch(`${server.adminUrl}/stats`, { headers: { connection: 'close' } })).json()) as Stats,
+        (s) => (s.process.pendingConnections ?? 0) + s.connectionsDropped['pending-limit'] >= 300,
+      );
+      const fds = serverFds(server, workers);
+      t.diagnostic(`300 trickling heads against --workers 2, cap ${CAP} per worker: server fds ${baseline} → ${fds}; pending ${stats.process.pendingConnections}, dropped ${stats.connectionsDropped['pending-limit']}`);
+      assert.ok((stats.process.pendingConnections ?? Infinity) <= 2 * CAP, `pending ${stats.process.pendingConnections}`);
+      assert.ok(stats.connectionsDropped['pending-limit'] >= 300 - 2 * CAP, JSON.stringify(stats.connectionsDropped));
+      assert.ok(fds <= baseline + 2 * CAP + 15, `the server holds ${fds} fds (baseline ${baseline})`);
+      assert.equal((await fetch(`${server.adminUrl}/healthz`, { headers: { connection: 'close' } })).status, 200);
+    } finally {
+      for (const socket of held) socket.destroy();
+      await server.stop();
+    }
+  });
+
+  it('subscription flood: one connection asking for 20,000 topics holds --max-subscriptions of them, counted for the whole server', async () => {
+    const server = await startServer(node, ['--workers', '2', '--handler', 'pubsub']);
+    try {
+      await eventually(() => clusterStats(server), (c) => c?.workers === 2);
+      const ws = await connect(server.wsUrl);
+      const COUNT = 20_000;
+      let answered = 0;
+      const done = new Promise<void>((resolve) => ws.on('message', () => ++answered === COUNT && resolve()));
+      for (let i = 0; i < COUNT; i++) ws.send(`{"type":"subscribe","topic":"flood-${i}"}`);
+      await done;
+      const stats = (await (await fetch(`${server.url}/stats`, { headers: { connection: 'close' } })).json()) as Stats;
+      assert.equal(stats.topics.subscriptions, 128);
+      assert.equal(stats.subscribesRefused['subscription-limit'], COUNT - 128);
+      ws.close();
+    } finally {
       await server.stop();
     }
   });

@@ -30,6 +30,25 @@ async function settledFdCount(pid: number): Promise<number> {
   return now;
 }
 
+/** `count` connections that send the start of a request head and then nothing; they stay open. */
+export async function trickle(url: string, count: number, into: Socket[]): Promise<void> {
+  const { hostname, port } = new URL(url);
+  await Promise.all(
+    Array.from({ length: count }, async () => {
+      const socket = net.connect(Number(port), hostname);
+      socket.on('error', () => {});
+      into.push(socket);
+      await new Promise<void>((resolve) => {
+        socket.once('connect', () => {
+          socket.write('GET /ws HTTP/1.1\r\nHost: x\r\n');
+          resolve();
+        });
+        socket.once('close', () => resolve());
+      });
+    }),
+  );
+}
+
 export function runAttacks(target: RuntimeTarget): void {
   // The runner's child is the server itself on Node, Deno and Bun; on workerd it is a launcher in
   // front of workerd, whose fds are not the launcher's.
@@ -185,25 +204,6 @@ export function runAttacks(target: RuntimeTarget): void {
         await server.stop();
       }
     });
-
-    /** `count` connections that send the start of a request head and then nothing; they stay open. */
-    async function trickle(url: string, count: number, into: Socket[]): Promise<void> {
-      const { hostname, port } = new URL(url);
-      await Promise.all(
-        Array.from({ length: count }, async () => {
-          const socket = net.connect(Number(port), hostname);
-          socket.on('error', () => {});
-          into.push(socket);
-          await new Promise<void>((resolve) => {
-            socket.once('connect', () => {
-              socket.write('GET /ws HTTP/1.1\r\nHost: x\r\n');
-              resolve();
-            });
-            socket.once('close', () => resolve());
-          });
-        }),
-      );
-    }
 
     const noPendingCap = target.differences?.has('no-pending-connection-cap') ? 'the runtime gives the adapter no hook on accepted connections (documented)' : false;
 

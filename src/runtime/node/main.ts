@@ -22,7 +22,11 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
     argv,
     env: process.env,
     cwd: () => process.cwd(),
-    serve: (hub) => serveNode(hub, { cluster: link }),
+    serve: async (hub) => {
+      const served = await serveNode(hub, { cluster: link });
+      link?.listening(served.url, served.adminUrl);
+      return served;
+    },
     onSignal: (signals, listener) => {
       // A cluster worker is stopped by its primary (SIGTERM); a terminal's SIGINT to the whole
       // process group must not count as a first signal in every worker.

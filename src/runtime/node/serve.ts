@@ -63,6 +63,9 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
   const app = createApp(hub, adapter);
   const { adminPort, adminHost } = hub.options;
   const admin = adminPort >= 0 ? await listen(hub, createAdminApp(hub, adapter).fetch, adminPort, adminHost) : undefined;
+  // The operator's listener needs a handful of connections; a bound keeps a crowd that finds it from
+  // holding fds there (Node drops a connection over it at once).
+  if (admin) admin.server.maxConnections = ADMIN_MAX_CONNECTIONS;
   const { server, port, url } = await listen(hub, app.fetch, hub.options.port, hub.options.host, {
     // A client trickling its headers is dropped; it never reaches admission, so it holds no slot.
     headersTimeout,
@@ -84,6 +87,8 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
     },
   };
 }
+
+const ADMIN_MAX_CONNECTIONS = 64;
 
 /** An HTTP listener (the public one, or the admin routes'); errors after it listens are logged. */
 function listen(hub: Hub, fetch: Hono['fetch'], port: number, hostname: string, serverOptions: ServerOptions = {}): Promise<{ server: Server; port: number; url: string }> {

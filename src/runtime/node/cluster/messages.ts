@@ -7,6 +7,7 @@ export const WORKER_ENV = 'HUBBUB_CLUSTER_WORKER';
 export type ToPrimary =
   | { hubbub: 'acquire'; id: number }
   | { hubbub: 'release' }
+  | { hubbub: 'listening'; url: string; adminUrl: string | undefined }
   | { hubbub: 'stats-request'; id: number }
   | { hubbub: 'stats-report'; id: number; report: WorkerReport }
   | { hubbub: 'metrics-request'; id: number }

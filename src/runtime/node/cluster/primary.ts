@@ -4,18 +4,26 @@
 // connection ends, so the limit is exact across workers. A worker that dies is replaced and its
 // slots return at once. SIGTERM/SIGINT to the primary drains every worker; a second signal kills them.
 import cluster, { type Worker } from 'node:cluster';
+import { createServer, type AddressInfo } from 'node:net';
 import { availableParallelism } from 'node:os';
 import type { Logger } from '../../../log.ts';
 import { mergeExpositions, renderClusterMetrics } from '../../../metrics.ts';
 import { mergeHubStats, sumFigures } from '../../../stats.ts';
-import { urlHost } from '../../common.ts';
 import { WORKER_ENV, type ClusterStats, type ToPrimary, type ToWorker, type WorkerReport, type WorkerStats } from './messages.ts';
 
 export function resolveWorkers(workers: number): number {
   return workers === 0 ? availableParallelism() : workers;
 }
 
-export function runPrimary(options: { workers: number; maxConnections: number; shutdownTimeout: number }, log: Logger): void {
+export interface PrimaryOptions {
+  workers: number;
+  maxConnections: number;
+  shutdownTimeout: number;
+  adminPort: number;
+  adminHost: string;
+}
+
+export function runPrimary(options: PrimaryOptions, log: Logger): void {
   const count = resolveWorkers(options.workers);
   const limit = options.maxConnections;
   const slots = new Map<number, number>(); // worker id → slots held
@@ -77,6 +85,16 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
         }
         return;
       }
+      case 'listening': {
+        // Announced once every worker serves, with the worker's own URLs (node:cluster's
+        // 'listening' event fires for each listener, the admin one too, and cannot tell them apart).
+        listening.add(worker.id);
+        if (!announced && listening.size >= count) {
+          announced = true;
+          log.info('listening', { url: msg.url, ...(msg.adminUrl ? { adminUrl: msg.adminUrl } : {}), runtime: 'node', workers: count, maxConnections: limit, pid: process.pid });
+        }
+        return;
+      }
       case 'stats-request':
       case 'metrics-request':
         return collect(msg.hubbub === 'stats-request' ? 'stats' : 'metrics', worker, msg.id);
@@ -123,13 +141,6 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
     send(request.from, { hubbub: 'stats', id: request.id, cluster: figures });
   }
 
-  cluster.on('listening', (worker, address) => {
-    listening.add(worker.id);
-    if (!announced && listening.size >= count) {
-      announced = true;
-      log.info('listening', { url: `http://${urlHost(address.address ?? '')}:${address.port}`, runtime: 'node', workers: count, maxConnections: limit, pid: process.pid });
-    }
-  });
 
   cluster.on('exit', (worker, code, signal) => {
     const held = slots.get(worker.id) ?? 0;
@@ -168,7 +179,33 @@ export function runPrimary(options: { workers: number; maxConnections: number; s
     });
   }
 
-  for (let i = 0; i < count; i++) fork();
+  // node:cluster shares one handle per address and port among the workers, and every `listen(0)` on
+  // the same address gets the same handle: with `--admin-port 0` the admin listener would share the
+  // public one's port (with `--port 0` too), and requests would land on either app. So the primary
+  // picks the admin port itself and gives it to the workers (the last --admin-port flag wins).
+  void adminPortFor(options).then(
+    (adminPort) => {
+      if (adminPort !== undefined) cluster.setupPrimary({ args: [...process.argv.slice(2), '--admin-port', String(adminPort)] });
+      for (let i = 0; i < count; i++) fork();
+    },
+    (error: unknown) => {
+      log.error('listen.error', { what: 'admin listener', error });
+      process.exit(1);
+    },
+  );
+}
+
+/** A free port for the admin listener when `--admin-port 0` asks for any; undefined otherwise. */
+function adminPortFor({ adminPort, adminHost }: PrimaryOptions): Promise<number | undefined> {
+  if (adminPort !== 0) return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.once('error', reject);
+    probe.listen(0, adminHost, () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
 }
 
 function workerFigures(report: WorkerReport | undefined): Partial<WorkerStats> {

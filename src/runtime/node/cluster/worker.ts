@@ -25,6 +25,8 @@ export interface WorkerLink {
   serve(hub: Hub, renderMetrics: (labels: Record<string, string>) => string, processStats: () => Record<string, number>): void;
   clusterStats(): Promise<ClusterStats | undefined>;
   clusterMetrics(): Promise<string>;
+  /** Tells the primary this worker serves, and where (it announces the server once every worker does). */
+  listening(url: string, adminUrl: string | undefined): void;
 }
 
 export function createWorkerLink(): WorkerLink {
@@ -85,6 +87,7 @@ export function createWorkerLink(): WorkerLink {
       render = renderMetrics;
       processFigures = processStats;
     },
+    listening: (url, adminUrl) => void process.send?.({ hubbub: 'listening', url, adminUrl } satisfies ToPrimary),
     clusterStats: () => ask(statsWaiters, (id) => ({ hubbub: 'stats-request', id }), undefined),
     // No answer from the primary: this worker's own figures, still labelled, rather than nothing.
     clusterMetrics: () => ask<string | undefined>(metricsWaiters, (id) => ({ hubbub: 'metrics-request', id }), undefined).then((text) => text ?? ownMetrics()),
