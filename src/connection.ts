@@ -2,7 +2,7 @@
 // handler sees (HandlerContext), in one small object with no per-connection closures. It changes its
 // own state; everything beyond itself goes through the small host interface below (the registry).
 // Runtime-free.
-import type { CloseEventLike, ErrorEventLike, FanOut, Handler, HandlerContext, HubEvents, MessageData, MessageEventLike, Principal, SocketLike, SubscribeOutcome } from './contracts.ts';
+import type { CloseEventLike, ErrorEventLike, FanOut, Handler, HandlerContext, HubEvents, MessageData, MessageEventLike, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
 import type { Counters } from './counters.ts';
 import { closeReason, type CloseKind, type ConnectionClosed, CloseCode, HubError, isSendableCloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -30,6 +30,7 @@ export interface ConnectionHost {
   /** The runtime reports the socket fully closed. */
   socketGone(conn: Connection): void;
   subscribe(conn: Connection, topic: string): SubscribeOutcome;
+  subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): SubscribeResult;
   unsubscribe(conn: Connection, topic: string): boolean;
 }
 
@@ -208,7 +209,10 @@ export class Connection implements HandlerContext, HubEvents {
     return false;
   }
 
-  subscribe(topic: string): boolean {
+  subscribe(topic: string): boolean;
+  subscribe(topic: string, options: SubscribeOptions): SubscribeResult;
+  subscribe(topic: string, options?: SubscribeOptions): boolean | SubscribeResult {
+    if (options) return this.#host.subscribeFrom(this, topic, options);
     return this.trySubscribe(topic) === 'subscribed';
   }
 

@@ -10,6 +10,40 @@ export type SubscribeOutcome = 'subscribed' | 'already-subscribed' | 'subscripti
 /** Data of one message: text frames arrive as strings, binary frames as bytes. */
 export type MessageData = string | Uint8Array;
 
+/**
+ * Where a topic's stream stands: `offset` counts its publications (0 before the first; each one
+ * gets the next), `epoch` names the stream (it changes when the counter or the history was lost).
+ */
+export interface StreamPosition {
+  readonly offset: number;
+  readonly epoch: string;
+}
+
+export interface SubscribeOptions {
+  /** The last position the client saw: the publications after it are delivered first (recovery). */
+  readonly since?: StreamPosition | undefined;
+  /**
+   * Called once the outcome is known and before any recovered publication is delivered: the pubsub
+   * protocol sends its `subscribed` answer here, so that it comes before the replay.
+   */
+  beforeReplay?(result: SubscribeResult): void;
+}
+
+export interface SubscribeResult {
+  readonly outcome: SubscribeOutcome;
+  /** The topic's position; with a recovery, the one after the last recovered publication. */
+  readonly position: StreamPosition;
+  /** With `since`: true when every publication after it was delivered (same epoch, history reaching back, within `recoveryMax`). */
+  readonly recovered: boolean;
+  /** Publications delivered by the recovery. */
+  readonly replayed: number;
+}
+
+/** What `hub.publish` did: the publication's position, and how many local subscribers got it. */
+export interface PublishResult extends StreamPosition {
+  readonly delivered: number;
+}
+
 /** Who a connection belongs to, as the `authenticate` hook decided. `id` keys the per-principal cap. */
 export interface Principal {
   readonly id: string;
@@ -41,6 +75,13 @@ export interface HandlerContext {
    * or the subscribe was refused (`trySubscribe` says why).
    */
   subscribe(topic: string): boolean;
+  /**
+   * Subscribes with a position: the publications after `since` that history still holds (up to
+   * `recoveryMax`) are delivered first, in order, before any newer one, with no gap and no duplicate
+   * at the seam. `recovered` says whether that was all of them; if not, the application should
+   * reload its state from elsewhere (`position` is where the stream stands).
+   */
+  subscribe(topic: string, options: SubscribeOptions): SubscribeResult;
   /** Subscribes, and says what came of it: over `maxSubscriptions` or `maxTopics` the subscribe is refused. */
   trySubscribe(topic: string): SubscribeOutcome;
   /** Unsubscribes; every subscription also ends with the connection. False if not subscribed. */
@@ -69,10 +110,11 @@ export interface Handler {
   onOpen?(ctx: HandlerContext): void | Promise<void>;
   onMessage?(ctx: HandlerContext, data: MessageData): void | Promise<void>;
   /**
-   * Shapes a published message for this node's subscribers, with the topic's local sequence number
-   * (the pubsub protocol wraps it in its envelope). Runs once per publish per node, local or remote.
+   * Shapes a published message for this node's subscribers, with its offset in the topic's stream
+   * (the pubsub protocol wraps it in its envelope). Runs once per publish per node, local or
+   * remote, and once per recovered publication.
    */
-  formatPublish?(topic: string, seq: number, data: MessageData): MessageData;
+  formatPublish?(topic: string, offset: number, data: MessageData): MessageData;
   /** Called once when an open connection ends, with the same reason the signal was aborted with. */
   onClose?(ctx: HandlerContext, reason: ConnectionClosed): void | Promise<void>;
 }
@@ -87,11 +129,14 @@ export interface HubApi {
   readonly log: Logger;
   /**
    * Sends a message to every subscriber of `topic`, on this node and (through the backplane) on the
-   * others. Returns the local deliveries.
+   * others, and keeps it in the topic's history. Returns its position and the local deliveries.
+   * (Synchronous with the in-memory streams; `await` it, as a shared store will answer later.)
    */
-  publish(topic: string, data: MessageData, options?: PublishOptions): number;
-  /** The sequence number of the last message published on `topic` on this node (0 before the first, or without local subscribers). */
-  sequence(topic: string): number;
+  publish(topic: string, data: MessageData, options?: PublishOptions): PublishResult;
+  /** Where `topic`'s stream stands now. */
+  position(topic: string): StreamPosition;
+  /** Up to `limit` publications of `topic` after offset `since` (the newest when absent), as kept in history. */
+  history(topic: string, options?: { since?: number; limit?: number }): { position: StreamPosition; publications: readonly { offset: number; data: MessageData }[] };
   /** A live connection by id. */
   connection(id: string): HandlerContext | undefined;
   /** Kicks a connection: its signal is aborted with kind `kicked`, the socket closed with `code` (4000). */

@@ -30,6 +30,10 @@ export interface Counters {
   closesForced: number;
   /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
   signalsPending: number;
+  /** Subscribes with a position (`since`), by whether every missed publication could be delivered. */
+  readonly recovered: { recovered: number; 'not-recovered': number };
+  /** Publications delivered by recoveries. */
+  replayed: number;
 }
 
 function zeroCounts<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -51,6 +55,8 @@ export function createCounters(): Counters {
     connectionsDropped: { 'pending-limit': 0, 'fd-limit': 0 },
     subscribesRefused: { 'subscription-limit': 0, 'topic-limit': 0 },
     signalsPending: 0,
+    recovered: { recovered: 0, 'not-recovered': 0 },
+    replayed: 0,
   };
 }
 

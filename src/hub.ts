@@ -5,8 +5,9 @@
 import type { Backplane, BackplaneStats } from './backplane/contract.ts';
 import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.ts';
 import { byteLength, type Connection } from './connection.ts';
-import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, PublishOptions } from './contracts.ts';
+import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
+import { MemoryStreams, type Publication } from './delivery/streams.ts';
 import { TopicIndex } from './delivery/topics.ts';
 import { HubError } from './errors.ts';
 import { builtinHandlers } from './handlers/index.ts';
@@ -44,6 +45,8 @@ export class Hub implements HubApi {
   readonly options: HubOptions;
   readonly counters: Counters = createCounters();
   readonly topics: TopicIndex<Connection>;
+  /** Positions and history of every topic (in memory). */
+  readonly streams: MemoryStreams;
   readonly registry: Registry;
   readonly handler: Handler;
   readonly log: Logger;
@@ -66,11 +69,13 @@ export class Hub implements HubApi {
     // A broker that is down fails the same way many times a second: rate-limited in the log.
     this.#reportFailure = rateLimitedFailures(this.log, 'backplane.error');
     this.topics = new TopicIndex<Connection>(options);
+    this.streams = new MemoryStreams({ ...options, maxStreams: options.maxTopics > 0 ? options.maxTopics : 1_000_000 });
+    this.#setTopicInterest();
     this.handler = this.#resolveHandler(options.handler);
     // With a backplane, ids travel to other nodes (the pubsub `from`): a random part per process keeps
     // them unique across the nodes, which each count from 0.
     const idPrefix = options.backplane === '' ? init.idPrefix : `${randomIdPart()}-${init.idPrefix ?? ''}`;
-    this.registry = new Registry({ limits: options, counters: this.counters, handler: this.handler, log: this.log, topics: this.topics, idPrefix });
+    this.registry = new Registry({ limits: options, counters: this.counters, handler: this.handler, log: this.log, topics: this.topics, streams: this.streams, idPrefix });
     if (init.clusterLimit) this.registry.admission.useClusterLimit(init.clusterLimit);
     // One sweeper for the whole hub, never a timer per socket: reservation expiry, the message-rate
     // window, pruning of rate buckets, and heartbeats.
@@ -100,6 +105,7 @@ export class Hub implements HubApi {
     r.expireReservations(now);
     r.expireClosing(now);
     r.nextRateWindow(now);
+    this.streams.sweep(now);
     const interval = this.options.heartbeatInterval;
     if (interval > 0 && now + this.#sweepTick / 2 >= this.#nextHeartbeat) {
       this.#nextHeartbeat = now + interval;
@@ -132,21 +138,30 @@ export class Hub implements HubApi {
    * one WebSocket frame written to every socket), and other nodes through the backplane, which
    * deliver it to theirs. Every subscriber gets it exactly once. Returns the local deliveries.
    */
-  publish(topic: string, data: MessageData, options: PublishOptions = {}): number {
+  publish(topic: string, data: MessageData, options: PublishOptions = {}): PublishResult {
     this.#backplane?.publish(topic, data);
     const except = typeof options.except === 'string' ? this.registry.liveConnections.get(options.except) : options.except;
     return this.#deliverLocal(topic, data, except);
   }
 
-  sequence(topic: string): number {
-    return this.topics.get(topic)?.seq ?? 0;
+  position(topic: string): StreamPosition {
+    return this.streams.position(topic);
   }
 
-  #deliverLocal(topic: string, data: MessageData, except?: HandlerContext): number {
+  history(topic: string, options: { since?: number; limit?: number } = {}): { position: StreamPosition; publications: readonly Publication[] } {
+    return this.streams.history(topic, { limit: options.limit ?? this.options.historySize, ...(options.since !== undefined ? { since: options.since } : {}) });
+  }
+
+  /**
+   * Gives the publication its offset and keeps it in history, then delivers it to this node's
+   * subscribers, all in one synchronous step: a recovering subscribe (registry.subscribeFrom) sees
+   * it either in history or live, never both. (With a backplane, each node numbers what it delivers.)
+   */
+  #deliverLocal(topic: string, data: MessageData, except?: HandlerContext): PublishResult {
+    const { offset, epoch } = this.streams.append(topic, data);
     const t = this.topics.get(topic);
-    if (!t) return 0;
-    const seq = ++t.seq;
-    const payload = this.handler.formatPublish ? this.handler.formatPublish(topic, seq, data) : data;
+    if (!t) return { offset, epoch, delivered: 0 };
+    const payload = this.handler.formatPublish ? this.handler.formatPublish(topic, offset, data) : data;
     const fanOut = this.#fanOut;
     const prepared = fanOut ? fanOut.prepare(payload) : undefined;
     const bytes = byteLength(payload);
@@ -154,7 +169,21 @@ export class Hub implements HubApi {
     for (const conn of t.subscribers) {
       if (conn !== except && conn.deliver(fanOut, payload, prepared, bytes)) delivered++;
     }
-    return delivered;
+    return { offset, epoch, delivered };
+  }
+
+  /** The topic index tells the streams (and the backplane, once started) when a topic gains its first local subscriber and loses its last. */
+  #setTopicInterest(): void {
+    this.topics.interest = {
+      topicAdded: (t) => {
+        this.streams.hold(t);
+        this.#backplane?.subscribe(t);
+      },
+      topicRemoved: (t) => {
+        this.streams.release(t);
+        this.#backplane?.unsubscribe(t);
+      },
+    };
   }
 
   /**
@@ -172,7 +201,8 @@ export class Hub implements HubApi {
     if (spec === '') return;
     const backplane = typeof spec === 'string' ? (await import('./backplane/index.ts')).backplaneFromUrl(spec) : spec;
     this.#backplane = backplane;
-    this.topics.interest = { topicAdded: (t) => backplane.subscribe(t), topicRemoved: (t) => backplane.unsubscribe(t) };
+    // Topics that already have subscribers (a handler that subscribed before start) are listened for too.
+    for (const t of this.topics.names()) backplane.subscribe(t);
     await backplane.start({
       deliver: (topic, data) => void this.#deliverLocal(topic, data),
       stateChanged: (state, detail) => (state === 'connected' ? this.log.info : this.log.warn)('backplane.state', { kind: backplane.kind, state, detail }),
@@ -239,7 +269,10 @@ export class Hub implements HubApi {
       dropped: c.dropped,
       connectionsDropped: { ...c.connectionsDropped },
       subscribesRefused: { ...c.subscribesRefused },
-      topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20) },
+      topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20).map((t) => ({ ...t, offset: this.streams.position(t.topic).offset })) },
+      history: this.streams.stats(),
+      recovered: { ...c.recovered },
+      replayed: c.replayed,
       backplane: this.backplaneStats() ?? null,
       clusterLimit: this.clusterLimitStats() ?? null,
     };

@@ -47,6 +47,14 @@ export interface HubOptions {
   maxSubscriptions: number;
   /** Topics with local subscribers this process holds at once; a subscribe that would add one more is refused. 0 = no cap. @default 100000 */
   maxTopics: number;
+  /** Publications kept per topic for recovery (`since`) and `hub.history`; 0 = history off (offsets are still counted). @default 100 */
+  historySize: number;
+  /** Milliseconds a topic's history outlives its last publication. @default 300000 */
+  historyTtl: number;
+  /** Bytes of history this process keeps in all; over it, the histories published on longest ago are forgotten. @default 64 MiB */
+  historyMaxBytes: number;
+  /** Publications one recovering subscribe may replay; a client further behind gets `recovered: false`. @default 300 */
+  recoveryMax: number;
   /** Origins allowed to open a socket (`https://app.example.com`, `https://*.example.com`); others get 403. Empty = any. Requests without an Origin header (non-browser clients) are allowed. @default [] */
   allowedOrigins: string[];
   /** Negotiate permessage-deflate (Node). Decompressed messages are bounded by `maxPayload`. @default false */
@@ -158,6 +166,22 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   maxTopics: {
     flag: '--max-topics', env: ['HUBBUB_MAX_TOPICS'], default: 100_000,
     doc: 'topics with subscribers this process holds (0 = no cap); a subscribe adding one more is refused', ...integer(0, MAX_CONNECTIONS),
+  },
+  historySize: {
+    flag: '--history-size', env: ['HUBBUB_HISTORY_SIZE'], default: 100,
+    doc: 'publications kept per topic for recovery (0 = off; offsets are still counted)', ...integer(0, 100_000),
+  },
+  historyTtl: {
+    flag: '--history-ttl', env: ['HUBBUB_HISTORY_TTL'], default: 300_000,
+    doc: "how long a topic's history outlives its last publication", ...duration(1000, 7 * 24 * 3600_000),
+  },
+  historyMaxBytes: {
+    flag: '--history-max-bytes', env: ['HUBBUB_HISTORY_MAX_BYTES'], default: 64 * 1024 * 1024,
+    doc: 'history kept in memory in all; over it the oldest histories are forgotten', ...bytes(64 * 1024, 64 * 1024 ** 3),
+  },
+  recoveryMax: {
+    flag: '--recovery-max', env: ['HUBBUB_RECOVERY_MAX'], default: 300,
+    doc: 'publications one recovering subscribe may replay; further behind is recovered: false', ...integer(0, 100_000),
   },
   allowedOrigins: { flag: '--allowed-origins', env: ['HUBBUB_ALLOWED_ORIGINS'], default: [], doc: 'origins allowed to connect (empty = any); others 403', ...origins() },
   perMessageDeflate: {

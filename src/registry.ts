@@ -4,15 +4,16 @@
 // Runtime-free.
 import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
 import { Connection, ConnectionState, type ConnectionHost, type ConnectionLimits } from './connection.ts';
-import type { Handler, Principal, SocketLike, SubscribeOutcome } from './contracts.ts';
+import type { Handler, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
 import { countRelease, type Counters } from './counters.ts';
+import type { Streams } from './delivery/streams.ts';
 import type { TopicIndex } from './delivery/topics.ts';
 import { closeReason, type ConnectionClosed, hasCourtesy, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
 import type { HubOptions } from './options.ts';
 
 /** The options the registry and its admission enforce. */
-export type RegistryLimits = AdmissionLimits & ConnectionLimits & Readonly<Pick<HubOptions, 'handshakeTimeout' | 'closeTimeout'>>;
+export type RegistryLimits = AdmissionLimits & ConnectionLimits & Readonly<Pick<HubOptions, 'handshakeTimeout' | 'closeTimeout' | 'recoveryMax'>>;
 
 export interface RegistryInit {
   readonly limits: RegistryLimits;
@@ -20,6 +21,8 @@ export interface RegistryInit {
   readonly handler: Handler;
   readonly log: Logger;
   readonly topics: TopicIndex<Connection>;
+  /** Positions and history of topics (recovery on subscribe). */
+  readonly streams: Streams;
   /** Put before every connection id (cluster worker, Durable Object instance). @default '' */
   readonly idPrefix?: string | undefined;
   readonly now?: (() => number) | undefined;
@@ -56,6 +59,7 @@ export class Registry implements ConnectionHost {
   /** Sweeps so far (the hub counts them); the slow-consumer grace reads it. */
   sweeps = 0;
   readonly #topics: TopicIndex<Connection>;
+  readonly #streams: Streams;
   readonly #idPrefix: string;
   readonly #now: () => number;
   #nextId = 0;
@@ -67,6 +71,7 @@ export class Registry implements ConnectionHost {
     this.handler = init.handler;
     this.log = init.log;
     this.#topics = init.topics;
+    this.#streams = init.streams;
     this.#idPrefix = init.idPrefix ?? '';
     this.#now = init.now ?? Date.now;
     this.admission = new Admission(init.limits, init.counters, this, this.#now);
@@ -187,6 +192,29 @@ export class Registry implements ConnectionHost {
     const outcome = this.#topics.subscribe(conn, topic);
     if (outcome === 'subscription-limit' || outcome === 'topic-limit') this.counters.subscribesRefused[outcome]++;
     return outcome;
+  }
+
+  /**
+   * Subscribes with a position, and delivers what the client missed. All of it happens in this one
+   * call, which nothing interleaves with: the subscription is in place before the history is read,
+   * and the replay is sent before this returns, so a publication is either in the replay or comes
+   * live after it, never both and never neither (the seam).
+   */
+  subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): SubscribeResult {
+    const outcome = conn.state === ConnectionState.Open ? this.subscribe(conn, topic) : 'closed';
+    const joined = outcome === 'subscribed' || outcome === 'already-subscribed';
+    const streams = this.#streams;
+    const recovery = joined && options.since ? streams.recover(topic, options.since, this.limits.recoveryMax) : undefined;
+    const position = recovery?.position ?? streams.position(topic);
+    const result: SubscribeResult = { outcome, position, recovered: recovery?.recovered ?? false, replayed: recovery?.publications.length ?? 0 };
+    options.beforeReplay?.(result);
+    if (recovery) {
+      const format = this.handler.formatPublish;
+      for (const publication of recovery.publications) conn.send(format ? format(topic, publication.offset, publication.data) : publication.data);
+      this.counters.recovered[recovery.recovered ? 'recovered' : 'not-recovered']++;
+      this.counters.replayed += recovery.publications.length;
+    }
+    return result;
   }
 
   unsubscribe(conn: Connection, topic: string): boolean {

@@ -3,6 +3,7 @@
 import type { HubState } from './admission/admission.ts';
 import type { BackplaneStats } from './backplane/contract.ts';
 import type { ClusterLimitStats } from './cluster-limit/contract.ts';
+import type { StreamsStats } from './delivery/streams.ts';
 import type { CloseKind, RefusalReason } from './errors.ts';
 
 export interface HubStats {
@@ -33,7 +34,12 @@ export interface HubStats {
   connectionsDropped: { 'pending-limit': number; 'fd-limit': number };
   /** Subscribes refused by `maxSubscriptions` and `maxTopics`. */
   subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
-  topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; seq: number }[] };
+  topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; offset: number }[] };
+  /** Positions and history kept (this process's memory). */
+  history: StreamsStats;
+  /** Subscribes with a position (`since`), by outcome, and the publications they replayed. */
+  recovered: { recovered: number; 'not-recovered': number };
+  replayed: number;
   /** The backplane's state and counters; null without one. */
   backplane: BackplaneStats | null;
   /** The cluster limit kept in Redis; null without one. */
@@ -51,13 +57,13 @@ const STATE_ORDER: readonly HubState[] = ['running', 'draining', 'closed'];
 export function mergeHubStats(parts: readonly HubStats[], limit: number): HubStats {
   const first = parts[0];
   if (!first) throw new Error('mergeHubStats: no figures to merge');
-  const largest = new Map<string, { topic: string; subscribers: number; seq: number }>();
+  const largest = new Map<string, { topic: string; subscribers: number; offset: number }>();
   for (const part of parts) {
     for (const t of part.topics.largest) {
       const seen = largest.get(t.topic);
       if (seen) {
         seen.subscribers += t.subscribers;
-        seen.seq = Math.max(seen.seq, t.seq);
+        seen.offset = Math.max(seen.offset, t.offset);
       } else largest.set(t.topic, { ...t });
     }
   }

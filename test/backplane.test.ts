@@ -60,12 +60,12 @@ async function pubsubClient(server: ServerProcess, topic: string) {
   const messages = inbox(ws);
   ws.send(JSON.stringify({ type: 'subscribe', topic }));
   assert.equal(JSON.parse(await messages.next()).type, 'subscribed');
-  const received: { data: unknown; from: string; seq: number }[] = [];
+  const received: { data: unknown; from: string; offset: number }[] = [];
   const pump = async () => {
     for (;;) {
       const text = await messages.next(60_000).catch(() => undefined);
       if (text === undefined) return;
-      const m = JSON.parse(text) as { type: string; data: unknown; from: string; seq: number };
+      const m = JSON.parse(text) as { type: string; data: unknown; from: string; offset: number };
       if (m.type === 'message') received.push(m);
     }
   };
@@ -118,7 +118,7 @@ for (const broker of brokers) {
           assert.deepEqual(mine, Array.from({ length: N }, (_, i) => i), `publisher ${p} in order`);
         }
         // Sequence numbers are per node and gapless.
-        assert.deepEqual(c.received.map((m) => m.seq), Array.from({ length: 2 * N }, (_, i) => i + 1));
+        assert.deepEqual(c.received.map((m) => m.offset), Array.from({ length: 2 * N }, (_, i) => i + 1));
       }
       const stats = await Promise.all(nodes.map((n) => n.stats()));
       for (const s of stats) assert.equal((s as unknown as { backplane: { malformed: number } }).backplane.malformed, 0);

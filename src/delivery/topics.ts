@@ -1,4 +1,4 @@
-// The local topic index: who is subscribed to what, and each topic's sequence number. Runtime-free.
+// The local topic index: who is subscribed to what. Runtime-free. (Offsets and history: streams.ts.)
 // Each subscriber keeps its own topic set, so a connection's release unsubscribes it in O(its topics).
 import type { SubscribeOutcome } from '../contracts.ts';
 
@@ -10,8 +10,6 @@ export interface Subscriber {
 export interface Topic<S extends Subscriber = Subscriber> {
   readonly name: string;
   readonly subscribers: Set<S>;
-  /** Sequence number of the last message published on this topic (per process, from 1). */
-  seq: number;
 }
 
 const MAX_TOPIC_LENGTH = 256;
@@ -56,7 +54,7 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
     if (maxSubscriptions > 0 && (conn.topics?.size ?? 0) >= maxSubscriptions) return 'subscription-limit';
     if (!topic) {
       if (maxTopics > 0 && this.#topics.size >= maxTopics) return 'topic-limit';
-      topic = { name, subscribers: new Set(), seq: 0 };
+      topic = { name, subscribers: new Set() };
       this.#topics.set(name, topic);
       this.interest?.topicAdded(name);
     }
@@ -104,11 +102,16 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
     return this.#topics.size;
   }
 
+  /** Topics with at least one local subscriber. */
+  names(): IterableIterator<string> {
+    return this.#topics.keys();
+  }
+
   /** The largest topics by subscribers, for /stats. */
-  largest(limit: number): { topic: string; subscribers: number; seq: number }[] {
+  largest(limit: number): { topic: string; subscribers: number }[] {
     return [...this.#topics.values()]
       .sort((a, b) => b.subscribers.size - a.subscribers.size)
       .slice(0, limit)
-      .map((t) => ({ topic: t.name, subscribers: t.subscribers.size, seq: t.seq }));
+      .map((t) => ({ topic: t.name, subscribers: t.subscribers.size }));
   }
 }

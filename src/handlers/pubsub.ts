@@ -1,16 +1,20 @@
 // The built-in JSON topic protocol (`--handler pubsub`). Runtime-free.
 //
 // client → server                                       server → client
-//   {"type":"subscribe","topic":"room"}                   {"type":"subscribed","topic":"room","seq":12}
+//   {"type":"subscribe","topic":"room"}                   {"type":"subscribed","topic":"room","offset":12,"epoch":"k3…"}
+//   {"type":"subscribe","topic":"room",                   {"type":"subscribed","topic":"room","offset":14,"epoch":"k3…","recovered":true}
+//    "since":{"offset":12,"epoch":"k3…"}}                 then the missed messages (offsets 13 and 14), before any newer one
 //   {"type":"unsubscribe","topic":"room"}                 {"type":"unsubscribed","topic":"room"}
-//   {"type":"publish","topic":"room","data":…,"id":7}     {"type":"message","topic":"room","seq":13,"data":…,"from":"4"}
-//                                                         {"type":"published","id":7,"topic":"room","seq":13,"delivered":3}
+//   {"type":"publish","topic":"room","data":…,"id":7}     {"type":"message","topic":"room","offset":15,"data":…,"from":"4"}
+//                                                         {"type":"published","id":7,"topic":"room","offset":15,"epoch":"k3…","delivered":3}
 //   {"type":"ping"}                                       {"type":"pong"}
 //   anything malformed, or a subscribe over a cap          {"type":"error","code":"bad-json"|…|"subscription-limit"|"topic-limit","message":…}
 //
-// `seq` counts the messages published on a topic: a subscriber that sees 13 after 11 knows it
-// missed one (the `drop` slow-consumer policy). A malformed message never closes the socket.
-import type { Handler, HandlerContext, HubApi } from '../contracts.ts';
+// `offset` counts the publications on a topic (each gets the next); a subscriber that sees 13 after
+// 11 knows it missed one (the `drop` slow-consumer policy). `epoch` names the topic's stream: after
+// a restart or a lost history it is new, and a `since` from the old one answers `"recovered":false`
+// (reload your state). A malformed message never closes the socket.
+import type { Handler, HandlerContext, HubApi, StreamPosition } from '../contracts.ts';
 import { isValidTopic } from '../delivery/topics.ts';
 
 export type TopicAction = 'subscribe' | 'publish';
@@ -36,6 +40,14 @@ interface ClientMessage {
   topic?: unknown;
   data?: unknown;
   id?: unknown;
+  since?: unknown;
+}
+
+/** A `since` as a client sends it: `{"offset": <integer ≥ 0>, "epoch": <string>}`. */
+function isPosition(value: unknown): value is StreamPosition {
+  if (typeof value !== 'object' || value === null) return false;
+  const { offset, epoch } = value as { offset?: unknown; epoch?: unknown };
+  return Number.isSafeInteger(offset) && (offset as number) >= 0 && typeof epoch === 'string' && epoch.length > 0 && epoch.length <= 64;
 }
 
 export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): Handler {
@@ -53,11 +65,11 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
   }
 
   return {
-    formatPublish(topic, seq, body) {
+    formatPublish(topic, offset, body) {
       // body is `{"data":…,"from":"…"}` from a publish below (here or on another node): splice, no re-parse.
       if (typeof body !== 'string' || !body.startsWith('{')) return body;
       const rest = body.slice(1);
-      return `{"type":"message","topic":${JSON.stringify(topic)},"seq":${seq}${rest === '}' ? '' : ','}${rest}`;
+      return `{"type":"message","topic":${JSON.stringify(topic)},"offset":${offset}${rest === '}' ? '' : ','}${rest}`;
     },
     onMessage(ctx, raw) {
       if (typeof raw !== 'string') return ctx.send(errorEnvelope('binary-unsupported', 'send JSON text frames'));
@@ -75,13 +87,24 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
       }
       if (!isValidTopic(topic)) return ctx.send(errorEnvelope('bad-topic', 'topic must be a string of 1 to 256 characters without control characters'));
       switch (type) {
-        case 'subscribe':
+        case 'subscribe': {
+          const { since } = msg;
+          if (since !== undefined && !isPosition(since)) return ctx.send(errorEnvelope('bad-message', 'since must be {"offset": an integer ≥ 0, "epoch": a string}', { topic }));
           return ifAllowed(ctx, topic, 'subscribe', () => {
-            const outcome = ctx.trySubscribe(topic);
-            if (outcome === 'subscription-limit') return ctx.send(errorEnvelope(outcome, 'this connection holds as many topics as the server allows', { topic }));
-            if (outcome === 'topic-limit') return ctx.send(errorEnvelope(outcome, 'the server holds as many topics as it allows', { topic }));
-            ctx.send(JSON.stringify({ type: 'subscribed', topic, seq: hub.sequence(topic) }));
+            ctx.subscribe(topic, {
+              since,
+              // The answer goes out before the replay of what the client missed.
+              beforeReplay: ({ outcome, position, recovered }) => {
+                if (outcome === 'subscription-limit') return ctx.send(errorEnvelope(outcome, 'this connection holds as many topics as the server allows', { topic }));
+                if (outcome === 'topic-limit') return ctx.send(errorEnvelope(outcome, 'the server holds as many topics as it allows', { topic }));
+                if (outcome === 'closed') return;
+                const answer: Record<string, unknown> = { type: 'subscribed', topic, offset: position.offset, epoch: position.epoch };
+                if (since) answer.recovered = recovered;
+                ctx.send(JSON.stringify(answer));
+              },
+            });
           });
+        }
         case 'unsubscribe':
           ctx.unsubscribe(topic);
           return ctx.send(JSON.stringify({ type: 'unsubscribed', topic }));
@@ -90,9 +113,9 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
           const { data, id } = msg;
           return ifAllowed(ctx, topic, 'publish', () => {
             // What travels (to local subscribers and over the backplane) is the body; each node
-            // wraps it with its own sequence number in formatPublish.
-            const delivered = hub.publish(topic, JSON.stringify({ data, from: ctx.id }));
-            if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, seq: hub.sequence(topic), delivered }));
+            // wraps it with the offset in formatPublish.
+            const { offset, epoch, delivered } = hub.publish(topic, JSON.stringify({ data, from: ctx.id }));
+            if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, offset, epoch, delivered }));
           });
         }
       }

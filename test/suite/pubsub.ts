@@ -8,7 +8,9 @@ import { textFrame, upgradeHeaders } from '../frames.ts';
 interface Envelope {
   type: string;
   topic?: string;
-  seq?: number;
+  offset?: number;
+  epoch?: string;
+  recovered?: boolean;
   data?: unknown;
   from?: string;
   code?: string;
@@ -37,23 +39,25 @@ export function runPubSub(target: RuntimeTarget): void {
     });
     after(() => server.stop());
 
-    it('subscribe, publish to every subscriber with a sequence number, unsubscribe', async () => {
+    it('subscribe, publish to every subscriber with an offset, unsubscribe', async () => {
       const a = await client(server.wsUrl);
       const b = await client(server.wsUrl);
-      assert.deepEqual(await a.call({ type: 'subscribe', topic: 'room' }), { type: 'subscribed', topic: 'room', seq: 0 });
+      const subscribed = await a.call({ type: 'subscribe', topic: 'room' });
+      assert.deepEqual(subscribed, { type: 'subscribed', topic: 'room', offset: 0, epoch: subscribed.epoch });
+      assert.match(subscribed.epoch ?? '', /^[0-9a-z]{6,}$/);
       assert.equal((await b.call({ type: 'subscribe', topic: 'room' })).type, 'subscribed');
       const stats = await server.stats();
-      assert.deepEqual(stats.topics.largest, [{ topic: 'room', subscribers: 2, seq: 0 }]);
+      assert.deepEqual(stats.topics.largest, [{ topic: 'room', subscribers: 2, offset: 0 }]);
 
       a.send({ type: 'publish', topic: 'room', data: { text: 'héllo ☃' }, id: 'p1' });
       const [m1, ack] = [await a.next(), await a.next()];
-      assert.deepEqual(m1, { type: 'message', topic: 'room', seq: 1, data: { text: 'héllo ☃' }, from: m1.from });
-      assert.deepEqual(ack, { type: 'published', id: 'p1', topic: 'room', seq: 1, delivered: 2 });
+      assert.deepEqual(m1, { type: 'message', topic: 'room', offset: 1, data: { text: 'héllo ☃' }, from: m1.from });
+      assert.deepEqual(ack, { type: 'published', id: 'p1', topic: 'room', offset: 1, epoch: subscribed.epoch, delivered: 2 });
       assert.deepEqual(await b.next(), m1);
 
       assert.deepEqual(await b.call({ type: 'unsubscribe', topic: 'room' }), { type: 'unsubscribed', topic: 'room' });
       a.send({ type: 'publish', topic: 'room', data: 2 });
-      assert.equal((await a.next()).seq, 2);
+      assert.equal((await a.next()).offset, 2);
       assert.equal(await b.next(300).catch(() => 'nothing'), 'nothing');
       a.ws.close();
       b.ws.close();
@@ -94,7 +98,7 @@ export function runPubSub(target: RuntimeTarget): void {
         subscribers.map(async (s) => {
           for (let i = 1; i <= N; i++) {
             const m = await s.next();
-            assert.equal(m.seq, i);
+            assert.equal(m.offset, i);
             assert.equal(m.data, i);
           }
         }),
@@ -116,6 +120,102 @@ export function runPubSub(target: RuntimeTarget): void {
       const stats = await eventually(server.stats, (s) => s.live === 0);
       assert.equal(stats.topics.subscriptions, 0);
       assert.equal(stats.topics.count, 0);
+    });
+  });
+
+  describe(`${target.name}: positions, history and recovery`, { timeout: 90_000 }, () => {
+    let server: ServerProcess;
+    before(async () => {
+      server = await startServer(target, ['--handler', 'pubsub', '--history-size', '5', '--recovery-max', '50']);
+    });
+    after(() => server.stop());
+
+    /** Publishes `count` messages on `topic` and waits for each ack; returns their offsets. */
+    async function publish(publisher: Awaited<ReturnType<typeof client>>, topic: string, count: number): Promise<number[]> {
+      const offsets: number[] = [];
+      for (let i = 0; i < count; i++) {
+        publisher.send({ type: 'publish', topic, data: i, id: i });
+        const ack = await publisher.next();
+        assert.equal(ack.type, 'published', JSON.stringify(ack));
+        offsets.push(ack.offset!);
+      }
+      return offsets;
+    }
+
+    it('a client that comes back with `since` gets exactly what it missed, then live messages; a wrong epoch, a position older than the history, or a malformed since does not', async () => {
+      const publisher = await client(server.wsUrl);
+      const first = await client(server.wsUrl);
+      const start = await first.call({ type: 'subscribe', topic: 'rec' });
+      assert.equal(start.offset, 0);
+      const epoch = start.epoch!;
+      assert.deepEqual(await publish(publisher, 'rec', 3), [1, 2, 3]);
+      for (const offset of [1, 2, 3]) assert.equal((await first.next()).offset, offset);
+      first.ws.close();
+      assert.deepEqual(await publish(publisher, 'rec', 3), [4, 5, 6]);
+
+      const back = await client(server.wsUrl);
+      assert.deepEqual(await back.call({ type: 'subscribe', topic: 'rec', since: { offset: 3, epoch } }), { type: 'subscribed', topic: 'rec', offset: 6, epoch, recovered: true });
+      const replay = [await back.next(), await back.next(), await back.next()];
+      assert.deepEqual(replay.map((m) => [m.type, m.offset, m.data]), [['message', 4, 0], ['message', 5, 1], ['message', 6, 2]]);
+      await publish(publisher, 'rec', 1);
+      assert.equal((await back.next()).offset, 7, 'then the live ones');
+
+      // Another epoch (a restarted server, a lost history): not recovered, told the current position, nothing replayed.
+      const stranger = await client(server.wsUrl);
+      assert.deepEqual(await stranger.call({ type: 'subscribe', topic: 'rec', since: { offset: 6, epoch: 'not-this-one' } }), { type: 'subscribed', topic: 'rec', offset: 7, epoch, recovered: false });
+      await publish(publisher, 'rec', 1);
+      assert.equal((await stranger.next()).offset, 8, 'no replay: the next message is the live one');
+
+      // History keeps 5: from offset 2, offsets 3 to 8 would be needed, and 3 is gone.
+      const late = await client(server.wsUrl);
+      assert.deepEqual(await late.call({ type: 'subscribe', topic: 'rec', since: { offset: 2, epoch } }), { type: 'subscribed', topic: 'rec', offset: 8, epoch, recovered: false });
+      // From offset 3 (4 to 8: five publications), it is all there.
+      const justInTime = await client(server.wsUrl);
+      assert.equal((await justInTime.call({ type: 'subscribe', topic: 'rec', since: { offset: 3, epoch } })).recovered, true);
+      for (const offset of [4, 5, 6, 7, 8]) assert.equal((await justInTime.next()).offset, offset);
+      // A position from the future (the client is confused): not recovered.
+      assert.equal((await late.call({ type: 'subscribe', topic: 'rec2', since: { offset: 99, epoch } })).recovered, false);
+
+      for (const since of [{ offset: -1, epoch }, { offset: 1.5, epoch }, { offset: 1 }, 'x', { offset: 1, epoch: '' }]) {
+        const answer = await late.call({ type: 'subscribe', topic: 'rec', since });
+        assert.equal(answer.type, 'error', JSON.stringify(since));
+        assert.equal(answer.code, 'bad-message');
+      }
+      const stats = await server.stats();
+      assert.ok(stats.recovered.recovered >= 2 && stats.recovered['not-recovered'] >= 3, JSON.stringify(stats.recovered));
+      assert.ok(stats.replayed >= 8);
+      assert.ok(stats.history.publications >= 5 && stats.history.publications <= 10, JSON.stringify(stats.history));
+      for (const c of [publisher, back, stranger, late, justInTime]) c.ws.close();
+    });
+
+    it('the seam: publications racing a recovering subscribe reach it once each and in order (seeded rounds)', async (t) => {
+      let seed = 7;
+      const random = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+      // History deep enough for every round: what is tested is the seam, not the bound.
+      const server = await startServer(target, ['--handler', 'pubsub', '--history-size', '100']);
+      t.after(() => server.stop());
+      const publisher = await client(server.wsUrl);
+      for (let round = 0; round < 5; round++) {
+        const topic = `seam-${round}`;
+        const watcher = await client(server.wsUrl);
+        const { epoch } = await watcher.call({ type: 'subscribe', topic });
+        const TOTAL = 60;
+        // A client that saw the first `k` then lost its connection comes back while the publisher
+        // keeps publishing, unacknowledged, as fast as it can.
+        const k = 1 + Math.floor(random() * 4);
+        await publish(publisher, topic, k);
+        for (let i = 0; i < TOTAL - k; i++) publisher.send({ type: 'publish', topic, data: i });
+        await sleep(Math.floor(random() * 3));
+        const back = await client(server.wsUrl);
+        const answer = await back.call({ type: 'subscribe', topic, since: { offset: k, epoch } });
+        assert.equal(answer.recovered, true, JSON.stringify(answer));
+        const seen: number[] = [];
+        while (seen.length < TOTAL - k) seen.push((await back.next()).offset!);
+        assert.deepEqual(seen, Array.from({ length: TOTAL - k }, (_, i) => k + 1 + i), `round ${round}: every offset after ${k} once, in order`);
+        back.ws.close();
+        watcher.ws.close();
+      }
+      publisher.ws.close();
     });
   });
 
@@ -209,7 +309,7 @@ export function runPubSub(target: RuntimeTarget): void {
         const m = await s.next(20_000).catch(async (error: Error) => {
           throw new Error(`${error.message} waiting for message ${i}; server: ${JSON.stringify(await server.stats())}`);
         });
-        assert.equal(m.seq, i, 'a healthy subscriber gets every message, in order, with no gap');
+        assert.equal(m.offset, i, 'a healthy subscriber gets every message, in order, with no gap');
       }
     }
 
@@ -269,7 +369,7 @@ export function runPubSub(target: RuntimeTarget): void {
         stalled.socket.on('data', (chunk: Buffer) => chunks.push(chunk));
         stalled.socket.resume();
         const sent = COUNT - stats.dropped;
-        const seqsSeen = () => new Set([...Buffer.concat(chunks).toString('latin1').matchAll(/"type":"message","topic":"firehose","seq":(\d+)/g)].map((m) => Number(m[1])));
+        const seqsSeen = () => new Set([...Buffer.concat(chunks).toString('latin1').matchAll(/"type":"message","topic":"firehose","offset":(\d+)/g)].map((m) => Number(m[1])));
         const distinct = await eventually(async () => seqsSeen(), (seen) => seen.size >= sent, 15_000);
         assert.equal(distinct.size, sent, `stalled reader got ${distinct.size} messages; ${stats.dropped} of ${COUNT} were dropped for it`);
         if (noBackpressure) assert.equal(distinct.size, COUNT, 'the runtime buffered them all');

@@ -4,6 +4,7 @@ import { describe, it } from 'node:test';
 import { Connection, ConnectionState } from '../../src/connection.ts';
 import type { Handler, SocketLike } from '../../src/contracts.ts';
 import { createCounters } from '../../src/counters.ts';
+import { MemoryStreams } from '../../src/delivery/streams.ts';
 import { TopicIndex } from '../../src/delivery/topics.ts';
 import { ConnectionClosed, closeKinds, closeReason } from '../../src/errors.ts';
 import { createHub } from '../../src/hub.ts';
@@ -33,6 +34,7 @@ function setup(limit = 2, handler: Handler = {}, now = () => 0, limits: Partial<
     handler,
     log,
     topics: new TopicIndex<Connection>(),
+    streams: new MemoryStreams({ historySize: 10, historyTtl: 60_000, historyMaxBytes: 1 << 20, maxStreams: 100 }, now),
     now,
   });
   return { registry, lines };

@@ -18,7 +18,7 @@ describe('cluster stats', () => {
       s.refused.capacity = 2;
       s.released['client-close'] = 4;
       s.uptimeSeconds = 5;
-      s.topics = { count: 2, subscriptions: 3, largest: [{ topic: 'chat', subscribers: 2, seq: 7 }, { topic: 'a', subscribers: 1, seq: 1 }] };
+      s.topics = { count: 2, subscriptions: 3, largest: [{ topic: 'chat', subscribers: 2, offset: 7 }, { topic: 'a', subscribers: 1, offset: 1 }] };
     });
     const b = figures((s) => {
       s.state = 'draining';
@@ -27,7 +27,7 @@ describe('cluster stats', () => {
       s.refused.capacity = 1;
       s.refused.origin = 3;
       s.uptimeSeconds = 9;
-      s.topics = { count: 1, subscriptions: 5, largest: [{ topic: 'chat', subscribers: 5, seq: 9 }] };
+      s.topics = { count: 1, subscriptions: 5, largest: [{ topic: 'chat', subscribers: 5, offset: 9 }] };
     });
     const whole = mergeHubStats([a, b], 42);
     assert.equal(whole.state, 'draining');
@@ -38,7 +38,7 @@ describe('cluster stats', () => {
     assert.equal(whole.released['client-close'], 4);
     assert.equal(whole.uptimeSeconds, 9);
     assert.equal(whole.limit, 42, "the cluster's limit, not a sum");
-    assert.deepEqual(whole.topics, { count: 3, subscriptions: 8, largest: [{ topic: 'chat', subscribers: 7, seq: 9 }, { topic: 'a', subscribers: 1, seq: 1 }] });
+    assert.deepEqual(whole.topics, { count: 3, subscriptions: 8, largest: [{ topic: 'chat', subscribers: 7, offset: 9 }, { topic: 'a', subscribers: 1, offset: 1 }] });
     assert.equal(whole.backplane, null);
     assert.throws(() => mergeHubStats([], 1));
   });

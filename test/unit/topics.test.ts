@@ -33,20 +33,20 @@ function openConnection(hub: ReturnType<typeof createHub>, buffered = 0) {
 }
 
 describe('topics', () => {
-  it('publish reaches every subscriber once, with per-topic sequence numbers, except the one excluded', () => {
-    const hub = createHub({ logLevel: 'silent', handler: { formatPublish: (_topic, seq, data) => (data === 'seq?' ? `m${seq}` : data) } });
+  it('publish reaches every subscriber once, with per-topic offsets, except the one excluded', () => {
+    const hub = createHub({ logLevel: 'silent', handler: { formatPublish: (_topic, offset, data) => (data === 'offset?' ? `m${offset}` : data) } });
     const a = openConnection(hub);
     const b = openConnection(hub);
     a.conn.subscribe('t');
     b.conn.subscribe('t');
     assert.equal(a.conn.subscribe('t'), false, 'a second subscribe is a no-op');
-    assert.equal(hub.publish('t', 'seq?'), 2);
-    assert.equal(hub.publish('t', 'plain', { except: a.conn }), 1);
-    assert.equal(hub.publish('t', 'by id', { except: b.conn.id }), 1);
+    assert.equal(hub.publish('t', 'offset?').delivered, 2);
+    assert.equal(hub.publish('t', 'plain', { except: a.conn }).delivered, 1);
+    assert.equal(hub.publish('t', 'by id', { except: b.conn.id }).delivered, 1);
     assert.deepEqual(a.sent, ['m1', 'by id']);
     assert.deepEqual(b.sent, ['m1', 'plain']);
-    assert.equal(hub.topics.get('t')?.seq, 3);
-    assert.equal(hub.publish('nobody', 'x'), 0);
+    assert.equal(hub.position('t').offset, 3);
+    assert.equal(hub.publish('nobody', 'x').delivered, 0);
     void hub.shutdown(0);
   });
 
@@ -67,7 +67,7 @@ describe('topics', () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 });
     const slow = openConnection(hub, 5000);
     slow.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'x'), 0);
+    assert.equal(hub.publish('t', 'x').delivered, 0);
     assert.equal(slow.conn.releaseReason?.kind, 'slow-consumer');
     assert.deepEqual(slow.closes, [1013]);
     void hub.shutdown(0);
@@ -77,14 +77,14 @@ describe('topics', () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024, slowConsumer: 'drop' }, undefined, { sweeper: 'manual' });
     const c = openConnection(hub, 2000);
     c.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'during grace'), 1);
+    assert.equal(hub.publish('t', 'during grace').delivered, 1);
     await new Promise((resolve) => setTimeout(resolve, 1100)); // the queue stays over the limit past the 1 s grace
     hub.sweep();
     hub.sweep();
-    assert.equal(hub.publish('t', 'dropped'), 0);
+    assert.equal(hub.publish('t', 'dropped').delivered, 0);
     assert.equal(hub.counters.dropped, 1);
     c.s.bufferedAmount = 0; // drained
-    assert.equal(hub.publish('t', 'after drain'), 1);
+    assert.equal(hub.publish('t', 'after drain').delivered, 1);
     assert.deepEqual(c.sent, ['during grace', 'after drain']);
     assert.equal(c.conn.releaseReason, undefined);
     void hub.shutdown(0);
@@ -94,13 +94,13 @@ describe('topics', () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 }, undefined, { sweeper: 'manual' });
     const c = openConnection(hub, 2000);
     c.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'a'), 1);
+    assert.equal(hub.publish('t', 'a').delivered, 1);
     await new Promise((resolve) => setTimeout(resolve, 1100));
     hub.sweep();
     hub.sweep();
     c.s.bufferedAmount = 1900; // still over the limit, but bytes were written since the last send
-    assert.equal(hub.publish('t', 'b'), 1);
-    assert.equal(hub.publish('t', 'c'), 1, 'the grace started again at the progress');
+    assert.equal(hub.publish('t', 'b').delivered, 1);
+    assert.equal(hub.publish('t', 'c').delivered, 1, 'the grace started again at the progress');
     assert.deepEqual(c.sent, ['a', 'b', 'c']);
     assert.equal(c.conn.releaseReason, undefined);
     void hub.shutdown(0);
@@ -110,13 +110,13 @@ describe('topics', () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 }, undefined, { sweeper: 'manual' });
     const c = openConnection(hub, 2000);
     c.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'first'), 1);
+    assert.equal(hub.publish('t', 'first').delivered, 1);
     for (const until = Date.now() + 1100; Date.now() < until; ); // the same turn, past the 1 s grace
-    assert.equal(hub.publish('t', 'same turn'), 1);
+    assert.equal(hub.publish('t', 'same turn').delivered, 1);
     hub.sweep(); // the first turn after it: still no chance to see the queue drain
-    assert.equal(hub.publish('t', 'next turn'), 1);
+    assert.equal(hub.publish('t', 'next turn').delivered, 1);
     hub.sweep(); // a whole sweep interval later, and still no progress: a slow consumer
-    assert.equal(hub.publish('t', 'stalled'), 0);
+    assert.equal(hub.publish('t', 'stalled').delivered, 0);
     assert.equal(c.conn.releaseReason?.kind, 'slow-consumer');
     assert.deepEqual(c.closes, [1013]);
     void hub.shutdown(0);
