@@ -155,8 +155,11 @@ export interface SocketLike {
   send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
   readonly readyState: number;
-  /** Drops the socket at once without a closing handshake, where the runtime can. */
-  terminate?(): void;
+  /**
+   * Drops the socket at once without a closing handshake, where the runtime can. `false`: the
+   * runtime could not drop it now (Deno); it goes later, and counts against the limit until its close event.
+   */
+  terminate?(): void | false;
   /** Sends a ping, where the runtime lets the application do so (Node, Bun). */
   ping?(): void;
   /** Bytes queued for sending (ws, web WebSocket). Used for the slow-consumer limit. */

@@ -151,13 +151,16 @@ export class Registry implements ConnectionHost {
     // frame with 1009) stays in `closing` until it is gone, and keeps counting against the limit:
     // here through `held`, and in a cluster by keeping its slot of the cluster limit until then.
     const closes = socket !== undefined && isServerInitiated(reason.kind) && socket.readyState < 3;
-    const lingers = closes && !(isTerminated(reason.kind) && socket.terminate);
+    // Dropped at once where the kind says so and the runtime can; false: it could not (Deno), the
+    // socket lingers until its close event.
+    const dropped = closes && isTerminated(reason.kind) && socket.terminate ? safeTerminate(socket) : undefined;
+    const lingers = closes && dropped !== true;
     this.admission.free(conn.remoteAddress, conn.principal, conn.holdsClusterSlot && !lingers);
     countRelease(this.counters, reason.kind, reason.closeCode);
     this.#topics.unsubscribeAll(conn);
     conn.abortSignal();
-    if (closes) {
-      if (!lingers) safeTerminate(socket);
+    if (lingers) {
+      if (dropped === false) this.closing.set(conn, Infinity);
       else {
         this.closing.set(conn, this.#now() + (hasCourtesy(reason.kind) ? this.limits.closeTimeout : 0));
         if (socket.readyState < 2) safeClose(socket, reason.closeCode, reason.detail ?? reason.kind);
@@ -241,11 +244,12 @@ export class Registry implements ConnectionHost {
     let dropped = 0;
     for (const [conn, deadline] of this.closing) {
       if (deadline > now) continue;
-      // A runtime that cannot drop a socket (Deno) keeps it; it no longer counts here.
-      terminateQuietly(conn.socket);
-      this.#closed(conn);
       this.counters.closesForced++;
       dropped++;
+      // A runtime that cannot drop a socket now (Deno) drops it later: it keeps counting until its
+      // close event, so a crowd of such sockets is bounded by the limit, not by the fds.
+      if (terminateQuietly(conn.socket) === false) this.closing.set(conn, Infinity);
+      else this.#closed(conn);
     }
     if (dropped > 0) this.#notifyIfIdle();
     return dropped;
@@ -321,16 +325,18 @@ export class Registry implements ConnectionHost {
   }
 }
 
-function safeTerminate(socket: SocketLike): void {
+/** True once the runtime dropped the socket (or it was already gone); false if it could not yet. */
+function safeTerminate(socket: SocketLike): boolean {
   try {
-    socket.terminate!();
+    return socket.terminate!() !== false;
   } catch {
-    // already gone
+    return true; // already gone
   }
 }
 
-function terminateQuietly(socket: SocketLike | undefined): void {
-  if (socket?.terminate) safeTerminate(socket);
+/** Drops the socket where the runtime can; false if it could not yet (undefined: no terminate, nothing done). */
+function terminateQuietly(socket: SocketLike | undefined): boolean | undefined {
+  return socket?.terminate ? safeTerminate(socket) : undefined;
 }
 
 // Close reasons are at most 123 bytes in a close frame.

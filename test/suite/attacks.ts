@@ -4,7 +4,7 @@ import { readdirSync } from 'node:fs';
 import net, { type Socket } from 'node:net';
 import { describe, it } from 'node:test';
 import { connect, eventually, hostOf, rawRequest, rssKiB, sleep, startServer, withTimeout, type RuntimeTarget } from '../helpers.ts';
-import { buildFrame, Opcode, upgradeHeaders } from '../frames.ts';
+import { buildFrame, Opcode, textFrame, upgradeHeaders } from '../frames.ts';
 
 /** File descriptors the server process holds right now. */
 function fdCount(pid: number): number {
@@ -127,6 +127,51 @@ export function runAttacks(target: RuntimeTarget): void {
         assert.equal(settled.closing, 0);
         const after = await eventually(async () => fdCount(pid), (n) => n <= baseline + settled.live + 5, 5000);
         assert.ok(after <= baseline + settled.live + 5, `fds after the attack: ${after}, baseline ${baseline}, live ${settled.live}`);
+      } finally {
+        for (const socket of held) socket.destroy();
+        await server.stop();
+      }
+    });
+
+    it('rate closes: clients closed for their message rate that never answer or send again stay within the limit, wave after wave', async (t) => {
+      const LIMIT = 20;
+      const WAVES = 5;
+      // The heartbeat is what drops a peer that answers nothing where the runtime cannot drop a
+      // socket itself (Deno); until then it counts against the limit.
+      const server = await startServer(target, ['--max-connections', String(LIMIT), '--message-rate', '1', '--heartbeat-interval', '2s']);
+      const pid = server.child.pid!;
+      const held: Socket[] = [];
+      try {
+        const baseline = await eventually(async () => fdCount(pid), () => true);
+        let peak = baseline;
+        const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+        let upgraded = 0;
+        const frame = textFrame('x', { mask: Buffer.from([1, 2, 3, 4]) });
+        for (let wave = 0; wave < WAVES; wave++) {
+          await Promise.all(
+            Array.from({ length: LIMIT }, async () => {
+              const response = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));
+              held.push(response.socket);
+              response.socket.on('error', () => {});
+              response.socket.pause();
+              if (response.status !== 101) return;
+              upgraded++;
+              // Three messages at once (over the rate of 1), then silence: no answer to the close, no FIN.
+              response.socket.write(Buffer.concat([frame, frame, frame]));
+            }),
+          );
+          // Long enough for the sweeper to pass: a runtime that freed the slot early would admit the next wave.
+          await sleep(1200);
+          const stats = await server.stats();
+          assert.ok(stats.live + stats.reserved + stats.closing <= LIMIT, JSON.stringify(stats));
+        }
+        clearInterval(sampler);
+        t.diagnostic(`${WAVES} waves of ${LIMIT} rate-closed clients that never answer, limit ${LIMIT}: ${upgraded} upgraded; server fds ${baseline} before, ${peak} at the peak`);
+        const lingerMs = target.differences?.has('closed-socket-lingers') ? 40_000 : 10_000;
+        if (!target.differences?.has('closed-socket-lingers')) assert.ok(peak <= baseline + 2 * LIMIT + 10, `the server held ${peak} fds (baseline ${baseline})`);
+        const after = await eventually(async () => fdCount(pid), (n) => n <= baseline + 5, lingerMs);
+        assert.ok(after <= baseline + 5, `the server still holds ${after} fds (baseline ${baseline})`);
+        assert.equal((await server.stats()).closing, 0);
       } finally {
         for (const socket of held) socket.destroy();
         await server.stop();

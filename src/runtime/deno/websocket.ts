@@ -7,7 +7,9 @@ import { defineHubWebSocket } from '../../handshake.ts';
 import type { Logger } from '../../log.ts';
 
 const EVENTS = Symbol('hubbub.events');
-type Tagged = WebSocket & { [EVENTS]?: HubEvents; terminate?(): void };
+/** Set on a socket the server asked to drop (only those: idle sockets carry nothing extra). */
+const DROPPING = Symbol('hubbub.dropping');
+type Tagged = WebSocket & { [EVENTS]?: HubEvents; [DROPPING]?: true; terminate?(): false };
 
 /**
  * Hono's upgradeWebSocket for Deno. `heartbeatInterval` (ms) becomes Deno's `idleTimeout`: Deno
@@ -42,6 +44,8 @@ function onOpen(this: Tagged, event: Event): void {
   this[EVENTS]!.onOpen(event, this);
 }
 function onMessage(this: Tagged, event: MessageEvent): void {
+  // A peer the server is dropping sent a frame: CLOSING now makes Deno end the socket at its next one.
+  if (this[DROPPING]) return void ((this as unknown as Record<symbol, number>)[readyStateSlot!] = CLOSING);
   this[EVENTS]!.onMessage(event, this);
 }
 function onClose(this: Tagged, event: CloseEvent): void {
@@ -83,11 +87,13 @@ function closeAndKeepReading(this: Tagged, code?: number, reason?: string): void
 }
 
 /**
- * Deno cannot drop a socket from JavaScript. What comes closest: CLOSING again, so that the next
- * frame from a peer that never answered the close frame ends it (the registry calls this after
- * closeTimeout, or at the shutdown deadline).
+ * Deno cannot drop a socket from JavaScript. What does: a frame from the peer while readyState is
+ * CLOSING (the next frame after this one, see onMessage), or, for a peer that sends nothing, Deno's
+ * idle timeout (`--heartbeat-interval`), which runs only while the socket reads as OPEN. So the
+ * socket stays OPEN, and `false` tells the registry that it is not gone yet: it keeps counting
+ * against the limit until its close event.
  */
-function letDenoDrop(this: Tagged): void {
-  const state = this as unknown as Record<symbol, number>;
-  if (state[readyStateSlot!] === OPEN) state[readyStateSlot!] = CLOSING;
+function letDenoDrop(this: Tagged): false {
+  this[DROPPING] = true;
+  return false;
 }
