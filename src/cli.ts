@@ -77,7 +77,13 @@ export async function runCli(host: CliHost): Promise<void> {
       if (!host.runCluster) {
         throw new HubError('ERR_INVALID_OPTION', `--workers is only supported on Node (node:cluster); on ${host.runtime}, run one process per core behind a load balancer with a --backplane`);
       }
-      return host.runCluster(resolveOptions(options));
+      const resolved = resolveOptions(options);
+      // Without a backplane each worker is a topic space of its own: a publish would reach only the
+      // subscribers of the worker it came in on. Not silently.
+      if (resolved.handler === 'pubsub' && resolved.backplane === '') {
+        throw new HubError('ERR_INVALID_OPTION', '--handler pubsub with --workers needs a --backplane (redis://… or nats://…): without one each worker would be a topic space of its own, and a publish would reach only the subscribers of one worker');
+      }
+      return host.runCluster(resolved);
     }
     if (typeof options.handler === 'string') options.handler = await loadHandler(options.handler, host.cwd());
     hub = createHub(options, undefined, host.hubInit);

@@ -39,6 +39,19 @@ export interface SubscribeResult {
   readonly replayed: number;
 }
 
+/** A subscriber of a topic, as presence shows it: its connection id and, with `authenticate`, its principal's id. */
+export interface PresenceMember {
+  readonly id: string;
+  readonly principal?: string;
+}
+
+/** Who is subscribed to a topic (on this node): how many, and the first `limit` of them. */
+export interface Presence {
+  readonly topic: string;
+  readonly count: number;
+  readonly members: readonly PresenceMember[];
+}
+
 /** What `hub.publish` did: the publication's position, and how many local subscribers got it. */
 export interface PublishResult extends StreamPosition {
   readonly delivered: number;
@@ -115,6 +128,12 @@ export interface Handler {
    * remote, and once per recovered publication.
    */
   formatPublish?(topic: string, offset: number, data: MessageData): MessageData;
+  /**
+   * With `presenceEvents`: shapes the message the other subscribers of `topic` get when a
+   * connection joins it (subscribes) or leaves it (unsubscribes, or ends). Without this hook there
+   * are no presence events.
+   */
+  formatPresence?(event: 'join' | 'leave', topic: string, member: PresenceMember): MessageData;
   /** Called once when an open connection ends, with the same reason the signal was aborted with. */
   onClose?(ctx: HandlerContext, reason: ConnectionClosed): void | Promise<void>;
 }
@@ -137,6 +156,8 @@ export interface HubApi {
   position(topic: string): StreamPosition;
   /** Up to `limit` publications of `topic` after offset `since` (the newest when absent), as kept in history. */
   history(topic: string, options?: { since?: number; limit?: number }): { position: StreamPosition; publications: readonly { offset: number; data: MessageData }[] };
+  /** Who is subscribed to `topic` on this node: the count, and up to `limit` (1000) members. */
+  presence(topic: string, options?: { limit?: number }): Presence;
   /** A live connection by id. */
   connection(id: string): HandlerContext | undefined;
   /** Kicks a connection: its signal is aborted with kind `kicked`, the socket closed with `code` (4000). */

@@ -5,7 +5,7 @@
 import type { Backplane, BackplaneStats } from './backplane/contract.ts';
 import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.ts';
 import { byteLength, type Connection } from './connection.ts';
-import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
+import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, Presence, PresenceMember, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
 import { MemoryStreams, type Publication } from './delivery/streams.ts';
 import { TopicIndex } from './delivery/topics.ts';
@@ -71,6 +71,7 @@ export class Hub implements HubApi {
     this.topics = new TopicIndex<Connection>(options);
     this.streams = new MemoryStreams({ ...options, maxStreams: options.maxTopics > 0 ? options.maxTopics : 1_000_000 });
     this.#setTopicInterest();
+    if (options.presenceEvents) this.topics.membership = { joined: (conn, t) => this.#announce('join', conn, t), left: (conn, t) => this.#announce('leave', conn, t) };
     this.handler = this.#resolveHandler(options.handler);
     // With a backplane, ids travel to other nodes (the pubsub `from`): a random part per process keeps
     // them unique across the nodes, which each count from 0.
@@ -170,6 +171,30 @@ export class Hub implements HubApi {
       if (conn !== except && conn.deliver(fanOut, payload, prepared, bytes)) delivered++;
     }
     return { offset, epoch, delivered };
+  }
+
+  presence(topic: string, options: { limit?: number } = {}): Presence {
+    const t = this.topics.get(topic);
+    if (!t) return { topic, count: 0, members: [] };
+    const limit = options.limit ?? PRESENCE_LIMIT;
+    const members: PresenceMember[] = [];
+    for (const conn of t.subscribers) {
+      if (members.length >= limit) break;
+      members.push(memberOf(conn));
+    }
+    return { topic, count: t.subscribers.size, members };
+  }
+
+  /** A join or leave, told to the topic's other subscribers (presenceEvents), encoded once. */
+  #announce(event: 'join' | 'leave', conn: Connection, topic: string): void {
+    const t = this.topics.get(topic);
+    const format = this.handler.formatPresence;
+    if (!t || !format) return;
+    const payload = format(event, topic, memberOf(conn));
+    const fanOut = this.#fanOut;
+    const prepared = fanOut ? fanOut.prepare(payload) : undefined;
+    const bytes = byteLength(payload);
+    for (const other of t.subscribers) if (other !== conn) other.deliver(fanOut, payload, prepared, bytes);
   }
 
   /** The topic index tells the streams (and the backplane, once started) when a topic gains its first local subscriber and loses its last. */
@@ -335,4 +360,11 @@ function checkHandler(handler: Handler): Handler {
 /** Creates a hub from validated options. Throws a HubError (code ERR_INVALID_OPTION) naming a bad option. */
 export function createHub(options: Partial<HubOptions> = {}, log?: Logger, init?: HubInit): Hub {
   return new Hub(resolveOptions(options), log, init);
+}
+
+/** Members a presence answer lists at most (the count is always whole). */
+const PRESENCE_LIMIT = 1000;
+
+function memberOf(conn: Connection): PresenceMember {
+  return conn.principal ? { id: conn.id, principal: conn.principal.id } : { id: conn.id };
 }

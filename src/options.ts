@@ -55,6 +55,8 @@ export interface HubOptions {
   historyMaxBytes: number;
   /** Publications one recovering subscribe may replay; a client further behind gets `recovered: false`. @default 300 */
   recoveryMax: number;
+  /** Tell a topic's subscribers when another joins or leaves it (the pubsub `join`/`leave` messages): one message to every subscriber per join, so off by default. @default false */
+  presenceEvents: boolean;
   /** Origins allowed to open a socket (`https://app.example.com`, `https://*.example.com`); others get 403. Empty = any. Requests without an Origin header (non-browser clients) are allowed. @default [] */
   allowedOrigins: string[];
   /** Negotiate permessage-deflate (Node). Decompressed messages are bounded by `maxPayload`. @default false */
@@ -182,6 +184,10 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   recoveryMax: {
     flag: '--recovery-max', env: ['HUBBUB_RECOVERY_MAX'], default: 300,
     doc: 'publications one recovering subscribe may replay; further behind is recovered: false', ...integer(0, 100_000),
+  },
+  presenceEvents: {
+    flag: '--presence-events', env: ['HUBBUB_PRESENCE_EVENTS'], default: false,
+    doc: "tell a topic's subscribers when another joins or leaves it (one message to each per join)", ...boolean(),
   },
   allowedOrigins: { flag: '--allowed-origins', env: ['HUBBUB_ALLOWED_ORIGINS'], default: [], doc: 'origins allowed to connect (empty = any); others 403', ...origins() },
   perMessageDeflate: {

@@ -253,15 +253,22 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
   });
 
   it('subscription flood: one connection asking for 20,000 topics holds --max-subscriptions of them, counted for the whole server', async () => {
-    const server = await startServer(node, ['--workers', '2', '--handler', 'pubsub']);
+    const server = await startServer(node, ['--workers', '2', '--handler', '.test-build/test/fixtures/handler.js']);
     try {
       await eventually(() => clusterStats(server), (c) => c?.workers === 2);
       const ws = await connect(server.wsUrl);
       const COUNT = 20_000;
       let answered = 0;
-      const done = new Promise<void>((resolve) => ws.on('message', () => ++answered === COUNT && resolve()));
-      for (let i = 0; i < COUNT; i++) ws.send(`{"type":"subscribe","topic":"flood-${i}"}`);
+      let refused = 0;
+      const done = new Promise<void>((resolve) =>
+        ws.on('message', (data) => {
+          if (String(data) === 'subscription-limit') refused++;
+          if (++answered === COUNT) resolve();
+        }),
+      );
+      for (let i = 0; i < COUNT; i++) ws.send(`try-subscribe flood-${i}`);
       await done;
+      assert.equal(refused, COUNT - 128);
       const stats = (await (await fetch(`${server.url}/stats`, { headers: { connection: 'close' } })).json()) as Stats;
       assert.equal(stats.topics.subscriptions, 128);
       assert.equal(stats.subscribesRefused['subscription-limit'], COUNT - 128);
@@ -269,5 +276,11 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
     } finally {
       await server.stop();
     }
+  });
+
+  it('--handler pubsub with --workers and no backplane is a startup error naming the options (each worker would be a topic space of its own)', async () => {
+    const child = (await import('node:child_process')).spawnSync(process.execPath, ['dist/node.js', '--workers', '2', '--handler', 'pubsub', '--port', '0'], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(child.status, 2);
+    assert.match(child.stderr, /^hubbub: --handler pubsub with --workers needs a --backplane/);
   });
 });

@@ -39,6 +39,8 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
   /** Subscriptions across all topics. */
   subscriptions = 0;
   interest: TopicInterest | undefined = undefined;
+  /** Told when a subscriber joins or leaves a topic (presence events); unset, nothing is told. */
+  membership: { joined(conn: S, topic: string): void; left(conn: S, topic: string): void } | undefined = undefined;
   /** Told after a connection's own subscriptions changed (workerd saves them with the socket). */
   subscriptionsChanged: ((conn: S) => void) | undefined = undefined;
 
@@ -62,6 +64,7 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
     (conn.topics ??= new Set()).add(name);
     this.subscriptions++;
     this.subscriptionsChanged?.(conn);
+    this.membership?.joined(conn, name);
     return 'subscribed';
   }
 
@@ -72,6 +75,7 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
     conn.topics?.delete(name);
     this.subscriptions--;
     if (topic.subscribers.size === 0) this.#remove(name);
+    else this.membership?.left(conn, name);
     this.subscriptionsChanged?.(conn);
     return true;
   }
@@ -85,6 +89,7 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
       if (!topic || !topic.subscribers.delete(conn)) continue;
       this.subscriptions--;
       if (topic.subscribers.size === 0) this.#remove(name);
+      else this.membership?.left(conn, name);
     }
     conn.topics = undefined;
   }

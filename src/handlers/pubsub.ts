@@ -7,6 +7,8 @@
 //   {"type":"unsubscribe","topic":"room"}                 {"type":"unsubscribed","topic":"room"}
 //   {"type":"publish","topic":"room","data":…,"id":7}     {"type":"message","topic":"room","offset":15,"data":…,"from":"4"}
 //                                                         {"type":"published","id":7,"topic":"room","offset":15,"epoch":"k3…","delivered":3}
+//   {"type":"presence","topic":"room"}                    {"type":"presence","topic":"room","count":2,"members":[{"id":"4","principal":"alice"},…]}
+//   (with --presence-events, to the other subscribers)   {"type":"join"|"leave","topic":"room","id":"4","principal":"alice"}
 //   {"type":"ping"}                                       {"type":"pong"}
 //   anything malformed, or a subscribe over a cap          {"type":"error","code":"bad-json"|…|"subscription-limit"|"topic-limit","message":…}
 //
@@ -17,7 +19,7 @@
 import type { Handler, HandlerContext, HubApi, StreamPosition } from '../contracts.ts';
 import { isValidTopic } from '../delivery/topics.ts';
 
-export type TopicAction = 'subscribe' | 'publish';
+export type TopicAction = 'subscribe' | 'publish' | 'presence';
 
 export interface PubSubOptions {
   /**
@@ -71,6 +73,9 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
       const rest = body.slice(1);
       return `{"type":"message","topic":${JSON.stringify(topic)},"offset":${offset}${rest === '}' ? '' : ','}${rest}`;
     },
+    formatPresence(event, topic, member) {
+      return JSON.stringify({ type: event, topic, ...member });
+    },
     onMessage(ctx, raw) {
       if (typeof raw !== 'string') return ctx.send(errorEnvelope('binary-unsupported', 'send JSON text frames'));
       let msg: ClientMessage;
@@ -82,8 +87,8 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
       if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return ctx.send(errorEnvelope('bad-message', 'message must be a JSON object'));
       const { type, topic } = msg;
       if (type === 'ping') return ctx.send('{"type":"pong"}');
-      if (type !== 'subscribe' && type !== 'unsubscribe' && type !== 'publish') {
-        return ctx.send(errorEnvelope('unknown-type', 'type must be subscribe, unsubscribe, publish or ping', { got: typeof type === 'string' ? type : null }));
+      if (type !== 'subscribe' && type !== 'unsubscribe' && type !== 'publish' && type !== 'presence') {
+        return ctx.send(errorEnvelope('unknown-type', 'type must be subscribe, unsubscribe, publish, presence or ping', { got: typeof type === 'string' ? type : null }));
       }
       if (!isValidTopic(topic)) return ctx.send(errorEnvelope('bad-topic', 'topic must be a string of 1 to 256 characters without control characters'));
       switch (type) {
@@ -105,6 +110,8 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
             });
           });
         }
+        case 'presence':
+          return ifAllowed(ctx, topic, 'presence', () => ctx.send(JSON.stringify({ type: 'presence', ...hub.presence(topic) })));
         case 'unsubscribe':
           ctx.unsubscribe(topic);
           return ctx.send(JSON.stringify({ type: 'unsubscribed', topic }));

@@ -16,6 +16,8 @@ interface Envelope {
   code?: string;
   delivered?: number;
   id?: unknown;
+  count?: number;
+  members?: { id: string; principal?: string }[];
 }
 
 /** A pubsub client: JSON in, JSON out, every message buffered. */
@@ -216,6 +218,49 @@ export function runPubSub(target: RuntimeTarget): void {
         watcher.ws.close();
       }
       publisher.ws.close();
+    });
+  });
+
+  describe(`${target.name}: presence`, { timeout: 60_000 }, () => {
+    it('presence answers who is subscribed; with --presence-events the others hear joins and leaves (unsubscribe, close); without, nothing', async () => {
+      const server = await startServer(target, ['--handler', 'pubsub', '--presence-events', 'true']);
+      const quiet = await startServer(target, ['--handler', 'pubsub']);
+      try {
+        const a = await client(server.wsUrl);
+        const b = await client(server.wsUrl);
+        const c = await client(server.wsUrl);
+        await a.call({ type: 'subscribe', topic: 'p' });
+        assert.equal((await b.call({ type: 'subscribe', topic: 'p' })).type, 'subscribed', 'the joiner hears no join of its own first');
+        const joinB = await a.next();
+        assert.equal(joinB.type, 'join');
+        assert.equal(joinB.topic, 'p');
+        const presence = await c.call({ type: 'presence', topic: 'p' });
+        assert.equal(presence.type, 'presence');
+        assert.equal(presence.count, 2);
+        assert.equal(presence.members?.length, 2);
+        assert.ok(presence.members?.some((m) => m.id === joinB.id), JSON.stringify(presence));
+        assert.deepEqual(await c.call({ type: 'presence', topic: 'nobody-here' }), { type: 'presence', topic: 'nobody-here', count: 0, members: [] });
+        assert.equal((await c.call({ type: 'presence', topic: '$reserved' })).code, 'forbidden');
+        await b.call({ type: 'unsubscribe', topic: 'p' });
+        assert.deepEqual(await a.next(), { type: 'leave', topic: 'p', id: joinB.id });
+        await c.call({ type: 'subscribe', topic: 'p' });
+        const joinC = await a.next();
+        assert.equal(joinC.type, 'join');
+        c.ws.terminate();
+        assert.deepEqual(await a.next(), { type: 'leave', topic: 'p', id: joinC.id }, 'a connection that ends leaves its topics');
+        assert.equal((await a.call({ type: 'presence', topic: 'p' })).count, 1);
+
+        // Without --presence-events: the next thing a subscriber hears after another joins is the next message, not a join.
+        const x = await client(quiet.wsUrl);
+        const y = await client(quiet.wsUrl);
+        await x.call({ type: 'subscribe', topic: 'p' });
+        await y.call({ type: 'subscribe', topic: 'p' });
+        y.send({ type: 'publish', topic: 'p', data: 'after the join' });
+        assert.equal((await x.next()).type, 'message');
+        for (const ws of [a.ws, b.ws, x.ws, y.ws]) ws.close();
+      } finally {
+        await Promise.all([server.stop(), quiet.stop()]);
+      }
     });
   });
 
