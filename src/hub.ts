@@ -343,7 +343,9 @@ export function randomIdPart(length = 8): string {
   return out;
 }
 
-const handlerKeys: readonly (keyof Handler)[] = ['authenticate', 'selectProtocol', 'onOpen', 'onMessage', 'formatPublish', 'onClose'];
+// A Record over every key of Handler: adding a hook to the interface without listing it here is a type error.
+const handlerKeySet: Record<keyof Handler, true> = { authenticate: true, selectProtocol: true, onOpen: true, onMessage: true, formatPublish: true, formatPresence: true, onClose: true };
+const handlerKeys = Object.keys(handlerKeySet) as readonly (keyof Handler)[];
 
 /** A handler's keys are the Handler's own, and functions: `onMesage` must not be a silent no-op. */
 function checkHandler(handler: Handler): Handler {

@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { Connection } from '../../src/connection.ts';
 import type { SocketLike } from '../../src/contracts.ts';
+import { createPubSubHandler } from '../../src/handlers/pubsub.ts';
 import { createHub } from '../../src/hub.ts';
 
 const socket = (): SocketLike => ({ readyState: 1, bufferedAmount: 0, send: () => {}, close: () => {}, ping: () => {} }) as unknown as SocketLike;
@@ -60,6 +61,13 @@ describe('hub runtime hooks', () => {
     assert.throws(() => createHub({ logLevel: 'silent', handler: { onMesage: () => {} } as never }), /option handler: unknown key "onMesage" \(did you mean "onMessage"\?\)/);
     assert.throws(() => createHub({ logLevel: 'silent', handler: () => ({ onClsoe: () => {} }) as never }), /unknown key "onClsoe" \(did you mean "onClose"\?\)/);
     assert.throws(() => createHub({ logLevel: 'silent', handler: { onMessage: 'echo' } as never }), /option handler: onMessage must be a function \(got string\)/);
+  });
+
+  it('every hook of Handler is accepted, the built-in pubsub handler from a factory included', () => {
+    const hook = () => undefined;
+    createHub({ logLevel: 'silent', handler: { authenticate: hook, selectProtocol: hook, onOpen: hook, onMessage: hook, formatPublish: (_t, _o, d) => d, formatPresence: () => '', onClose: hook } });
+    const hub = createHub({ logLevel: 'silent', handler: (h) => createPubSubHandler(h) });
+    assert.equal(typeof hub.handler.formatPresence, 'function');
   });
 
   it('ctx.data is a usable object from the start (ctx.data.n = 0 in onOpen works), and can be replaced', () => {
