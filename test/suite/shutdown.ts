@@ -94,7 +94,8 @@ export function runShutdown(target: RuntimeTarget): void {
         else assert.deepEqual(codes, { 1001: 1000 }, 'every busy client got the close frame');
         const { code } = await server.exited;
         assert.equal(code, 0);
-        assert.ok(Date.now() - started < 10_000, 'within the shutdown deadline');
+        // The 10 s deadline, plus the process's own exit (workerd's launcher then disposes Miniflare).
+        assert.ok(Date.now() - started < 13_000, `exited ${Date.now() - started} ms after SIGTERM: within the shutdown deadline`);
       } finally {
         for (const timer of senders) clearInterval(timer);
         for (const ws of clients) ws.terminate();
