@@ -66,6 +66,16 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
     [{ reason: 'subscription-limit' }, c.subscribesRefused['subscription-limit']],
     [{ reason: 'topic-limit' }, c.subscribesRefused['topic-limit']],
   ]);
+  m.family('hubbub_recoveries_total', 'counter', 'Subscribes with a position (since), by whether every missed publication was delivered.', [
+    [{ outcome: 'recovered' }, c.recovered.recovered],
+    [{ outcome: 'not-recovered' }, c.recovered['not-recovered']],
+  ]);
+  m.family('hubbub_recovery_replayed_total', 'counter', 'Publications delivered by recoveries.', [[undefined, c.replayed]]);
+  const history = hub.streams.stats();
+  m.family('hubbub_history_streams', 'gauge', 'Topics with a position (and history) kept in memory.', [[undefined, history.streams]]);
+  m.family('hubbub_history_publications', 'gauge', 'Publications kept in history.', [[undefined, history.publications]]);
+  m.family('hubbub_history_bytes', 'gauge', 'Bytes of the publications kept in history.', [[undefined, history.bytes]]);
+  m.family('hubbub_history_evicted_total', 'counter', 'Streams whose history was forgotten to stay within historyMaxBytes or the stream cap.', [[undefined, history.evicted]]);
   m.family('hubbub_signals_pending', 'gauge', 'AbortControllers handed out and not yet aborted.', [[undefined, c.signalsPending]]);
   m.family('hubbub_event_loop_lag_seconds', 'gauge', 'How late the last one-second sweeper tick fired.', [[undefined, hub.eventLoopLagMs / 1000]]);
   m.family('hubbub_uptime_seconds', 'gauge', 'Seconds since the hub started.', [[undefined, (Date.now() - hub.startedAt) / 1000]]);

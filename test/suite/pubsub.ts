@@ -4,6 +4,7 @@ import { after, before, describe, it } from 'node:test';
 import type WebSocket from 'ws';
 import { connect, eventually, inbox, nextMessage, rawRequest, request, rssKiB, sleep, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
 import { textFrame, upgradeHeaders } from '../frames.ts';
+import { parseMetrics } from './observability.ts';
 
 interface Envelope {
   type: string;
@@ -187,6 +188,11 @@ export function runPubSub(target: RuntimeTarget): void {
       assert.ok(stats.recovered.recovered >= 2 && stats.recovered['not-recovered'] >= 3, JSON.stringify(stats.recovered));
       assert.ok(stats.replayed >= 8);
       assert.ok(stats.history.publications >= 5 && stats.history.publications <= 10, JSON.stringify(stats.history));
+      const { samples } = parseMetrics(await (await fetch(`${server.url}/metrics`)).text());
+      assert.equal(samples.get('hubbub_recoveries_total{outcome="recovered"}'), stats.recovered.recovered);
+      assert.equal(samples.get('hubbub_recoveries_total{outcome="not-recovered"}'), stats.recovered['not-recovered']);
+      assert.equal(samples.get('hubbub_recovery_replayed_total'), stats.replayed);
+      assert.equal(samples.get('hubbub_history_publications'), stats.history.publications);
       for (const c of [publisher, back, stranger, late, justInTime]) c.ws.close();
     });
 
