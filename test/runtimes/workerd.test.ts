@@ -43,10 +43,6 @@ const differences: RuntimeDifference[] = [
   'no-backpressure',
   // hubbub declines permessage-deflate: workerd would inflate up to 32 MiB whatever --max-payload says.
   'no-permessage-deflate',
-  // The local launcher's drain (SIGTERM → the Durable Object, through Miniflare) can miss when the
-  // machine is loaded: 1,000 busy clients then all see 1006 (seen once in four loaded runs). On
-  // Cloudflare itself nothing sends a signal (README).
-  'close-frame-lost-at-shutdown-under-load',
   // workerd's HTTP server has no headers timeout hubbub can set.
   'no-headers-timeout',
   // workerd drops the Upgrade header from a 426 answer.
