@@ -228,4 +228,6 @@ export interface HubEvents {
 export interface FanOut<P = unknown> {
   prepare(data: MessageData): P;
   sendPrepared(socket: SocketLike, prepared: P): void;
+  /** Runs `send`, whose many sends to one socket go out in one write where the runtime can batch them (a recovery's replay). */
+  corked?(socket: SocketLike, send: () => void): void;
 }

@@ -132,6 +132,7 @@ export class Hub implements HubApi {
   /** The serving runtime's fan-out fast path (set by createApp). */
   useFanOut(fanOut: FanOut | undefined): void {
     this.#fanOut = fanOut;
+    this.registry.fanOut = fanOut;
   }
 
   /**

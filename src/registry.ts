@@ -4,7 +4,7 @@
 // Runtime-free.
 import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
 import { Connection, ConnectionState, type ConnectionHost, type ConnectionLimits } from './connection.ts';
-import type { Handler, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
+import type { FanOut, Handler, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
 import { countRelease, type Counters } from './counters.ts';
 import type { Streams } from './delivery/streams.ts';
 import type { TopicIndex } from './delivery/topics.ts';
@@ -56,6 +56,8 @@ export class Registry implements ConnectionHost {
   readonly log: Logger;
   heartbeats = 0;
   rateWindow = 0;
+  /** The runtime's fan-out fast path (the hub sets it): a replay is written corked where it can be. */
+  fanOut: FanOut | undefined = undefined;
   /** Sweeps so far (the hub counts them); the slow-consumer grace reads it. */
   sweeps = 0;
   readonly #topics: TopicIndex<Connection>;
@@ -213,7 +215,12 @@ export class Registry implements ConnectionHost {
     options.beforeReplay?.(result);
     if (recovery) {
       const format = this.handler.formatPublish;
-      for (const publication of recovery.publications) conn.send(format ? format(topic, publication.offset, publication.data) : publication.data);
+      const replay = () => {
+        for (const publication of recovery.publications) conn.send(format ? format(topic, publication.offset, publication.data) : publication.data);
+      };
+      const socket = conn.socket;
+      if (this.fanOut?.corked && socket && recovery.publications.length > 1) this.fanOut.corked(socket, replay);
+      else replay();
       this.counters.recovered[recovery.recovered ? 'recovered' : 'not-recovered']++;
       this.counters.replayed += recovery.publications.length;
     }

@@ -62,5 +62,17 @@ export function createNodeFanOut(log: Logger): FanOut<PreparedFrame> | undefined
       if (verified && ws.readyState === 1 && ws._sender._state === 0 && ws._sender._queue.length === 0) ws._socket.write(prepared.frame);
       else ws.send(prepared.data);
     },
+    // A replay is hundreds of frames to one socket: corked, Node writes them with one writev
+    // instead of one write (and one syscall) each. Frames ws queues (compression) go out after, in order.
+    corked(socket: SocketLike, send: () => void) {
+      const raw = (socket as unknown as { _socket?: { cork?(): void; uncork?(): void } })._socket;
+      if (typeof raw?.cork !== 'function' || typeof raw.uncork !== 'function') return send();
+      raw.cork();
+      try {
+        send();
+      } finally {
+        raw.uncork();
+      }
+    },
   };
 }
