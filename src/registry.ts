@@ -3,10 +3,10 @@
 // Its dependencies come in through the constructor; it owns the admission that guards it.
 // Runtime-free.
 import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
-import { Connection, ConnectionState, type ConnectionHost, type ConnectionLimits } from './connection.ts';
-import type { FanOut, Handler, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
+import { byteLength, Connection, ConnectionState, type ConnectionHost, type ConnectionLimits } from './connection.ts';
+import type { FanOut, Handler, MessageData, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
 import { countRelease, type Counters } from './counters.ts';
-import type { Streams } from './delivery/streams.ts';
+import type { Publication, Streams } from './delivery/streams.ts';
 import type { TopicIndex } from './delivery/topics.ts';
 import { closeReason, type ConnectionClosed, hasCourtesy, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -58,6 +58,12 @@ export class Registry implements ConnectionHost {
   rateWindow = 0;
   /** The runtime's fan-out fast path (the hub sets it): a replay is written corked where it can be. */
   fanOut: FanOut | undefined = undefined;
+  /**
+   * Each replayed publication as sent, formatted and framed once for every subscriber that
+   * recovers it (a reconnect storm replays the same publications to thousands). Weak: an entry goes
+   * with its publication, when the history ring overwrites or forgets it.
+   */
+  readonly #replayFrames = new WeakMap<Publication, { payload: MessageData; prepared: unknown; bytes: number }>();
   /** Sweeps so far (the hub counts them); the slow-consumer grace reads it. */
   sweeps = 0;
   readonly #topics: TopicIndex<Connection>;
@@ -215,8 +221,18 @@ export class Registry implements ConnectionHost {
     options.beforeReplay?.(result);
     if (recovery) {
       const format = this.handler.formatPublish;
+      const fanOut = this.fanOut;
+      const frames = this.#replayFrames;
       const replay = () => {
-        for (const publication of recovery.publications) conn.send(format ? format(topic, publication.offset, publication.data) : publication.data);
+        for (const publication of recovery.publications) {
+          let frame = frames.get(publication);
+          if (!frame) {
+            const payload = format ? format(topic, publication.offset, publication.data) : publication.data;
+            frame = { payload, prepared: fanOut?.prepare(payload), bytes: byteLength(payload) };
+            frames.set(publication, frame);
+          }
+          conn.deliver(fanOut, frame.payload, frame.prepared, frame.bytes);
+        }
       };
       const socket = conn.socket;
       if (this.fanOut?.corked && socket && recovery.publications.length > 1) this.fanOut.corked(socket, replay);
