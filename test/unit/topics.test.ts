@@ -122,3 +122,48 @@ describe('topics', () => {
     void hub.shutdown(0);
   });
 });
+
+describe('the library API of positions, history and presence', () => {
+  it('hub.publish returns the position; hub.history reads what is kept; ctx.subscribe(topic, { since }) replays and reports', () => {
+    const hub = createHub({ logLevel: 'silent', historySize: 10, handler: { formatPublish: (_t, offset, data) => `${offset}:${String(data)}` } }, undefined, { sweeper: 'manual' });
+    const a = openConnection(hub);
+    a.conn.subscribe('t');
+    const first = hub.publish('t', 'a');
+    assert.deepEqual(first, { offset: 1, epoch: first.epoch, delivered: 1 });
+    hub.publish('t', 'b');
+    hub.publish('t', 'c');
+    assert.deepEqual(hub.position('t'), { offset: 3, epoch: first.epoch });
+    assert.deepEqual(hub.history('t', { since: 1 }).publications.map((p) => [p.offset, p.data]), [[2, 'b'], [3, 'c']]);
+    assert.deepEqual(hub.history('t', { limit: 1 }).publications.map((p) => p.offset), [3]);
+    const b = openConnection(hub);
+    const told: unknown[] = [];
+    const result = b.conn.subscribe('t', { since: { offset: 1, epoch: first.epoch }, beforeReplay: (r) => told.push([r.recovered, b.sent.length]) });
+    assert.deepEqual(result, { outcome: 'subscribed', position: { offset: 3, epoch: first.epoch }, recovered: true, replayed: 2 });
+    assert.deepEqual(told, [[true, 0]], 'beforeReplay runs before anything is replayed');
+    assert.deepEqual(b.sent, ['2:b', '3:c']);
+    hub.publish('t', 'd');
+    assert.deepEqual(b.sent, ['2:b', '3:c', '4:d'], 'then live');
+    const c = openConnection(hub);
+    assert.equal(c.conn.subscribe('t', { since: { offset: 3, epoch: 'other' } }).recovered, false);
+    assert.deepEqual(c.sent, []);
+    void hub.shutdown(0);
+  });
+
+  it('hub.presence counts and lists the subscribers (with their principal), within the limit', () => {
+    const hub = createHub({ logLevel: 'silent' }, undefined, { sweeper: 'manual' });
+    const conns = Array.from({ length: 3 }, () => openConnection(hub));
+    const withPrincipal = hub.registry.reserve('127.0.0.1', { id: 'alice' });
+    assert.ok(withPrincipal instanceof Connection);
+    withPrincipal.onOpen(undefined, socket().s);
+    for (const { conn } of conns) conn.subscribe('room');
+    withPrincipal.subscribe('room');
+    const all = hub.presence('room');
+    assert.equal(all.count, 4);
+    assert.deepEqual(all.members.at(-1), { id: withPrincipal.id, principal: 'alice' });
+    assert.deepEqual(all.members[0], { id: conns[0]!.conn.id });
+    assert.equal(hub.presence('room', { limit: 2 }).members.length, 2);
+    assert.equal(hub.presence('room', { limit: 2 }).count, 4, 'the count is whole');
+    assert.deepEqual(hub.presence('empty'), { topic: 'empty', count: 0, members: [] });
+    void hub.shutdown(0);
+  });
+});
