@@ -126,10 +126,7 @@ function healthRoute(app: Hono, hub: Hub, adapter: RuntimeAdapter): void {
     if (backplane) body.backplane = backplane.state;
     // Without Redis the node admits up to its own share of the limit, and says so.
     if (limit) body.clusterLimit = limit.state === 'connected' ? 'shared' : `local share of ${limit.fallbackShare}`;
-    if (adapter.clusterStats) {
-      const { totals, ...cluster } = (await adapter.clusterStats()) ?? {};
-      body.cluster = totals === undefined && Object.keys(cluster).length === 0 ? null : cluster;
-    }
+    if (adapter.clusterStats) body.cluster = clusterSection(await adapter.clusterStats());
     return c.json(body, state === 'running' ? 200 : 503);
   });
 }
@@ -168,11 +165,16 @@ function adminRoutes(app: Hono, hub: Hub, adapter: RuntimeAdapter, listener: 'pu
     if (c.req.query('gc') === '1') adapter.collectGarbage?.();
     if (!adapter.clusterStats) return c.json({ runtime: adapter.runtime, ...hub.stats(), process: adapter.processStats?.() ?? {} });
     const figures = await adapter.clusterStats();
-    const { totals, ...cluster } = figures ?? {};
-    const own = { hub: hub.stats(), process: adapter.processStats?.() ?? {} };
-    const { hub: hubFigures, process } = totals ?? own;
-    return c.json({ runtime: adapter.runtime, ...hubFigures, process, cluster: figures ? cluster : null });
+    const whole = figures?.totals ?? { hub: hub.stats(), process: adapter.processStats?.() ?? {} };
+    return c.json({ runtime: adapter.runtime, ...whole.hub, process: whole.process, cluster: clusterSection(figures) });
   });
+}
+
+/** A cluster's figures as /stats and /healthz show them (the totals are /stats' top level); null when the primary did not answer. */
+function clusterSection(figures: ClusterFigures | undefined): Omit<ClusterFigures, 'totals'> | null {
+  if (!figures) return null;
+  const { totals: _totals, ...section } = figures;
+  return section;
 }
 
 /** The handler's choice among the offered subprotocols; anything else (or a throw) is none, logged. */

@@ -163,11 +163,11 @@ export class Connection implements HandlerContext, HubEvents {
     counters.bytesOut += bytes;
   }
 
-  /** Sends a message prepared once for many sockets (hub.publish). False if not sent. */
-  deliver<P>(fanOut: FanOut<P> | undefined, data: MessageData, prepared: P, bytes: number): boolean {
+  /** Sends a message encoded once for many sockets (`encodeOnce`: publish, presence, replay). False if not sent. */
+  deliver(fanOut: FanOut | undefined, { payload, prepared, bytes }: Encoded): boolean {
     if (this.#state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
     if (fanOut) fanOut.sendPrepared(this.#socket!, prepared);
-    else this.#socket!.send(data);
+    else this.#socket!.send(payload);
     const counters = this.#host.counters;
     counters.messagesOut++;
     counters.bytesOut += bytes;
@@ -321,6 +321,17 @@ export class Connection implements HandlerContext, HubEvents {
 const encoder = new TextEncoder();
 
 /** Bytes of a message on the wire: UTF-8 length for text, computed without encoding it. */
+/** A message encoded once for many sockets: the payload, the runtime's prepared frame (fan-out), its size. */
+export interface Encoded {
+  readonly payload: MessageData;
+  readonly prepared: unknown;
+  readonly bytes: number;
+}
+
+export function encodeOnce(fanOut: FanOut | undefined, payload: MessageData): Encoded {
+  return { payload, prepared: fanOut?.prepare(payload), bytes: byteLength(payload) };
+}
+
 export function byteLength(data: MessageData): number {
   if (typeof data !== 'string') return data.byteLength;
   let bytes = data.length;

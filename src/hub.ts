@@ -4,11 +4,11 @@
 // createApp and an adapter.
 import type { Backplane, BackplaneStats } from './backplane/contract.ts';
 import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.ts';
-import { byteLength, type Connection } from './connection.ts';
+import { encodeOnce, type Connection } from './connection.ts';
 import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, Presence, PresenceMember, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
 import { MemoryStreams, type Publication } from './delivery/streams.ts';
-import { TopicIndex } from './delivery/topics.ts';
+import { TopicIndex, type Topic } from './delivery/topics.ts';
 import { HubError } from './errors.ts';
 import { builtinHandlers } from './handlers/index.ts';
 import { createLogger, rateLimitedFailures, type Logger } from './log.ts';
@@ -53,7 +53,6 @@ export class Hub implements HubApi {
   readonly startedAt = Date.now();
   /** How late the last sweeper tick fired (ms): the event loop's lag. */
   eventLoopLagMs = 0;
-  #fanOut: FanOut | undefined;
   #backplane: Backplane | undefined;
   #redisClusterLimit: { stats(): ClusterLimitStats; close(): Promise<void> } | undefined;
   #started: Promise<void> | undefined;
@@ -129,16 +128,15 @@ export class Hub implements HubApi {
     return checkHandler(spec);
   }
 
-  /** The serving runtime's fan-out fast path (set by createApp). */
+  /** The serving runtime's fan-out fast path (set by createApp); the registry keeps it (recovery replays use it too). */
   useFanOut(fanOut: FanOut | undefined): void {
-    this.#fanOut = fanOut;
     this.registry.fanOut = fanOut;
   }
 
   /**
    * Sends a message to every subscriber of `topic`: local ones directly, encoding it once (on Node,
    * one WebSocket frame written to every socket), and other nodes through the backplane, which
-   * deliver it to theirs. Every subscriber gets it exactly once. Returns the local deliveries.
+   * deliver it to theirs. Every subscriber gets it exactly once. Returns its position and the local deliveries.
    */
   publish(topic: string, data: MessageData, options: PublishOptions = {}): PublishResult {
     this.#backplane?.publish(topic, data);
@@ -164,14 +162,18 @@ export class Hub implements HubApi {
     const t = this.topics.get(topic);
     if (!t) return { offset, epoch, delivered: 0 };
     const payload = this.handler.formatPublish ? this.handler.formatPublish(topic, offset, data) : data;
-    const fanOut = this.#fanOut;
-    const prepared = fanOut ? fanOut.prepare(payload) : undefined;
-    const bytes = byteLength(payload);
+    return { offset, epoch, delivered: this.#deliverTo(t, payload, except) };
+  }
+
+  /** Sends one message to every subscriber of a topic but `except`, encoded once (on Node, one frame). */
+  #deliverTo(t: Topic<Connection>, payload: MessageData, except?: HandlerContext): number {
+    const fanOut = this.registry.fanOut;
+    const encoded = encodeOnce(fanOut, payload);
     let delivered = 0;
     for (const conn of t.subscribers) {
-      if (conn !== except && conn.deliver(fanOut, payload, prepared, bytes)) delivered++;
+      if (conn !== except && conn.deliver(fanOut, encoded)) delivered++;
     }
-    return { offset, epoch, delivered };
+    return delivered;
   }
 
   presence(topic: string, options: { limit?: number } = {}): Presence {
@@ -186,16 +188,11 @@ export class Hub implements HubApi {
     return { topic, count: t.subscribers.size, members };
   }
 
-  /** A join or leave, told to the topic's other subscribers (presenceEvents), encoded once. */
+  /** A join or leave, told to the topic's other subscribers (presenceEvents). */
   #announce(event: 'join' | 'leave', conn: Connection, topic: string): void {
     const t = this.topics.get(topic);
     const format = this.handler.formatPresence;
-    if (!t || !format) return;
-    const payload = format(event, topic, memberOf(conn));
-    const fanOut = this.#fanOut;
-    const prepared = fanOut ? fanOut.prepare(payload) : undefined;
-    const bytes = byteLength(payload);
-    for (const other of t.subscribers) if (other !== conn) other.deliver(fanOut, payload, prepared, bytes);
+    if (t && format) this.#deliverTo(t, format(event, topic, memberOf(conn)), conn);
   }
 
   /** The topic index tells the streams (and the backplane, once started) when a topic gains its first local subscriber and loses its last. */

@@ -3,8 +3,8 @@
 // Its dependencies come in through the constructor; it owns the admission that guards it.
 // Runtime-free.
 import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
-import { byteLength, Connection, ConnectionState, type ConnectionHost, type ConnectionLimits } from './connection.ts';
-import type { FanOut, Handler, MessageData, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
+import { Connection, ConnectionState, encodeOnce, type ConnectionHost, type ConnectionLimits, type Encoded } from './connection.ts';
+import type { FanOut, Handler, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
 import { countRelease, type Counters } from './counters.ts';
 import type { Publication, Streams } from './delivery/streams.ts';
 import type { TopicIndex } from './delivery/topics.ts';
@@ -63,7 +63,7 @@ export class Registry implements ConnectionHost {
    * recovers it (a reconnect storm replays the same publications to thousands). Weak: an entry goes
    * with its publication, when the history ring overwrites or forgets it.
    */
-  readonly #replayFrames = new WeakMap<Publication, { payload: MessageData; prepared: unknown; bytes: number }>();
+  readonly #replayFrames = new WeakMap<Publication, Encoded>();
   /** Sweeps so far (the hub counts them); the slow-consumer grace reads it. */
   sweeps = 0;
   readonly #topics: TopicIndex<Connection>;
@@ -225,17 +225,16 @@ export class Registry implements ConnectionHost {
       const frames = this.#replayFrames;
       const replay = () => {
         for (const publication of recovery.publications) {
-          let frame = frames.get(publication);
-          if (!frame) {
-            const payload = format ? format(topic, publication.offset, publication.data) : publication.data;
-            frame = { payload, prepared: fanOut?.prepare(payload), bytes: byteLength(payload) };
-            frames.set(publication, frame);
+          let encoded = frames.get(publication);
+          if (!encoded) {
+            encoded = encodeOnce(fanOut, format ? format(topic, publication.offset, publication.data) : publication.data);
+            frames.set(publication, encoded);
           }
-          conn.deliver(fanOut, frame.payload, frame.prepared, frame.bytes);
+          conn.deliver(fanOut, encoded);
         }
       };
       const socket = conn.socket;
-      if (this.fanOut?.corked && socket && recovery.publications.length > 1) this.fanOut.corked(socket, replay);
+      if (fanOut?.corked && socket && recovery.publications.length > 1) fanOut.corked(socket, replay);
       else replay();
       this.counters.recovered[recovery.recovered ? 'recovered' : 'not-recovered']++;
       this.counters.replayed += recovery.publications.length;

@@ -21,10 +21,17 @@ interface ClusterStats {
   perWorker: { id: number; pid: number; slots: number; live?: number }[];
 }
 
-/** The cluster section of /stats, on a fresh connection, with a deadline. */
-async function clusterStats(server: ServerProcess, timeoutMs = 5000): Promise<ClusterStats> {
+type WholeStats = Stats & { cluster: ClusterStats & { answered: number; rssBytes: number } };
+
+/** /stats of the whole server (the admin listener's, where there is one), on a fresh connection (so round-robin reaches every worker), with a deadline. */
+async function wholeStats(server: ServerProcess, timeoutMs = 5000): Promise<WholeStats> {
   const res = await fetch(`${server.adminUrl ?? server.url}/stats`, { signal: AbortSignal.timeout(timeoutMs), headers: { connection: 'close' } });
-  return ((await res.json()) as { cluster: ClusterStats }).cluster;
+  return (await res.json()) as WholeStats;
+}
+
+/** The cluster section of /stats. */
+async function clusterStats(server: ServerProcess, timeoutMs = 5000): Promise<ClusterStats> {
+  return (await wholeStats(server, timeoutMs)).cluster;
 }
 
 /**
@@ -67,8 +74,7 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       assert.ok(c.perWorker.every((w) => w.slots > 0 && w.slots === w.live), `both workers serve: ${JSON.stringify(c.perWorker)}`);
       // The top-level /stats figures are the whole server's too, whichever worker answers.
       for (let i = 0; i < 4; i++) {
-        const res = await fetch(`${server.url}/stats`, { headers: { connection: 'close' } });
-        const whole = (await res.json()) as Stats & { cluster: ClusterStats & { answered: number; rssBytes: number } };
+        const whole = await wholeStats(server);
         assert.equal(whole.cluster.answered, 2);
         assert.equal(whole.live, 6);
         assert.equal(whole.limit, 6);
@@ -200,12 +206,12 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
             }
           }),
         );
-        const whole = (await (await fetch(`${server.url}/stats`, { headers: { connection: 'close' } })).json()) as Stats & { cluster: ClusterStats };
+        const whole = await wholeStats(server);
         assert.ok(whole.live + whole.reserved + whole.closing <= LIMIT, `the whole server holds ${whole.live} live + ${whole.reserved} reserved + ${whole.closing} closing against a limit of ${LIMIT}`);
         assert.ok(whole.cluster.slotsUsed <= LIMIT);
       }
       const settled = await eventually(
-        async () => (await (await fetch(`${server.url}/stats`, { headers: { connection: 'close' } })).json()) as Stats & { cluster: ClusterStats },
+        () => wholeStats(server),
         (s) => s.closing === upgraded,
       );
       const fdsAfter = await eventually(async () => serverFds(server, workers), (n) => n <= baseline + LIMIT + 5, 5000);
@@ -237,7 +243,7 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
       const baseline = serverFds(server, workers);
       await trickle(server.url, 300, held);
       const stats = await eventually(
-        async () => (await (await fetch(`${server.adminUrl}/stats`, { headers: { connection: 'close' } })).json()) as Stats,
+        () => wholeStats(server),
         (s) => (s.process.pendingConnections ?? 0) + s.connectionsDropped['pending-limit'] >= 300,
       );
       const fds = serverFds(server, workers);
@@ -269,7 +275,7 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
       for (let i = 0; i < COUNT; i++) ws.send(`try-subscribe flood-${i}`);
       await done;
       assert.equal(refused, COUNT - 128);
-      const stats = (await (await fetch(`${server.url}/stats`, { headers: { connection: 'close' } })).json()) as Stats;
+      const stats = await wholeStats(server);
       assert.equal(stats.topics.subscriptions, 128);
       assert.equal(stats.subscribesRefused['subscription-limit'], COUNT - 128);
       ws.close();
