@@ -27,8 +27,8 @@ export interface ConnectionHost {
   open(conn: Connection, socket: SocketLike): boolean;
   /** The one way a connection ends (exactly once). */
   release(conn: Connection, reason: ConnectionClosed): boolean;
-  /** The runtime reports the socket fully closed. */
-  socketGone(conn: Connection): void;
+  /** The runtime reports the socket closed; `lingers` ms: it may hold the TCP connection that much longer. */
+  socketGone(conn: Connection, lingers?: number): void;
   subscribe(conn: Connection, topic: string): SubscribeOutcome;
   subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): SubscribeResult;
   unsubscribe(conn: Connection, topic: string): boolean;
@@ -295,7 +295,7 @@ export class Connection implements HandlerContext, HubEvents {
   onClose(event: CloseEventLike | undefined, _socket: SocketLike | undefined): void {
     const host = this.#host;
     if (this.#state === ConnectionState.Released) {
-      host.socketGone(this);
+      host.socketGone(this, event?.lingers);
       return;
     }
     // No code, 0 (Deno after a reset) or 1006 all mean: no close frame arrived.
@@ -304,7 +304,7 @@ export class Connection implements HandlerContext, HubEvents {
     if (this.#state === ConnectionState.Reserved) kind = 'handshake-failed';
     else kind = code === CloseCode.ABNORMAL ? 'connection-lost' : 'client-close';
     host.release(this, closeReason(kind, code, event?.reason || undefined));
-    host.socketGone(this);
+    host.socketGone(this, event?.lingers);
   }
 
   onError(event: ErrorEventLike | undefined, _socket: SocketLike | undefined): void {

@@ -197,6 +197,12 @@ export interface MessageEventLike {
 export interface CloseEventLike {
   readonly code?: number;
   readonly reason?: string;
+  /**
+   * Milliseconds the runtime may still hold the TCP connection after this report (Bun: uWebSockets
+   * reports a close handshake done at once, then waits that long for the peer's FIN). The socket
+   * counts against the limit until then. Absent or 0: the connection is gone.
+   */
+  readonly lingers?: number;
 }
 
 /** An error as adapters report it; `code` is the close code the WebSocket layer answered it with, where known. */

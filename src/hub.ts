@@ -95,7 +95,7 @@ export class Hub implements HubApi {
 
   /**
    * The sweeper's work: count the sweep (the slow-consumer grace is counted in sweeps too), expire reservations, drop sockets whose
-   * close timed out, start a new message-rate window, prune rate buckets, and send the heartbeat when it is due. A timer runs it every second (or sooner, with short
+   * close timed out, forget lingering sockets whose time is over, start a new message-rate window, prune rate buckets, and send the heartbeat when it is due. A timer runs it every second (or sooner, with short
    * timeouts); with `sweeper: 'manual'` the runtime calls it itself (workerd, where a pending timer
    * would keep a Durable Object from hibernating).
    */
@@ -104,6 +104,7 @@ export class Hub implements HubApi {
     r.sweeps++;
     r.expireReservations(now);
     r.expireClosing(now);
+    r.expireLingering(now);
     r.nextRateWindow(now);
     this.streams.sweep(now);
     const interval = this.options.heartbeatInterval;
@@ -281,6 +282,7 @@ export class Hub implements HubApi {
       live: r.liveConnections.size,
       reserved: r.reservations.size,
       closing: r.closing.size,
+      lingering: r.lingering.size,
       closesForced: c.closesForced,
       limit: r.admission.limit,
       accepted: c.accepted,

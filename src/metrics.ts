@@ -33,10 +33,11 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
   const c = hub.counters;
   const m = new Exposition(constantLabels);
   m.family('hubbub_info', 'gauge', 'hubbub build and runtime.', [[{ version: VERSION, runtime }, 1]]);
-  m.family('hubbub_connections', 'gauge', 'WebSocket connections by state: open, admitted but not yet open, closing.', [
+  m.family('hubbub_connections', 'gauge', 'WebSocket connections by state: open, admitted but not yet open, closing, reported closed but possibly still held (lingering).', [
     [{ state: 'live' }, r.liveConnections.size],
     [{ state: 'reserved' }, r.reservations.size],
     [{ state: 'closing' }, r.closing.size],
+    [{ state: 'lingering' }, r.lingering.size],
   ]);
   m.family('hubbub_connection_limit', 'gauge', 'The connection limit (maxConnections).', [[undefined, r.admission.limit]]);
   m.family('hubbub_draining', 'gauge', '1 while the server is shutting down.', [[undefined, r.state === 'running' ? 0 : 1]]);

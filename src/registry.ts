@@ -48,6 +48,15 @@ export class Registry implements ConnectionHost {
    * which it is dropped. Holds no slot of its own, but counts against the limit until it is gone.
    */
   readonly closing = new Map<Connection, number>();
+  /**
+   * Reported closed, but the runtime may still hold the TCP connection (Bun, `CloseEventLike.lingers`),
+   * with the time (ms) by which it is surely gone; oldest first (a runtime lingers for a fixed time).
+   * One the server closed counts against the limit until then (`holds`, and its cluster slot), as a
+   * closing socket does. One its client closed holds no slot, so a freed slot lets a new client in at
+   * once; such sockets have a bound of their own, which the runtime sets (`admission.boundLingering`).
+   */
+  readonly lingering = new Map<Connection, { readonly until: number; readonly holds: boolean; readonly clusterSlot: boolean }>();
+  #lingeringHeld = 0;
   /** May this upgrade happen: reads this registry's counts, and is told of every release. */
   readonly admission: Admission;
   readonly limits: RegistryLimits;
@@ -91,9 +100,14 @@ export class Registry implements ConnectionHost {
     return this.reservations.size + this.liveConnections.size;
   }
 
-  /** Sockets held against the limit: the slots, and the sockets still closing. */
+  /** Sockets held against the limit: the slots, the sockets still closing, and those that may linger. */
   get held(): number {
-    return this.reservations.size + this.liveConnections.size + this.closing.size;
+    return this.reservations.size + this.liveConnections.size + this.closing.size + this.#lingeringHeld;
+  }
+
+  /** Lingering sockets that hold no slot (their client closed them); admission bounds them too. */
+  get lingeringFree(): number {
+    return this.lingering.size - this.#lingeringHeld;
   }
 
   /**
@@ -188,8 +202,30 @@ export class Registry implements ConnectionHost {
     return true;
   }
 
-  socketGone(conn: Connection): void {
+  socketGone(conn: Connection, lingers = 0): void {
+    if (lingers > 0 && !this.lingering.has(conn)) {
+      // Counted until the runtime has surely let go. One the server was closing keeps its cluster
+      // slot; one the WebSocket layer closed itself (Bun's 1009) holds a slot of the limit too.
+      const clusterSlot = this.closing.delete(conn) && conn.holdsClusterSlot;
+      const reason = conn.releaseReason;
+      const holds = clusterSlot || (reason !== undefined && isServerInitiated(reason.kind));
+      if (holds) this.#lingeringHeld++;
+      this.lingering.set(conn, { until: this.#now() + lingers, holds, clusterSlot });
+      return;
+    }
     if (this.#closed(conn)) this.#notifyIfIdle();
+  }
+
+  /** Forgets sockets whose linger time is over (the runtime has dropped them by now). Called by the sweeper. */
+  expireLingering(now: number = this.#now()): void {
+    if (this.lingering.size === 0) return;
+    for (const [conn, { until, holds, clusterSlot }] of this.lingering) {
+      if (until > now) break; // insertion order = deadline order
+      this.lingering.delete(conn);
+      if (holds) this.#lingeringHeld--;
+      if (clusterSlot) this.admission.freeClusterSlot();
+    }
+    this.#notifyIfIdle();
   }
 
   /** A socket leaves `closing` (gone, or dropped): its cluster slot, kept until now, goes back. */
@@ -333,14 +369,23 @@ export class Registry implements ConnectionHost {
     this.#notifyIfIdle();
   }
 
-  /** Resolves once nothing holds a slot and no server-initiated close is still in flight. */
+  /**
+   * Resolves once nothing holds a slot, no server-initiated close is still in flight, and no socket
+   * the server closed may still linger (Bun: uWebSockets still reads and discards such a peer's data
+   * until then; a process that exited earlier would reset those connections, and the close frames
+   * still unread on the peer's side with them).
+   */
   whenIdle(): Promise<void> {
-    if (this.size === 0 && this.closing.size === 0) return Promise.resolve();
+    if (this.#idle()) return Promise.resolve();
     return new Promise((resolve) => this.#idleWaiters.push(resolve));
   }
 
+  #idle(): boolean {
+    return this.size === 0 && this.closing.size === 0 && this.#lingeringHeld === 0;
+  }
+
   #notifyIfIdle(): void {
-    if (this.#idleWaiters.length === 0 || this.size !== 0 || this.closing.size !== 0) return;
+    if (this.#idleWaiters.length === 0 || !this.#idle()) return;
     const waiters = this.#idleWaiters;
     this.#idleWaiters = [];
     for (const resolve of waiters) resolve();

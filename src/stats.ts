@@ -15,6 +15,8 @@ export interface HubStats {
   reserved: number;
   /** Sockets the server is closing; they count against the limit until gone (or dropped after closeTimeout). */
   closing: number;
+  /** Sockets reported closed that the runtime may still hold (Bun, a few seconds); they count against the limit until then. */
+  lingering: number;
   /** Sockets dropped because the peer did not complete a server-initiated close in time. */
   closesForced: number;
   limit: number;

@@ -41,16 +41,12 @@ export type RuntimeDifference =
   | 'no-permessage-deflate'
   /** The runtime's HTTP server has no timeout for slow request headers. */
   | 'no-headers-timeout'
-  /** At shutdown, some peers that are still sending get a FIN without the 1001 close frame (Bun: 1006 for about a third of 1,000 clients at 50 msg/s). */
-  | 'close-frame-lost-at-shutdown-under-load'
   /** The runtime drops a slow request head after its own fixed time (Bun: about 10 s, checked every 4 s), not after --headers-timeout. */
   | 'fixed-headers-timeout'
-  /** A server-initiated close completes at once (close frame, then FIN) without waiting for the peer's close frame, so no peer can hold a graceful shutdown open. */
-  | 'close-handshake-not-awaited'
+  /** The runtime cannot say when a closed socket's TCP connection is gone (Bun), so a shutdown waits out the time it may linger (about 5 s) even when every peer answered at once. */
+  | 'shutdown-waits-out-linger'
   /** The runtime gives the adapter no hook on accepted TCP connections (Deno, Bun, workerd): no --max-pending-connections, no early drop near the fd limit. */
   | 'no-pending-connection-cap'
-  /** A socket the runtime closed is reported gone at once, but the runtime keeps its TCP connection until the peer answers or its own timeout (Bun: ~20 s), out of the core's count. */
-  | 'closed-socket-lingers'
   /** The application cannot send pings (workerd): there is no heartbeat, a silent peer is never dropped as idle. */
   | 'no-heartbeat'
   /** The runtime exposes no send queue (workerd: no bufferedAmount): the slow-consumer policies never act, and the runtime buffers what a stalled reader does not read. */

@@ -36,6 +36,8 @@ export function refusalResponse({ reason, retryAfter }: Refusal): Response {
 export interface Occupancy {
   /** Sockets held against the limit: reservations, open sockets, and sockets the server is closing. */
   readonly held: number;
+  /** Sockets their clients closed that the runtime may still hold (Bun); bounded on their own (`boundLingering`). */
+  readonly lingeringFree: number;
   readonly state: HubState;
 }
 
@@ -107,8 +109,8 @@ export class Admission {
    * `/admission`: takes no token and counts nothing.
    */
   probe(): RefusalReason | undefined {
-    const { state, held } = this.#occupancy;
-    return state !== 'running' ? 'draining' : held >= this.#limits.maxConnections ? 'capacity' : undefined;
+    const { state } = this.#occupancy;
+    return state !== 'running' ? 'draining' : this.#full() ? 'capacity' : undefined;
   }
 
   /** One slot of the cluster limit, if there is one (asked for last, after authentication). */
@@ -151,10 +153,24 @@ export class Admission {
     this.#upgradeBucketsPerIp?.prune(now);
   }
 
+  #full(): boolean {
+    const { held, lingeringFree } = this.#occupancy;
+    return held >= this.#limits.maxConnections || lingeringFree >= this.#lingeringCap;
+  }
+
+  /**
+   * Bounds the sockets their clients closed that the runtime may still hold (Bun): over `cap`, new
+   * upgrades get 503 until some are surely gone. The runtime sets it from its file-descriptor budget.
+   */
+  boundLingering(cap: number): void {
+    this.#lingeringCap = cap;
+  }
+
+  #lingeringCap = Infinity;
+
   #heldRefusal(remoteAddress: string): RefusalReason | undefined {
-    const { state, held } = this.#occupancy;
-    if (state !== 'running') return 'draining';
-    if (held >= this.#limits.maxConnections) return 'capacity';
+    if (this.#occupancy.state !== 'running') return 'draining';
+    if (this.#full()) return 'capacity';
     if (this.#perIp && this.#perIp.get(remoteAddress) >= this.#limits.maxConnectionsPerIp) return 'ip-limit';
     return undefined;
   }

@@ -1,14 +1,13 @@
 // Suite group: graceful shutdown on SIGTERM/SIGINT (draining, 1001 closes, the deadline, a second signal).
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { closed, connect, eventually, hostOf, rawRequest, startServer, withTimeout, type RuntimeTarget } from '../helpers.ts';
+import { closed, connect, eventually, hostOf, rawRequest, startServer, type RuntimeTarget } from '../helpers.ts';
 import { upgradeHeaders } from '../frames.ts';
 import type WebSocket from 'ws';
 
 export function runShutdown(target: RuntimeTarget): void {
   describe(`${target.name}: graceful shutdown`, { timeout: 90_000 }, () => {
-    const closeNotAwaited = target.differences?.has('close-handshake-not-awaited') ?? false;
-    it(closeNotAwaited ? 'SIGTERM: live sockets get 1001; a peer that never answers gets the close frame and FIN and cannot hold the drain: exit 0 at once (documented)' : 'SIGTERM: /healthz and /ws answer 503 while draining, live sockets get 1001, exit 0 by the deadline', async () => {
+    it('SIGTERM: /healthz and /ws answer 503 while draining, live sockets get 1001, exit 0 by the deadline', async () => {
       const server = await startServer(target, ['--shutdown-timeout', '2s', '--retry-after', '3']);
       try {
         const a = await connect(server.wsUrl);
@@ -16,26 +15,10 @@ export function runShutdown(target: RuntimeTarget): void {
         // A client that upgrades and then never answers the close frame keeps the drain going.
         const stuck = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));
         assert.equal(stuck.status, 101);
-        const stuckBytes: Buffer[] = [stuck.rest];
-        stuck.socket.on('data', (chunk: Buffer) => stuckBytes.push(chunk));
-        const stuckEnded = new Promise((resolve) => stuck.socket.once('end', resolve));
         await eventually(server.stats, (s) => s.live === 3);
         const closes = [closed(a), closed(b)];
         const started = Date.now();
         server.child.kill('SIGTERM');
-        if (closeNotAwaited) {
-          for (const c of await Promise.all(closes)) assert.equal(c.code, 1001);
-          const { code } = await server.exited;
-          assert.equal(code, 0);
-          const elapsed = Date.now() - started;
-          assert.ok(elapsed < 1500, `exited at once (${elapsed} ms), before the 2 s deadline`);
-          await withTimeout(stuckEnded, 3000, 'the server ended the stuck connection');
-          const frame = Buffer.concat(stuckBytes);
-          assert.equal(frame[0], 0x88, 'the stuck peer got a close frame');
-          assert.equal(frame.readUInt16BE(2), 1001);
-          stuck.socket.destroy();
-          return;
-        }
         // Draining: checked before the closes complete, because workerd ends the TCP connections it
         // closed together only once every one of those peers has answered (here: at the deadline).
         const health = await eventually(() => fetch(`${server.url}/healthz`).then(async (r) => (await r.text(), r.status)), (status) => status === 503, 3000);
@@ -55,7 +38,9 @@ export function runShutdown(target: RuntimeTarget): void {
       }
     });
 
-    it('exits promptly with 0 when every socket closes in time', async () => {
+    // Bun (documented): the linger it cannot see the end of is waited out, about 5 s.
+    const promptly = target.differences?.has('shutdown-waits-out-linger') ? 7000 : 5000;
+    it(`exits promptly with 0 when every socket closes in time (within ${promptly / 1000} s)`, async () => {
       const server = await startServer(target, ['--shutdown-timeout', '20s']);
       try {
         const ws = await connect(server.wsUrl);
@@ -65,17 +50,16 @@ export function runShutdown(target: RuntimeTarget): void {
         assert.equal((await done).code, 1001);
         const { code } = await server.exited;
         assert.equal(code, 0);
-        assert.ok(Date.now() - started < 5000);
+        assert.ok(Date.now() - started < promptly, `exited ${Date.now() - started} ms after SIGINT`);
       } finally {
         await server.stop();
       }
     });
 
-    const lostUnderLoad = target.differences?.has('close-frame-lost-at-shutdown-under-load') ?? false;
     // workerd's SIGTERM is the local launcher's (Miniflare): under this load its drain was seen to
     // miss (every client 1006) and to take 20 s to exit; on Cloudflare nothing sends a signal (README).
     const launcherDrain = target.name === 'workerd' ? "workerd's local launcher drain is not bounded under this load (documented); Cloudflare sends no signal" : false;
-    it(lostUnderLoad ? 'SIGTERM under load: 1,000 clients each sending 50 messages a second all close (1001, or 1006 for some on this runtime: documented), exit 0' : 'SIGTERM under load: 1,000 clients each sending 50 messages a second all get 1001, exit 0', { skip: launcherDrain }, async () => {
+    it('SIGTERM under load: 1,000 clients each sending 50 messages a second all get 1001, exit 0', { skip: launcherDrain }, async () => {
       const server = await startServer(target, ['--max-connections', '2000', '--shutdown-timeout', '10s']);
       const clients: WebSocket[] = [];
       const senders: ReturnType<typeof setInterval>[] = [];
@@ -93,8 +77,7 @@ export function runShutdown(target: RuntimeTarget): void {
         server.child.kill('SIGTERM');
         const codes: Record<number, number> = {};
         for (const { code } of await Promise.all(closes)) codes[code] = (codes[code] ?? 0) + 1;
-        if (lostUnderLoad) assert.equal((codes[1001] ?? 0) + (codes[1006] ?? 0), 1000, `codes ${JSON.stringify(codes)}`);
-        else assert.deepEqual(codes, { 1001: 1000 }, 'every busy client got the close frame');
+        assert.deepEqual(codes, { 1001: 1000 }, 'every busy client got the close frame');
         const { code } = await server.exited;
         assert.equal(code, 0);
         // The 10 s deadline, plus the process's own exit (workerd's launcher then disposes Miniflare).
@@ -106,7 +89,7 @@ export function runShutdown(target: RuntimeTarget): void {
       }
     });
 
-    it('a second signal exits at once', { skip: closeNotAwaited && 'no peer can hold the drain open on this runtime: the first signal already exits (documented)' }, async () => {
+    it('a second signal exits at once', async () => {
       const server = await startServer(target, ['--shutdown-timeout', '30s']);
       try {
         const stuck = await rawRequest(server.url, upgradeHeaders(hostOf(server.url)));

@@ -156,6 +156,40 @@ describe('registry', () => {
     assert.equal(registry.counters.released['client-close'], 0);
   });
 
+  it('a socket reported closed that the runtime may still hold (Bun) counts until its linger is over', async () => {
+    let now = 0;
+    const { registry } = setup(2, {}, () => now);
+    // Server-initiated: the runtime reports the close at once, inside close(), and says it lingers.
+    const kicked = reserve(registry, 'x');
+    const { socket } = fakeSocket();
+    socket.close = () => kicked.onClose({ code: 4000, reason: 'kicked', lingers: 5000 }, socket);
+    registry.open(kicked, socket);
+    registry.kick(kicked.id);
+    assert.deepEqual([registry.closing.size, registry.lingering.size, registry.held, registry.lingeringFree], [0, 1, 1, 0]);
+    let idle = false;
+    void registry.whenIdle().then(() => (idle = true));
+    // Client-initiated: no slot is held, so a freed slot lets a new client in at once…
+    const left = reserve(registry, 'x');
+    const other = fakeSocket().socket;
+    registry.open(left, other);
+    left.onClose({ code: 1000, lingers: 5000 }, other);
+    assert.deepEqual([registry.held, registry.lingeringFree], [1, 1]);
+    assert.ok(reserve(registry, 'x') instanceof Connection);
+    registry.release(registry.reservations.values().next().value!, closeReason('handshake-failed'));
+    // …but such sockets have a bound of their own.
+    registry.admission.boundLingering(1);
+    assert.equal((registry.reserve('x') as { reason: string }).reason, 'capacity');
+    now = 4999;
+    registry.expireLingering(now);
+    await Promise.resolve();
+    assert.deepEqual([registry.lingering.size, idle], [2, false]);
+    now = 5000;
+    registry.expireLingering(now);
+    await Promise.resolve();
+    assert.deepEqual([registry.lingering.size, registry.held, idle], [0, 0, true]);
+    assert.ok(reserve(registry, 'x') instanceof Connection);
+  });
+
   it('drain refuses new upgrades with reason draining and ends everything with shutdown (1001)', () => {
     const { registry } = setup(5);
     const open = reserve(registry, 'x');

@@ -4,6 +4,7 @@ import type { ServedHub } from '../../cli.ts';
 import type { HubEvents } from '../../contracts.ts';
 import type { Hub } from '../../hub.ts';
 import { clientAddress, urlHost } from '../common.ts';
+import { FD_RESERVE, openFileLimit } from '../fd-limit.ts';
 import type { BunGlobal, BunServer } from './api.ts';
 import { createBunWebSocket } from './websocket.ts';
 
@@ -17,8 +18,12 @@ export interface BunServed extends ServedHub {
 /** Starts a hub (`hub.start()`) and serves it on Bun at `hub.options.host:port`. Resolves once listening. */
 export async function serveBun(hub: Hub): Promise<BunServed> {
   await hub.start();
-  const { maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure, headersTimeout } = hub.options;
-  const { upgradeWebSocket, websocket } = createBunWebSocket({ maxPayload, heartbeatInterval, perMessageDeflate, maxBackpressure });
+  const { maxPayload, perMessageDeflate, maxBackpressure, headersTimeout, maxConnections } = hub.options;
+  // A socket its client closed lingers up to 5 s in uWebSockets without a slot (websocket.ts): a
+  // churning crowd of them may use what the file-descriptor limit leaves beside the limit's own.
+  const fds = openFileLimit();
+  hub.registry.admission.boundLingering(fds === undefined ? 4 * maxConnections : Math.max(maxConnections, fds - FD_RESERVE - maxConnections));
+  const { upgradeWebSocket, websocket } = createBunWebSocket({ maxPayload, perMessageDeflate, maxBackpressure });
   const adapter: RuntimeAdapter = {
     runtime: 'bun',
     upgradeWebSocket,

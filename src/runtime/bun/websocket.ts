@@ -15,6 +15,13 @@ export type Socket = BunServerWebSocket<HubEvents>;
 const TOO_BIG_REASON = 'Received too big message';
 const IDLE_REASON = 'WebSocket timed out from inactivity';
 
+/**
+ * After a close handshake (sent or answered), uWebSockets half-closes and waits for the peer's FIN
+ * for its "ping timeout" (4 s with idleTimeout 0; 16 s with Bun's default idleTimeout 120), while Bun
+ * reports the socket closed at once. The core counts it against the limit this long: 4 s and a margin.
+ */
+const CLOSE_LINGER_MS = 5000;
+
 /** Bun's backpressureLimit as a multiple of maxBackpressure: above the core's hard cap (4 ×). */
 const BACKSTOP_FACTOR = 8;
 
@@ -24,8 +31,6 @@ const TOO_BIG = { error: new Error('message too big'), code: CloseCode.MESSAGE_T
 export interface BunWebSocketOptions {
   /** Largest message accepted, in bytes, inflated size included (Bun `maxPayloadLength`). @default 65536 */
   maxPayload?: number;
-  /** hubbub's heartbeat interval (ms); Bun's idle timeout is set to three of them as a backstop. 0 = off. @default 30000 */
-  heartbeatInterval?: number;
   /** Negotiate permessage-deflate (Bun: no context takeover, a shared compressor). @default false */
   perMessageDeflate?: boolean;
   /** hubbub's maxBackpressure (bytes); Bun's `backpressureLimit` is set to 8 times it. 0 = no limit. @default 1 MiB */
@@ -49,17 +54,17 @@ export function createBunWebSocket(options: BunWebSocketOptions = {}) {
     return new Response(null);
   });
 
-  const heartbeat = options.heartbeatInterval ?? 30_000;
   const websocket: BunWebSocketHandler<HubEvents> = {
     open: onOpen,
     message: onMessage,
     close: onClose,
     pong: onPong,
     maxPayloadLength: options.maxPayload ?? 64 * 1024,
-    // Seconds, at most 960; Bun pings shortly before it expires, so a peer that answers is kept even
-    // where three intervals exceed 960 s. The core's heartbeat drops a silent peer well before.
-    idleTimeout: heartbeat > 0 ? Math.min(960, Math.ceil((3 * heartbeat) / 1000)) : 0,
-    sendPings: heartbeat > 0,
+    // The heartbeat is the core's (ws.ping(), the pong handler). Bun's own idle timeout stays off:
+    // any idleTimeout over 15 s also stretches how long uWebSockets keeps a closed socket's TCP
+    // connection waiting for the peer (to 8 or 16 s, from 4), outside what the limit can see.
+    idleTimeout: 0,
+    sendPings: false,
     // Bun drops a send (returns 0, nothing counted) once the queue is already over this. The core
     // sends while the queue is at most 4 × maxBackpressure (within its grace, connection.ts), so the
     // backstop sits at 8 × and the core's slow-consumer policy always decides first.
@@ -90,7 +95,10 @@ function onClose(ws: Socket, code: number, reason: string): void {
   // Bun ended it itself (sent 1009 / dropped an idle peer) and reports 1006 with its reason.
   if (code === CloseCode.ABNORMAL && reason === TOO_BIG_REASON) events.onError(TOO_BIG, ws);
   else if (code === CloseCode.ABNORMAL && reason === IDLE_REASON) events.onIdleTimeout();
-  events.onClose({ code, reason }, ws);
+  // 1006 without a reason: the TCP connection is gone (lost, or terminated). Any other ending went
+  // through a close handshake (either side's, or Bun's 1009), after which the connection lingers.
+  const gone = code === CloseCode.ABNORMAL && (reason === '' || reason === IDLE_REASON);
+  events.onClose(gone ? { code, reason } : { code, reason, lingers: CLOSE_LINGER_MS }, ws);
 }
 
 let bufferedAmountAdded = false;

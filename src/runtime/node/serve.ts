@@ -28,8 +28,8 @@ export interface ServeNodeOptions {
 /** Starts a hub (`hub.start()`) and serves it on Node at `hub.options.host:port`. Resolves once listening. */
 export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promise<NodeServer> {
   await hub.start();
-  const { maxPayload, perMessageDeflate, headersTimeout } = hub.options;
-  const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate });
+  const { maxPayload, perMessageDeflate, headersTimeout, closeTimeout } = hub.options;
+  const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate, closeTimeout });
   let serverRef: Server | undefined;
   let bounds: SocketBounds | undefined;
   const processStats = () => {

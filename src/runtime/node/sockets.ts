@@ -2,24 +2,11 @@
 // a budget below the process's file-descriptor limit (Node's `server.maxConnections`, which also
 // counts upgraded and closing sockets), and connections still sending their request head have a
 // cap of their own. Over either, a new connection is dropped at once: counted, logged (rate-limited).
-import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Counters } from '../../counters.ts';
 import { rateLimitedFailures, type Logger } from '../../log.ts';
-
-/** File descriptors kept free for everything else: the admin listener, broker clients, files, the event loop. */
-const FD_RESERVE = 64;
-
-/** The soft limit on open files of this process (Linux), or undefined where it cannot be read. */
-export function openFileLimit(): number | undefined {
-  try {
-    const line = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
-    return line && line[1] !== 'unlimited' ? Number(line[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
+import { FD_RESERVE, openFileLimit } from '../fd-limit.ts';
 
 /** The cap on connections still sending their request head: the option, or the limit within 64–1024. */
 export function pendingCap(maxPendingConnections: number, maxConnections: number): number {

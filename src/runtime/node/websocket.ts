@@ -5,7 +5,7 @@
 import type { Hono } from 'hono';
 import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocketServer, type ServerOptions, type WebSocket } from 'ws';
 import type { HubEvents } from '../../contracts.ts';
 import { CloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
@@ -29,20 +29,29 @@ export interface NodeWebSocketOptions {
   maxPayload?: number;
   /** Negotiate permessage-deflate (without context takeover, so each socket keeps no zlib window). @default false */
   perMessageDeflate?: boolean;
+  /**
+   * Milliseconds a peer has to end TCP once both close frames are out (ws `closeTimeout`), then the
+   * socket is destroyed. It bounds a close the client began; the core bounds those it begins itself.
+   * @default 5000
+   */
+  closeTimeout?: number;
 }
 
 export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
-  const wss = new WebSocketServer({
+  // ws has had `closeTimeout` since 8.19; @types/ws (8.18) does not know it yet.
+  const serverOptions: ServerOptions & { closeTimeout: number } = {
     noServer: true,
     clientTracking: false, // the registry tracks sockets; a second Set would cost memory per socket
     // The subprotocol is the core's choice (the handler's selectProtocol), never simply the first offered.
     handleProtocols: (_offered, request) => (request as Tagged<IncomingMessage>)[PROTOCOL] ?? false,
     maxPayload: options.maxPayload ?? 64 * 1024,
+    closeTimeout: options.closeTimeout ?? 5000,
     // ws bounds the inflated size of a message by maxPayload too, so a deflate bomb ends with 1009.
     perMessageDeflate: options.perMessageDeflate
       ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 1024, concurrencyLimit: 10 }
       : false,
-  });
+  };
+  const wss = new WebSocketServer(serverOptions);
 
   const upgradeWebSocket = defineHubWebSocket((c, events, options) => {
     const env = c.env as NodeEnv | undefined;
