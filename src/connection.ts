@@ -30,7 +30,7 @@ export interface ConnectionHost {
   /** The runtime reports the socket closed; `lingers` ms: it may hold the TCP connection that much longer. */
   socketGone(conn: Connection, lingers?: number): void;
   subscribe(conn: Connection, topic: string): SubscribeOutcome;
-  subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): SubscribeResult;
+  subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): Promise<SubscribeResult>;
   unsubscribe(conn: Connection, topic: string): boolean;
 }
 
@@ -210,8 +210,8 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   subscribe(topic: string): boolean;
-  subscribe(topic: string, options: SubscribeOptions): SubscribeResult;
-  subscribe(topic: string, options?: SubscribeOptions): boolean | SubscribeResult {
+  subscribe(topic: string, options: SubscribeOptions): Promise<SubscribeResult>;
+  subscribe(topic: string, options?: SubscribeOptions): boolean | Promise<SubscribeResult> {
     if (options) return this.#host.subscribeFrom(this, topic, options);
     return this.trySubscribe(topic) === 'subscribed';
   }

@@ -5,7 +5,8 @@ import type { ConnectionClosed } from './errors.ts';
 import type { Logger } from './log.ts';
 
 /** What a subscribe came to (the cap it hit, if refused). */
-export type SubscribeOutcome = 'subscribed' | 'already-subscribed' | 'subscription-limit' | 'topic-limit' | 'closed';
+/** 'unavailable': the shared store (Redis) could not be read in time; the subscribe was undone. */
+export type SubscribeOutcome = 'subscribed' | 'already-subscribed' | 'subscription-limit' | 'topic-limit' | 'closed' | 'unavailable';
 
 /** Data of one message: text frames arrive as strings, binary frames as bytes. */
 export type MessageData = string | Uint8Array;
@@ -54,7 +55,8 @@ export interface Presence {
 
 /** What `hub.publish` did: the publication's position, and how many local subscribers got it. */
 export interface PublishResult extends StreamPosition {
-  readonly delivered: number;
+  /** Local deliveries made by the publish; absent with the Redis store, through which every node (this one too) gets it. */
+  readonly delivered?: number;
 }
 
 /** Who a connection belongs to, as the `authenticate` hook decided. `id` keys the per-principal cap. */
@@ -94,7 +96,7 @@ export interface HandlerContext {
    * at the seam. `recovered` says whether that was all of them; if not, the application should
    * reload its state from elsewhere (`position` is where the stream stands).
    */
-  subscribe(topic: string, options: SubscribeOptions): SubscribeResult;
+  subscribe(topic: string, options: SubscribeOptions): Promise<SubscribeResult>;
   /** Subscribes, and says what came of it: over `maxSubscriptions` or `maxTopics` the subscribe is refused. */
   trySubscribe(topic: string): SubscribeOutcome;
   /** Unsubscribes; every subscription also ends with the connection. False if not subscribed. */
@@ -134,6 +136,12 @@ export interface Handler {
    * are no presence events.
    */
   formatPresence?(event: 'join' | 'leave', topic: string, member: PresenceMember): MessageData;
+  /**
+   * A topic's stream was lost under its subscribers (Redis lost its data, or this node missed more
+   * than history holds): what each subscriber gets before the publications that follow `position`.
+   * The pubsub protocol sends `subscribed` with `recovered: false` (reload your state).
+   */
+  formatReset?(topic: string, position: StreamPosition): MessageData;
   /** Called once when an open connection ends, with the same reason the signal was aborted with. */
   onClose?(ctx: HandlerContext, reason: ConnectionClosed): void | Promise<void>;
 }
@@ -148,14 +156,15 @@ export interface HubApi {
   readonly log: Logger;
   /**
    * Sends a message to every subscriber of `topic`, on this node and (through the backplane) on the
-   * others, and keeps it in the topic's history. Returns its position and the local deliveries.
-   * (Synchronous with the in-memory streams; `await` it, as a shared store will answer later.)
+   * others, and keeps it in the topic's history. Resolves to its position (and the local deliveries).
+   * With the in-memory streams the local deliveries are made before it returns; with the Redis
+   * store, once Redis has numbered it. Rejects if the store cannot take it (Redis unreachable).
    */
-  publish(topic: string, data: MessageData, options?: PublishOptions): PublishResult;
+  publish(topic: string, data: MessageData, options?: PublishOptions): Promise<PublishResult>;
   /** Where `topic`'s stream stands now. */
-  position(topic: string): StreamPosition;
+  position(topic: string): Promise<StreamPosition>;
   /** Up to `limit` publications of `topic` after offset `since` (the newest when absent), as kept in history. */
-  history(topic: string, options?: { since?: number; limit?: number }): { position: StreamPosition; publications: readonly { offset: number; data: MessageData }[] };
+  history(topic: string, options?: { since?: number; limit?: number }): Promise<{ position: StreamPosition; publications: readonly { offset: number; data: MessageData }[] }>;
   /** Who is subscribed to `topic` on this node: the count, and up to `limit` (1000) members. */
   presence(topic: string, options?: { limit?: number }): Presence;
   /** A live connection by id. */

@@ -25,7 +25,7 @@ export interface Counters {
    */
   readonly connectionsDropped: { 'pending-limit': number; 'fd-limit': number };
   /** Subscribes refused by a cap, by cap. */
-  readonly subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
+  readonly subscribesRefused: { 'subscription-limit': number; 'topic-limit': number; unavailable: number };
   /** Sockets whose peer did not complete a server-initiated close in time, dropped by the server. */
   closesForced: number;
   /** AbortControllers handed out (through `ctx.signal`) and not yet aborted. Back to 0 when idle. */
@@ -34,6 +34,8 @@ export interface Counters {
   readonly recovered: { recovered: number; 'not-recovered': number };
   /** Publications delivered by recoveries. */
   replayed: number;
+  /** Offsets the shared store gave that this node never heard (its broker subscription was down). */
+  gaps: number;
 }
 
 function zeroCounts<K extends string>(keys: readonly K[]): Record<K, number> {
@@ -53,10 +55,11 @@ export function createCounters(): Counters {
     dropped: 0,
     closesForced: 0,
     connectionsDropped: { 'pending-limit': 0, 'fd-limit': 0 },
-    subscribesRefused: { 'subscription-limit': 0, 'topic-limit': 0 },
+    subscribesRefused: { 'subscription-limit': 0, 'topic-limit': 0, unavailable: 0 },
     signalsPending: 0,
     recovered: { recovered: 0, 'not-recovered': 0 },
     replayed: 0,
+    gaps: 0,
   };
 }
 

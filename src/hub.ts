@@ -137,26 +137,36 @@ export class Hub implements HubApi {
   /**
    * Sends a message to every subscriber of `topic`: local ones directly, encoding it once (on Node,
    * one WebSocket frame written to every socket), and other nodes through the backplane, which
-   * deliver it to theirs. Every subscriber gets it exactly once. Returns its position and the local deliveries.
+   * deliver it to theirs. With the Redis store, Redis numbers it and every node (this one too) gets
+   * it from there, in offset order. Every subscriber gets it exactly once.
    */
-  publish(topic: string, data: MessageData, options: PublishOptions = {}): PublishResult {
+  async publish(topic: string, data: MessageData, options: PublishOptions = {}): Promise<PublishResult> {
+    const shared = this.registry.shared;
+    if (shared) {
+      const except = typeof options.except === 'string' ? options.except : options.except?.id;
+      return shared.append(topic, data, except);
+    }
     this.#backplane?.publish(topic, data);
     const except = typeof options.except === 'string' ? this.registry.liveConnections.get(options.except) : options.except;
     return this.#deliverLocal(topic, data, except);
   }
 
-  position(topic: string): StreamPosition {
-    return this.streams.position(topic);
+  async position(topic: string): Promise<StreamPosition> {
+    const shared = this.registry.shared;
+    return shared ? (await shared.read(topic, { limit: 0 })).position : this.streams.position(topic);
   }
 
-  history(topic: string, options: { since?: number; limit?: number } = {}): { position: StreamPosition; publications: readonly Publication[] } {
-    return this.streams.history(topic, { limit: options.limit ?? this.options.historySize, ...(options.since !== undefined ? { since: options.since } : {}) });
+  async history(topic: string, options: { since?: number; limit?: number } = {}): Promise<{ position: StreamPosition; publications: readonly Publication[] }> {
+    const limit = options.limit ?? this.options.historySize;
+    const shared = this.registry.shared;
+    if (shared) return shared.read(topic, { limit, ...(options.since !== undefined ? { after: options.since } : {}) });
+    return this.streams.history(topic, { limit, ...(options.since !== undefined ? { since: options.since } : {}) });
   }
 
   /**
    * Gives the publication its offset and keeps it in history, then delivers it to this node's
    * subscribers, all in one synchronous step: a recovering subscribe (registry.subscribeFrom) sees
-   * it either in history or live, never both. (With a backplane, each node numbers what it delivers.)
+   * it either in history or live, never both. (With a backplane that keeps no positions, NATS, each node numbers what it delivers.)
    */
   #deliverLocal(topic: string, data: MessageData, except?: HandlerContext): PublishResult {
     const { offset, epoch } = this.streams.append(topic, data);
@@ -164,6 +174,128 @@ export class Hub implements HubApi {
     if (!t) return { offset, epoch, delivered: 0 };
     const payload = this.handler.formatPublish ? this.handler.formatPublish(topic, offset, data) : data;
     return { offset, epoch, delivered: this.#deliverTo(t, payload, except) };
+  }
+
+  /**
+   * A publication numbered by the shared store, as the broker hands it to this node (in offset
+   * order). Connections whose subscribe is still reading the store get it held, for after their replay.
+   */
+  #deliverShared(topic: string, body: MessageData, position: StreamPosition, exceptId?: string): void {
+    const queue = this.#catchingUp.get(topic);
+    if (queue) {
+      queue.push({ body, position, exceptId });
+      return;
+    }
+    const seen = this.registry.heard.get(topic);
+    if (seen && seen.epoch === position.epoch && position.offset <= seen.offset) return; // heard already (a catch-up had it)
+    if (seen && (seen.epoch !== position.epoch || position.offset > seen.offset + 1)) {
+      // Offsets this node never heard (its broker subscription was down), or a new stream: catch
+      // up from the store first; what arrives meanwhile waits behind it, in order.
+      this.#catchUp(topic, seen, [{ body, position, exceptId }]);
+      return;
+    }
+    this.#deliverHeard(topic, body, position, exceptId);
+  }
+
+  /** Pending publications per topic while this node reads what it missed from the store. */
+  readonly #catchingUp = new Map<string, { body: MessageData; position: StreamPosition; exceptId?: string | undefined }[]>();
+
+  /**
+   * Reads from the store what this node missed of `topic` after `seen`, delivers it, then what
+   * waited. If the store no longer has it all (a new epoch: Redis lost its data; or history too
+   * short), the topic's local subscribers are told their position is gone (handler.formatReset).
+   */
+  #catchUp(topic: string, seen: StreamPosition, queue: { body: MessageData; position: StreamPosition; exceptId?: string | undefined }[]): void {
+    const shared = this.registry.shared!;
+    this.#catchingUp.set(topic, queue);
+    const limit = this.options.recoveryMax;
+    void shared
+      .read(topic, { after: seen.offset, epoch: seen.epoch, limit, recover: true })
+      .then(
+        (read) => {
+          if (read.complete) {
+            for (const p of read.publications) this.#deliverHeard(topic, p.data, { offset: p.offset, epoch: read.position.epoch });
+            return;
+          }
+          // Told to start again just before the first publication that waited (if it is of the stream read).
+          this.counters.gaps++;
+          const first = queue[0];
+          const at = first && first.position.epoch === read.position.epoch ? { offset: Math.min(read.position.offset, first.position.offset - 1), epoch: read.position.epoch } : read.position;
+          this.log.warn('stream.reset', { topic, from: seen, to: at });
+          this.#resetSubscribers(topic, at);
+        },
+        (error: unknown) => {
+          // The store cannot say what was missed: the gap stays (counted), delivery goes on after it.
+          this.counters.gaps++;
+          this.#reportFailure('backplane.catch-up', error);
+          const first = queue[0];
+          if (first) this.registry.heard.set(topic, { offset: first.position.offset - 1, epoch: first.position.epoch });
+        },
+      )
+      .finally(() => {
+        this.#catchingUp.delete(topic);
+        // What arrived meanwhile, in order: anything already heard is skipped, a new gap is caught up again.
+        for (let i = 0; i < queue.length; i++) {
+          const m = queue[i]!;
+          this.#deliverShared(topic, m.body, m.position, m.exceptId);
+          const next = this.#catchingUp.get(topic);
+          if (next) {
+            next.push(...queue.slice(i + 1));
+            return;
+          }
+        }
+      });
+  }
+
+  /** Tells a topic's local subscribers that the stream they followed is gone: they should reload (pubsub: `subscribed` with `recovered: false`). */
+  #resetSubscribers(topic: string, position: StreamPosition): void {
+    this.registry.heard.set(topic, position);
+    const t = this.topics.get(topic);
+    const format = this.handler.formatReset;
+    if (t && format) this.#deliverTo(t, format(topic, position));
+  }
+
+  /** After an outage of the broker: every topic this node listens to is checked against the store, and caught up. */
+  #catchUpAll(): void {
+    const shared = this.registry.shared;
+    if (!shared) return;
+    for (const [topic, seen] of this.registry.heard) {
+      if (this.#catchingUp.has(topic)) continue;
+      void shared.read(topic, { limit: 0 }).then(
+        (read) => {
+          if (this.#catchingUp.has(topic) || this.registry.heard.get(topic) !== seen) return;
+          if (read.position.epoch !== seen.epoch || read.position.offset > seen.offset) this.#catchUp(topic, seen, []);
+        },
+        (error: unknown) => this.#reportFailure('backplane.catch-up', error),
+      );
+    }
+  }
+
+  /** Delivers a publication of the shared store in order after the last one heard. */
+  #deliverHeard(topic: string, body: MessageData, position: StreamPosition, exceptId?: string): void {
+    this.registry.heard.set(topic, position);
+    const t = this.topics.get(topic);
+    if (!t) return;
+    const except = exceptId === undefined ? undefined : this.registry.liveConnections.get(exceptId);
+    const payload = this.handler.formatPublish ? this.handler.formatPublish(topic, position.offset, body) : body;
+    const waiting = this.registry.recovering.get(topic);
+    if (!waiting) {
+      this.#deliverTo(t, payload, except);
+      return;
+    }
+    const fanOut = this.registry.fanOut;
+    const encoded = encodeOnce(fanOut, payload);
+    const publication = { offset: position.offset, data: body };
+    for (const conn of t.subscribers) {
+      if (conn === except) continue;
+      const hold = waiting.get(conn);
+      if (!hold) conn.deliver(fanOut, encoded);
+      else if (hold.buffer) hold.buffer.push(publication);
+      else {
+        if (position.offset > hold.floor) conn.deliver(fanOut, encoded);
+        if (position.offset >= hold.floor) this.registry.unhold(topic, conn);
+      }
+    }
   }
 
   /** Sends one message to every subscriber of a topic but `except`, encoded once (on Node, one frame). */
@@ -205,6 +337,8 @@ export class Hub implements HubApi {
       },
       topicRemoved: (t) => {
         this.streams.release(t);
+        this.registry.heard.delete(t);
+        this.registry.recovering.delete(t);
         this.#backplane?.unsubscribe(t);
       },
     };
@@ -223,13 +357,17 @@ export class Hub implements HubApi {
   async #startBackplane(): Promise<void> {
     const spec = this.options.backplane;
     if (spec === '') return;
-    const backplane = typeof spec === 'string' ? (await import('./backplane/index.ts')).backplaneFromUrl(spec) : spec;
+    const backplane = typeof spec === 'string' ? (await import('./backplane/index.ts')).backplaneFromUrl(spec, { historySize: this.options.historySize, historyTtl: this.options.historyTtl }) : spec;
     this.#backplane = backplane;
     // Topics that already have subscribers (a handler that subscribed before start) are listened for too.
     for (const t of this.topics.names()) backplane.subscribe(t);
+    this.registry.shared = backplane.streams;
     await backplane.start({
-      deliver: (topic, data) => void this.#deliverLocal(topic, data),
-      stateChanged: (state, detail) => (state === 'connected' ? this.log.info : this.log.warn)('backplane.state', { kind: backplane.kind, state, detail }),
+      deliver: (topic, data, position, except) => (position ? this.#deliverShared(topic, data, position, except) : void this.#deliverLocal(topic, data)),
+      stateChanged: (state, detail) => {
+        (state === 'connected' ? this.log.info : this.log.warn)('backplane.state', { kind: backplane.kind, state, detail });
+        if (state === 'connected') this.#catchUpAll();
+      },
       failed: this.#reportFailure,
     });
     this.log.info('backplane.start', { kind: backplane.kind, node: backplane.nodeId, state: backplane.stats().state });
@@ -258,6 +396,11 @@ export class Hub implements HubApi {
   /** The cluster limit kept in Redis, or undefined without one. */
   clusterLimitStats(): ClusterLimitStats | undefined {
     return this.#redisClusterLimit?.stats();
+  }
+
+  /** A topic's offset as this node last saw it (the shared store's, or its own streams'). */
+  #offsetOf(topic: string): number {
+    return this.registry.shared ? (this.registry.heard.get(topic)?.offset ?? 0) : this.streams.position(topic).offset;
   }
 
   /** The backplane's state and counters, or undefined without one. */
@@ -294,10 +437,11 @@ export class Hub implements HubApi {
       dropped: c.dropped,
       connectionsDropped: { ...c.connectionsDropped },
       subscribesRefused: { ...c.subscribesRefused },
-      topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20).map((t) => ({ ...t, offset: this.streams.position(t.topic).offset })) },
+      topics: { count: this.topics.size, subscriptions: this.topics.subscriptions, largest: this.topics.largest(20).map((t) => ({ ...t, offset: this.#offsetOf(t.topic) })) },
       history: this.streams.stats(),
       recovered: { ...c.recovered },
       replayed: c.replayed,
+      gaps: c.gaps,
       backplane: this.backplaneStats() ?? null,
       clusterLimit: this.clusterLimitStats() ?? null,
     };
@@ -344,7 +488,7 @@ export function randomIdPart(length = 8): string {
 }
 
 // A Record over every key of Handler: adding a hook to the interface without listing it here is a type error.
-const handlerKeySet: Record<keyof Handler, true> = { authenticate: true, selectProtocol: true, onOpen: true, onMessage: true, formatPublish: true, formatPresence: true, onClose: true };
+const handlerKeySet: Record<keyof Handler, true> = { authenticate: true, selectProtocol: true, onOpen: true, onMessage: true, formatPublish: true, formatPresence: true, formatReset: true, onClose: true };
 const handlerKeys = Object.keys(handlerKeySet) as readonly (keyof Handler)[];
 
 /** A handler's keys are the Handler's own, and functions: `onMesage` must not be a silent no-op. */

@@ -66,12 +66,14 @@ export function renderMetrics(hub: Hub, runtime: string, processStats: Record<st
   m.family('hubbub_subscribes_refused_total', 'counter', 'Subscribes refused by a cap (maxSubscriptions, maxTopics).', [
     [{ reason: 'subscription-limit' }, c.subscribesRefused['subscription-limit']],
     [{ reason: 'topic-limit' }, c.subscribesRefused['topic-limit']],
+    [{ reason: 'unavailable' }, c.subscribesRefused.unavailable],
   ]);
   m.family('hubbub_recoveries_total', 'counter', 'Subscribes with a position (since), by whether every missed publication was delivered.', [
     [{ outcome: 'recovered' }, c.recovered.recovered],
     [{ outcome: 'not-recovered' }, c.recovered['not-recovered']],
   ]);
   m.family('hubbub_recovery_replayed_total', 'counter', 'Publications delivered by recoveries.', [[undefined, c.replayed]]);
+  m.family('hubbub_stream_gaps_total', 'counter', 'Publications numbered by the shared store (Redis) that this node never heard.', [[undefined, c.gaps]]);
   const history = hub.streams.stats();
   m.family('hubbub_history_streams', 'gauge', 'Topics with a position (and history) kept in memory.', [[undefined, history.streams]]);
   m.family('hubbub_history_publications', 'gauge', 'Publications kept in history.', [[undefined, history.publications]]);

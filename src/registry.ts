@@ -4,16 +4,31 @@
 // Runtime-free.
 import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
 import { Connection, ConnectionState, encodeOnce, type ConnectionHost, type ConnectionLimits, type Encoded } from './connection.ts';
-import type { FanOut, Handler, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
+import type { FanOut, Handler, Principal, SocketLike, StreamPosition, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
 import { countRelease, type Counters } from './counters.ts';
-import type { Publication, Streams } from './delivery/streams.ts';
+import type { Publication, SharedStreams, StreamRead, Streams } from './delivery/streams.ts';
 import type { TopicIndex } from './delivery/topics.ts';
 import { closeReason, type ConnectionClosed, hasCourtesy, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
+import { withDeadline } from './timers.ts';
 import type { HubOptions } from './options.ts';
 
 /** The options the registry and its admission enforce. */
 export type RegistryLimits = AdmissionLimits & ConnectionLimits & Readonly<Pick<HubOptions, 'handshakeTimeout' | 'closeTimeout' | 'recoveryMax'>>;
+
+/** A connection's hold on a topic while (and just after) its subscribe reads the shared store. */
+export interface Hold {
+  /** Publications that came live during the read; undefined once it is over. */
+  buffer: Publication[] | undefined;
+  /** After the read: live publications up to this offset were in it, and are skipped. */
+  floor: number;
+}
+
+/** How long a subscribe waits for the shared store (its broker subscription and its read). */
+const STORE_DEADLINE_MS = 2000;
+
+/** The position answered when the store could not be read. */
+const NO_POSITION: StreamPosition = { offset: 0, epoch: '' };
 
 export interface RegistryInit {
   readonly limits: RegistryLimits;
@@ -65,6 +80,17 @@ export class Registry implements ConnectionHost {
   readonly log: Logger;
   heartbeats = 0;
   rateWindow = 0;
+  /** Positions and history shared by every node (Redis), once the hub has started its backplane. */
+  shared: SharedStreams | undefined = undefined;
+  /**
+   * Connections whose subscribe used the shared store, by topic. While the read is under way, what
+   * arrives live for them is held (`buffer`; the hub's delivery puts it in) and sent after their
+   * answer and replay. After it, publications the read already had may still be on their way from
+   * the broker (its reply can overtake them): those up to `floor` are skipped, once each.
+   */
+  readonly recovering = new Map<string, Map<Connection, Hold>>();
+  /** The last position this node heard from the shared store, per topic it listens to (the hub keeps it). */
+  readonly heard = new Map<string, StreamPosition>();
   /** The runtime's fan-out fast path (the hub sets it): a replay is written corked where it can be. */
   fanOut: FanOut | undefined = undefined;
   /**
@@ -179,6 +205,7 @@ export class Registry implements ConnectionHost {
     const lingers = closes && dropped !== true;
     this.admission.free(conn.remoteAddress, conn.principal, conn.holdsClusterSlot && !lingers);
     countRelease(this.counters, reason.kind, reason.closeCode);
+    if (this.recovering.size > 0 && conn.topics) for (const topic of conn.topics) this.unhold(topic, conn);
     this.#topics.unsubscribeAll(conn);
     conn.abortSignal();
     if (lingers) {
@@ -242,44 +269,107 @@ export class Registry implements ConnectionHost {
   }
 
   /**
-   * Subscribes with a position, and delivers what the client missed. All of it happens in this one
-   * call, which nothing interleaves with: the subscription is in place before the history is read,
-   * and the replay is sent before this returns, so a publication is either in the replay or comes
-   * live after it, never both and never neither (the seam).
+   * Subscribes, says where the topic stands, and with `since` delivers what the client missed
+   * first. With the in-memory streams all of it happens in one synchronous step that nothing
+   * interleaves with: the subscription is in place before the history is read, and the replay is
+   * sent before it returns. With a shared store (Redis) the read is a round trip: the subscription
+   * and the broker's are in place first, and what arrives live meanwhile is held for this
+   * connection and sent after the replay, each offset once. Either way a publication is in the
+   * replay or comes live after it, never both and never neither (the seam).
    */
-  subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): SubscribeResult {
+  subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): Promise<SubscribeResult> {
     const outcome = conn.state === ConnectionState.Open ? this.subscribe(conn, topic) : 'closed';
     const joined = outcome === 'subscribed' || outcome === 'already-subscribed';
+    const shared = this.shared;
+    if (shared && joined) return this.#subscribeShared(shared, conn, topic, outcome, options);
     const streams = this.#streams;
-    const recovery = joined && options.since ? streams.recover(topic, options.since, this.limits.recoveryMax) : undefined;
-    const position = recovery?.position ?? streams.position(topic);
+    const recovery = joined && options.since && !shared ? streams.recover(topic, options.since, this.limits.recoveryMax) : undefined;
+    const position = recovery?.position ?? (shared ? NO_POSITION : streams.position(topic));
     const result: SubscribeResult = { outcome, position, recovered: recovery?.recovered ?? false, replayed: recovery?.publications.length ?? 0 };
     options.beforeReplay?.(result);
-    if (recovery) {
-      const format = this.handler.formatPublish;
-      const fanOut = this.fanOut;
-      const frames = this.#replayFrames;
-      const replay = () => {
-        for (const publication of recovery.publications) {
-          let encoded = frames.get(publication);
-          if (!encoded) {
-            encoded = encodeOnce(fanOut, format ? format(topic, publication.offset, publication.data) : publication.data);
-            frames.set(publication, encoded);
-          }
-          conn.deliver(fanOut, encoded);
-        }
-      };
-      const socket = conn.socket;
-      if (fanOut?.corked && socket && recovery.publications.length > 1) fanOut.corked(socket, replay);
-      else replay();
-      this.counters.recovered[recovery.recovered ? 'recovered' : 'not-recovered']++;
-      this.counters.replayed += recovery.publications.length;
+    if (recovery) this.#replay(conn, topic, recovery.publications, recovery.recovered);
+    return Promise.resolve(result);
+  }
+
+  async #subscribeShared(shared: SharedStreams, conn: Connection, topic: string, outcome: SubscribeOutcome, options: SubscribeOptions): Promise<SubscribeResult> {
+    const { since } = options;
+    let waiting = this.recovering.get(topic);
+    if (!waiting) this.recovering.set(topic, (waiting = new Map()));
+    const buffer: Publication[] = waiting.get(conn)?.buffer ?? [];
+    const hold: Hold = { buffer, floor: 0 };
+    waiting.set(conn, hold);
+    let read: StreamRead | undefined;
+    try {
+      // Bounded: while Redis is away the broker subscription waits for it, and so would the client.
+      read = await withDeadline(
+        shared.listening(topic).then(() => shared.read(topic, since ? { after: since.offset, epoch: since.epoch, limit: this.limits.recoveryMax, recover: true } : { limit: 0 })),
+        STORE_DEADLINE_MS,
+        undefined,
+      );
+    } catch (error) {
+      this.log.debug('subscribe.store-error', { id: conn.id, topic, error });
     }
+    // Closed or unsubscribed meanwhile (the hold went with it): nothing to send.
+    if (conn.state !== ConnectionState.Open || !conn.topics?.has(topic) || waiting.get(conn) !== hold) return { outcome: 'closed', position: read?.position ?? NO_POSITION, recovered: false, replayed: 0 };
+    if (read === undefined) {
+      // No position to answer with: the subscribe is undone (the client may try again), not half made.
+      this.unhold(topic, conn);
+      if (outcome === 'subscribed') this.#topics.unsubscribe(conn, topic);
+      this.counters.subscribesRefused.unavailable++;
+      const result: SubscribeResult = { outcome: 'unavailable', position: NO_POSITION, recovered: false, replayed: 0 };
+      options.beforeReplay?.(result);
+      return result;
+    }
+    const position = read.position;
+    // From now on live; what the broker has not yet brought of what the read had is skipped.
+    const heard = this.heard.get(topic);
+    hold.buffer = undefined;
+    hold.floor = position.offset;
+    if (heard && heard.epoch === position.epoch && heard.offset >= position.offset) this.unhold(topic, conn);
+    const recovered = since !== undefined && read.complete;
+    const replay = recovered ? read.publications : [];
+    const result: SubscribeResult = { outcome, position, recovered, replayed: replay.length };
+    options.beforeReplay?.(result);
+    // Then the replay, then what came live meanwhile and is newer than the position answered.
+    const live = buffer.filter((p) => p.offset > position.offset);
+    if (since || replay.length > 0 || live.length > 0) this.#replay(conn, topic, replay.length ? [...replay, ...live] : live, since ? recovered : undefined, replay.length);
     return result;
   }
 
+  /** Sends publications to one connection, each formatted and framed once for all who get it (corked where the runtime can). */
+  #replay(conn: Connection, topic: string, publications: readonly Publication[], recovered: boolean | undefined, replayed = publications.length): void {
+    const format = this.handler.formatPublish;
+    const fanOut = this.fanOut;
+    const frames = this.#replayFrames;
+    const send = () => {
+      for (const publication of publications) {
+        let encoded = frames.get(publication);
+        if (!encoded) {
+          encoded = encodeOnce(fanOut, format ? format(topic, publication.offset, publication.data) : publication.data);
+          frames.set(publication, encoded);
+        }
+        conn.deliver(fanOut, encoded);
+      }
+    };
+    const socket = conn.socket;
+    if (fanOut?.corked && socket && publications.length > 1) fanOut.corked(socket, send);
+    else send();
+    if (recovered !== undefined) {
+      this.counters.recovered[recovered ? 'recovered' : 'not-recovered']++;
+      this.counters.replayed += replayed;
+    }
+  }
+
   unsubscribe(conn: Connection, topic: string): boolean {
+    this.unhold(topic, conn);
     return this.#topics.unsubscribe(conn, topic);
+  }
+
+  /** Ends a connection's hold on a topic (its recovery is over, or it left). */
+  unhold(topic: string, conn: Connection): void {
+    const waiting = this.recovering.get(topic);
+    if (!waiting?.delete(conn)) return;
+    if (waiting.size === 0) this.recovering.delete(topic);
   }
 
   /** Releases reservations older than the handshake timeout. Called by the hub's sweeper. */

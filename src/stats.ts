@@ -35,13 +35,15 @@ export interface HubStats {
   /** TCP connections dropped as soon as they were accepted (Node): over maxPendingConnections, or near the fd limit. */
   connectionsDropped: { 'pending-limit': number; 'fd-limit': number };
   /** Subscribes refused by `maxSubscriptions` and `maxTopics`. */
-  subscribesRefused: { 'subscription-limit': number; 'topic-limit': number };
+  subscribesRefused: { 'subscription-limit': number; 'topic-limit': number; unavailable: number };
   topics: { count: number; subscriptions: number; largest: { topic: string; subscribers: number; offset: number }[] };
   /** Positions and history kept (this process's memory). */
   history: StreamsStats;
   /** Subscribes with a position (`since`), by outcome, and the publications they replayed. */
   recovered: { recovered: number; 'not-recovered': number };
   replayed: number;
+  /** Offsets the shared store (Redis) gave that this node never heard, e.g. while its subscription was down. */
+  gaps: number;
   /** The backplane's state and counters; null without one. */
   backplane: BackplaneStats | null;
   /** The cluster limit kept in Redis; null without one. */

@@ -63,13 +63,16 @@ export abstract class BrokerBackplane implements Backplane {
       this.sink?.failed(`${this.kind}.receive`, new Error(`malformed backplane message (${raw.length} bytes): ${raw.slice(0, 80)}`));
       return;
     }
-    if (message.node === this.nodeId) {
+    // A publication the store numbered reaches every node through the broker, this one too (in
+    // offset order with everyone else's); any other is delivered locally when published.
+    const positioned = message.offset !== undefined;
+    if (!positioned && message.node === this.nodeId) {
       this.counts.ownEchoes++;
       return;
     }
     if (!this.topics.has(message.topic)) return;
     this.counts.received++;
-    this.sink?.deliver(message.topic, message.data);
+    this.sink?.deliver(message.topic, message.data, positioned ? { offset: message.offset!, epoch: message.epoch! } : undefined, message.except);
   }
 
   /** Runs the broker's health check every `intervalMs` until `stopProbing` (a timer that does not hold the process open). */

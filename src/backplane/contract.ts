@@ -1,6 +1,7 @@
 // The Backplane contract: how hubs on several processes or machines share publishes. Runtime-free.
 // Without one (the default) a hub's topics are its own; implementations: redis.ts, nats.ts.
-import type { MessageData } from '../contracts.ts';
+import type { MessageData, StreamPosition } from '../contracts.ts';
+import type { SharedStreams } from '../delivery/streams.ts';
 
 export type BackplaneState =
   /** Connected to the broker and subscribed. */
@@ -11,8 +12,11 @@ export type BackplaneState =
 
 /** What a backplane hands back to the hub. */
 export interface BackplaneSink {
-  /** A message another node published on a topic this node has subscribers for. */
-  deliver(topic: string, data: MessageData): void;
+  /**
+   * A publication on a topic this node has subscribers for: another node's, or with `position`
+   * (the store numbered it: Redis) any node's, this one's included, in offset order.
+   */
+  deliver(topic: string, data: MessageData, position?: StreamPosition, except?: string): void;
   /** A state change, for /healthz and logs. */
   stateChanged(state: BackplaneState, detail?: string): void;
   /** A failure in fire-and-forget work, with the stage that failed. */
@@ -49,4 +53,6 @@ export interface Backplane {
   unsubscribe(topic: string): void;
   stats(): BackplaneStats;
   close(): Promise<void>;
+  /** The shared positions and history this broker keeps (Redis), if it keeps any. */
+  readonly streams?: SharedStreams | undefined;
 }

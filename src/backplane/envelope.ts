@@ -4,22 +4,46 @@ import type { MessageData } from '../contracts.ts';
 
 /**
  * The envelope on the wire, versioned: `{"v":1,"n":nodeId,"t":topic,"d":text}` or with `"b":base64`
- * for binary data. A message that does not parse into this is malformed.
+ * for binary data. With positions kept in the broker (Redis), the store puts the publication's
+ * offset and its stream's epoch first: `{"v":1,"o":42,"e":"k3…","n":…}`. A message that does not
+ * parse into this is malformed.
  */
 interface Envelope {
   v: 1;
+  o?: number;
+  e?: string;
   n: string;
   t: string;
+  /** A connection id that does not get it (`publish`'s `except`). */
+  x?: string;
   d?: string;
   b?: string;
 }
 
-export function encodeEnvelope(nodeId: string, topic: string, data: MessageData): string {
-  const env: Envelope = typeof data === 'string' ? { v: 1, n: nodeId, t: topic, d: data } : { v: 1, n: nodeId, t: topic, b: toBase64(data) };
+export interface DecodedEnvelope {
+  node: string;
+  topic: string;
+  data: MessageData;
+  /** Present when the store gave the publication its position. */
+  offset?: number;
+  epoch?: string;
+  except?: string;
+}
+
+export function encodeEnvelope(nodeId: string, topic: string, data: MessageData, except?: string): string {
+  const env: Envelope = { v: 1, n: nodeId, t: topic };
+  if (except !== undefined) env.x = except;
+  if (typeof data === 'string') env.d = data;
+  else env.b = toBase64(data);
   return JSON.stringify(env);
 }
 
-export function decodeEnvelope(raw: string): { node: string; topic: string; data: MessageData } | undefined {
+/** The envelope without its opening `{"v":1,`: the store writes that, with the position, in front. */
+export function envelopeTail(nodeId: string, topic: string, data: MessageData, except?: string): string {
+  return encodeEnvelope(nodeId, topic, data, except).slice('{"v":1,'.length);
+}
+
+export function decodeEnvelope(raw: string): DecodedEnvelope | undefined {
   let env: Partial<Envelope>;
   try {
     env = JSON.parse(raw) as Partial<Envelope>;
@@ -27,12 +51,18 @@ export function decodeEnvelope(raw: string): { node: string; topic: string; data
     return undefined;
   }
   if (typeof env !== 'object' || env === null || env.v !== 1 || typeof env.n !== 'string' || typeof env.t !== 'string') return undefined;
-  if (typeof env.d === 'string') return { node: env.n, topic: env.t, data: env.d };
-  if (typeof env.b === 'string') {
-    const bytes = fromBase64(env.b);
-    return bytes ? { node: env.n, topic: env.t, data: bytes } : undefined;
+  let data: MessageData | undefined;
+  if (typeof env.d === 'string') data = env.d;
+  else if (typeof env.b === 'string') data = fromBase64(env.b);
+  if (data === undefined) return undefined;
+  const decoded: DecodedEnvelope = { node: env.n, topic: env.t, data };
+  if (typeof env.x === 'string') decoded.except = env.x;
+  if (env.o !== undefined || env.e !== undefined) {
+    if (!Number.isSafeInteger(env.o) || (env.o as number) < 1 || typeof env.e !== 'string') return undefined;
+    decoded.offset = env.o;
+    decoded.epoch = env.e;
   }
-  return undefined;
+  return decoded;
 }
 
 function toBase64(bytes: Uint8Array): string {
@@ -52,7 +82,12 @@ function fromBase64(text: string): Uint8Array | undefined {
   }
 }
 
-/** Broker channel / subject of a topic. Topic names may hold any character; brokers get a safe token. */
+/** A topic as a token brokers and keys take: base64url of its UTF-8 (topic names may hold any character). */
+export function topicToken(topic: string): string {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(topic))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '');
+}
+
+/** Broker channel / subject of a topic. */
 export function channelOf(prefix: string, topic: string): string {
-  return `${prefix}${btoa(String.fromCharCode(...new TextEncoder().encode(topic))).replace(/\+/g, '-').replace(/\//g, '_').replace(/=+$/, '')}`;
+  return `${prefix}${topicToken(topic)}`;
 }

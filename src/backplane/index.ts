@@ -4,8 +4,9 @@ import { NatsBackplane } from './nats.ts';
 import { RedisBackplane } from './redis.ts';
 import type { Backplane } from './contract.ts';
 
-export function backplaneFromUrl(url: string): Backplane {
-  if (/^rediss?:\/\//.test(url)) return new RedisBackplane({ url });
+/** `history`: what the Redis store keeps per topic (NATS keeps no positions). */
+export function backplaneFromUrl(url: string, history: { historySize: number; historyTtl: number } = { historySize: 0, historyTtl: 300_000 }): Backplane {
+  if (/^rediss?:\/\//.test(url)) return new RedisBackplane({ url, ...history });
   if (/^nats:\/\//.test(url)) return new NatsBackplane({ url });
   throw new HubError('ERR_INVALID_OPTION', `option backplane must be a redis:// or nats:// URL (got ${JSON.stringify(url)})`);
 }

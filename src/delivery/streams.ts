@@ -39,6 +39,33 @@ export interface Streams {
   stats(): StreamsStats;
 }
 
+/** What a read of a shared store gives: the position, and the publications asked for. */
+export interface StreamRead {
+  readonly position: StreamPosition;
+  /** The publications after `after`, in order: all of them up to `limit`, or fewer if history no longer holds them (`complete` false). */
+  readonly publications: readonly Publication[];
+  /** Every publication after `after` is in `publications` (and the epoch matched, when one was given). */
+  readonly complete: boolean;
+}
+
+/**
+ * Positions and history kept outside the process and shared by every node (Redis): a publication's
+ * offset, its place in history and its delivery to every node (this one included) are one atomic
+ * step in the store, so every node sees every topic's publications in offset order.
+ */
+export interface SharedStreams {
+  /** Gives the publication the next offset of its topic, keeps it, and sends it to every node (`except`: a connection id that does not get it). */
+  append(topic: string, data: MessageData, except?: string): Promise<StreamPosition>;
+  /**
+   * The topic's position, and the publications after `after` (the newest `limit` when absent), at
+   * most `limit`. With `epoch`, nothing is read unless the stream's epoch is that one; with
+   * `recover`, nothing unless all of them fit within `limit` and history still holds them.
+   */
+  read(topic: string, query: { readonly after?: number; readonly epoch?: string; readonly limit: number; readonly recover?: boolean }): Promise<StreamRead>;
+  /** Resolves once this node hears every publication made on `topic` from now on (its broker subscription is in place). */
+  listening(topic: string): Promise<void>;
+}
+
 export interface StreamsStats {
   /** Topics with a stream (a position and, with history on, publications). */
   streams: number;

@@ -9,6 +9,7 @@
 //                                                         {"type":"published","id":7,"topic":"room","offset":15,"epoch":"k3…","delivered":3}
 //   {"type":"presence","topic":"room"}                    {"type":"presence","topic":"room","count":2,"members":[{"id":"4","principal":"alice"},…]}
 //   (with --presence-events, to the other subscribers)   {"type":"join"|"leave","topic":"room","id":"4","principal":"alice"}
+//   (when the topic's stream was lost: Redis lost its data) {"type":"subscribed","topic":"room","offset":0,"epoch":"n7…","recovered":false,"reset":true}
 //   {"type":"ping"}                                       {"type":"pong"}
 //   anything malformed, or a subscribe over a cap          {"type":"error","code":"bad-json"|…|"subscription-limit"|"topic-limit","message":…}
 //
@@ -29,7 +30,7 @@ export interface PubSubOptions {
   authorize?(ctx: HandlerContext, topic: string, action: TopicAction): boolean | Promise<boolean>;
 }
 
-export type PubSubErrorCode = 'bad-json' | 'bad-message' | 'unknown-type' | 'bad-topic' | 'forbidden' | 'binary-unsupported' | 'subscription-limit' | 'topic-limit';
+export type PubSubErrorCode = 'bad-json' | 'bad-message' | 'unknown-type' | 'bad-topic' | 'forbidden' | 'binary-unsupported' | 'subscription-limit' | 'topic-limit' | 'unavailable';
 
 const defaultAuthorize = (_ctx: HandlerContext, topic: string) => !topic.startsWith('$');
 
@@ -52,6 +53,11 @@ function isPosition(value: unknown): value is StreamPosition {
   return Number.isSafeInteger(offset) && (offset as number) >= 0 && typeof epoch === 'string' && epoch.length > 0 && epoch.length <= 64;
 }
 
+/** What an action left to finish, as the handler's promise (a failure closes the socket with 1011). */
+function settled(result: void | Promise<unknown>): void | Promise<void> {
+  return result instanceof Promise ? result.then(() => undefined) : undefined;
+}
+
 export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): Handler {
   const authorize = options.authorize ?? defaultAuthorize;
 
@@ -59,11 +65,11 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
    * Runs `act` if the hook allows it. A synchronous hook keeps everything synchronous, so replies and
    * publishes keep the order the client sent them in; an async hook may reorder around other messages.
    */
-  function ifAllowed(ctx: HandlerContext, topic: string, action: TopicAction, act: () => void): void | Promise<void> {
+  function ifAllowed(ctx: HandlerContext, topic: string, action: TopicAction, act: () => void | Promise<unknown>): void | Promise<void> {
     const deny = () => ctx.send(errorEnvelope('forbidden', `${action} not allowed on this topic`, { topic }));
     const verdict = authorize(ctx, topic, action);
-    if (typeof verdict === 'boolean') return verdict ? act() : deny();
-    return verdict.then((ok) => (ok ? act() : deny()));
+    if (typeof verdict === 'boolean') return verdict ? settled(act()) : deny();
+    return verdict.then((ok) => (ok ? settled(act()) : deny()));
   }
 
   return {
@@ -72,6 +78,9 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
       if (typeof body !== 'string' || !body.startsWith('{')) return body;
       const rest = body.slice(1);
       return `{"type":"message","topic":${JSON.stringify(topic)},"offset":${offset}${rest === '}' ? '' : ','}${rest}`;
+    },
+    formatReset(topic, { offset, epoch }) {
+      return JSON.stringify({ type: 'subscribed', topic, offset, epoch, recovered: false, reset: true });
     },
     formatPresence(event, topic, member) {
       return JSON.stringify({ type: event, topic, ...member });
@@ -95,20 +104,21 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
         case 'subscribe': {
           const { since } = msg;
           if (since !== undefined && !isPosition(since)) return ctx.send(errorEnvelope('bad-message', 'since must be {"offset": an integer ≥ 0, "epoch": a string}', { topic }));
-          return ifAllowed(ctx, topic, 'subscribe', () => {
+          return ifAllowed(ctx, topic, 'subscribe', () =>
             ctx.subscribe(topic, {
               since,
               // The answer goes out before the replay of what the client missed.
               beforeReplay: ({ outcome, position, recovered }) => {
                 if (outcome === 'subscription-limit') return ctx.send(errorEnvelope(outcome, 'this connection holds as many topics as the server allows', { topic }));
                 if (outcome === 'topic-limit') return ctx.send(errorEnvelope(outcome, 'the server holds as many topics as it allows', { topic }));
+                if (outcome === 'unavailable') return ctx.send(errorEnvelope(outcome, 'the message store cannot be reached now; subscribe again', { topic }));
                 if (outcome === 'closed') return;
                 const answer: Record<string, unknown> = { type: 'subscribed', topic, offset: position.offset, epoch: position.epoch };
                 if (since) answer.recovered = recovered;
                 ctx.send(JSON.stringify(answer));
               },
-            });
-          });
+            }),
+          );
         }
         case 'presence':
           return ifAllowed(ctx, topic, 'presence', () => ctx.send(JSON.stringify({ type: 'presence', ...hub.presence(topic) })));
@@ -121,8 +131,12 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
           return ifAllowed(ctx, topic, 'publish', () => {
             // What travels (to local subscribers and over the backplane) is the body; each node
             // wraps it with the offset in formatPublish.
-            const { offset, epoch, delivered } = hub.publish(topic, JSON.stringify({ data, from: ctx.id }));
-            if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, offset, epoch, delivered }));
+            return hub.publish(topic, JSON.stringify({ data, from: ctx.id })).then(
+              ({ offset, epoch, delivered }) => {
+                if (id !== undefined) ctx.send(JSON.stringify({ type: 'published', id, topic, offset, epoch, delivered }));
+              },
+              () => ctx.send(errorEnvelope('unavailable', 'the message store cannot take publications now; try again', { topic, ...(id !== undefined ? { id } : {}) })),
+            );
           });
         }
       }

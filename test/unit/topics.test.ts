@@ -33,24 +33,24 @@ function openConnection(hub: ReturnType<typeof createHub>, buffered = 0) {
 }
 
 describe('topics', () => {
-  it('publish reaches every subscriber once, with per-topic offsets, except the one excluded', () => {
+  it('publish reaches every subscriber once, with per-topic offsets, except the one excluded', async () => {
     const hub = createHub({ logLevel: 'silent', handler: { formatPublish: (_topic, offset, data) => (data === 'offset?' ? `m${offset}` : data) } });
     const a = openConnection(hub);
     const b = openConnection(hub);
     a.conn.subscribe('t');
     b.conn.subscribe('t');
     assert.equal(a.conn.subscribe('t'), false, 'a second subscribe is a no-op');
-    assert.equal(hub.publish('t', 'offset?').delivered, 2);
-    assert.equal(hub.publish('t', 'plain', { except: a.conn }).delivered, 1);
-    assert.equal(hub.publish('t', 'by id', { except: b.conn.id }).delivered, 1);
+    assert.equal((await hub.publish('t', 'offset?')).delivered, 2);
+    assert.equal((await hub.publish('t', 'plain', { except: a.conn })).delivered, 1);
+    assert.equal((await hub.publish('t', 'by id', { except: b.conn.id })).delivered, 1);
     assert.deepEqual(a.sent, ['m1', 'by id']);
     assert.deepEqual(b.sent, ['m1', 'plain']);
-    assert.equal(hub.position('t').offset, 3);
-    assert.equal(hub.publish('nobody', 'x').delivered, 0);
+    assert.equal((await hub.position('t')).offset, 3);
+    assert.equal((await hub.publish('nobody', 'x')).delivered, 0);
     void hub.shutdown(0);
   });
 
-  it('every ending unsubscribes: the index forgets the connection and empty topics', () => {
+  it('every ending unsubscribes: the index forgets the connection and empty topics', async () => {
     const hub = createHub({ logLevel: 'silent', handler: {} });
     const a = openConnection(hub);
     a.conn.subscribe('x');
@@ -63,11 +63,11 @@ describe('topics', () => {
     void hub.shutdown(0);
   });
 
-  it('slow consumer, close policy: over 4x the limit closes with 1013 at once', () => {
+  it('slow consumer, close policy: over 4x the limit closes with 1013 at once', async () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 });
     const slow = openConnection(hub, 5000);
     slow.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'x').delivered, 0);
+    assert.equal((await hub.publish('t', 'x')).delivered, 0);
     assert.equal(slow.conn.releaseReason?.kind, 'slow-consumer');
     assert.deepEqual(slow.closes, [1013]);
     void hub.shutdown(0);
@@ -77,14 +77,14 @@ describe('topics', () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024, slowConsumer: 'drop' }, undefined, { sweeper: 'manual' });
     const c = openConnection(hub, 2000);
     c.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'during grace').delivered, 1);
+    assert.equal((await hub.publish('t', 'during grace')).delivered, 1);
     await new Promise((resolve) => setTimeout(resolve, 1100)); // the queue stays over the limit past the 1 s grace
     hub.sweep();
     hub.sweep();
-    assert.equal(hub.publish('t', 'dropped').delivered, 0);
+    assert.equal((await hub.publish('t', 'dropped')).delivered, 0);
     assert.equal(hub.counters.dropped, 1);
     c.s.bufferedAmount = 0; // drained
-    assert.equal(hub.publish('t', 'after drain').delivered, 1);
+    assert.equal((await hub.publish('t', 'after drain')).delivered, 1);
     assert.deepEqual(c.sent, ['during grace', 'after drain']);
     assert.equal(c.conn.releaseReason, undefined);
     void hub.shutdown(0);
@@ -94,29 +94,29 @@ describe('topics', () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 }, undefined, { sweeper: 'manual' });
     const c = openConnection(hub, 2000);
     c.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'a').delivered, 1);
+    assert.equal((await hub.publish('t', 'a')).delivered, 1);
     await new Promise((resolve) => setTimeout(resolve, 1100));
     hub.sweep();
     hub.sweep();
     c.s.bufferedAmount = 1900; // still over the limit, but bytes were written since the last send
-    assert.equal(hub.publish('t', 'b').delivered, 1);
-    assert.equal(hub.publish('t', 'c').delivered, 1, 'the grace started again at the progress');
+    assert.equal((await hub.publish('t', 'b')).delivered, 1);
+    assert.equal((await hub.publish('t', 'c')).delivered, 1, 'the grace started again at the progress');
     assert.deepEqual(c.sent, ['a', 'b', 'c']);
     assert.equal(c.conn.releaseReason, undefined);
     void hub.shutdown(0);
   });
 
-  it('slow consumer: one long turn of the event loop is not time without progress (no sweep ran: the runtime could not write)', () => {
+  it('slow consumer: one long turn of the event loop is not time without progress (no sweep ran: the runtime could not write)', async () => {
     const hub = createHub({ logLevel: 'silent', handler: {}, maxBackpressure: 1024 }, undefined, { sweeper: 'manual' });
     const c = openConnection(hub, 2000);
     c.conn.subscribe('t');
-    assert.equal(hub.publish('t', 'first').delivered, 1);
+    assert.equal((await hub.publish('t', 'first')).delivered, 1);
     for (const until = Date.now() + 1100; Date.now() < until; ); // the same turn, past the 1 s grace
-    assert.equal(hub.publish('t', 'same turn').delivered, 1);
+    assert.equal((await hub.publish('t', 'same turn')).delivered, 1);
     hub.sweep(); // the first turn after it: still no chance to see the queue drain
-    assert.equal(hub.publish('t', 'next turn').delivered, 1);
+    assert.equal((await hub.publish('t', 'next turn')).delivered, 1);
     hub.sweep(); // a whole sweep interval later, and still no progress: a slow consumer
-    assert.equal(hub.publish('t', 'stalled').delivered, 0);
+    assert.equal((await hub.publish('t', 'stalled')).delivered, 0);
     assert.equal(c.conn.releaseReason?.kind, 'slow-consumer');
     assert.deepEqual(c.closes, [1013]);
     void hub.shutdown(0);
@@ -124,32 +124,32 @@ describe('topics', () => {
 });
 
 describe('the library API of positions, history and presence', () => {
-  it('hub.publish returns the position; hub.history reads what is kept; ctx.subscribe(topic, { since }) replays and reports', () => {
+  it('hub.publish returns the position; hub.history reads what is kept; ctx.subscribe(topic, { since }) replays and reports', async () => {
     const hub = createHub({ logLevel: 'silent', historySize: 10, handler: { formatPublish: (_t, offset, data) => `${offset}:${String(data)}` } }, undefined, { sweeper: 'manual' });
     const a = openConnection(hub);
     a.conn.subscribe('t');
-    const first = hub.publish('t', 'a');
+    const first = await hub.publish('t', 'a');
     assert.deepEqual(first, { offset: 1, epoch: first.epoch, delivered: 1 });
     hub.publish('t', 'b');
     hub.publish('t', 'c');
-    assert.deepEqual(hub.position('t'), { offset: 3, epoch: first.epoch });
-    assert.deepEqual(hub.history('t', { since: 1 }).publications.map((p) => [p.offset, p.data]), [[2, 'b'], [3, 'c']]);
-    assert.deepEqual(hub.history('t', { limit: 1 }).publications.map((p) => p.offset), [3]);
+    assert.deepEqual(await hub.position('t'), { offset: 3, epoch: first.epoch });
+    assert.deepEqual((await hub.history('t', { since: 1 })).publications.map((p) => [p.offset, p.data]), [[2, 'b'], [3, 'c']]);
+    assert.deepEqual((await hub.history('t', { limit: 1 })).publications.map((p) => p.offset), [3]);
     const b = openConnection(hub);
     const told: unknown[] = [];
-    const result = b.conn.subscribe('t', { since: { offset: 1, epoch: first.epoch }, beforeReplay: (r) => told.push([r.recovered, b.sent.length]) });
+    const result = await b.conn.subscribe('t', { since: { offset: 1, epoch: first.epoch }, beforeReplay: (r) => told.push([r.recovered, b.sent.length]) });
     assert.deepEqual(result, { outcome: 'subscribed', position: { offset: 3, epoch: first.epoch }, recovered: true, replayed: 2 });
     assert.deepEqual(told, [[true, 0]], 'beforeReplay runs before anything is replayed');
     assert.deepEqual(b.sent, ['2:b', '3:c']);
     hub.publish('t', 'd');
     assert.deepEqual(b.sent, ['2:b', '3:c', '4:d'], 'then live');
     const c = openConnection(hub);
-    assert.equal(c.conn.subscribe('t', { since: { offset: 3, epoch: 'other' } }).recovered, false);
+    assert.equal((await c.conn.subscribe('t', { since: { offset: 3, epoch: 'other' } })).recovered, false);
     assert.deepEqual(c.sent, []);
     void hub.shutdown(0);
   });
 
-  it('hub.presence counts and lists the subscribers (with their principal), within the limit', () => {
+  it('hub.presence counts and lists the subscribers (with their principal), within the limit', async () => {
     const hub = createHub({ logLevel: 'silent' }, undefined, { sweeper: 'manual' });
     const conns = Array.from({ length: 3 }, () => openConnection(hub));
     const withPrincipal = hub.registry.reserve('127.0.0.1', { id: 'alice' });
