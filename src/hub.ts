@@ -198,14 +198,14 @@ export class Hub implements HubApi {
   }
 
   /** Pending publications per topic while this node reads what it missed from the store. */
-  readonly #catchingUp = new Map<string, { body: MessageData; position: StreamPosition; exceptId?: string | undefined }[]>();
+  readonly #catchingUp = new Map<string, Heard[]>();
 
   /**
    * Reads from the store what this node missed of `topic` after `seen`, delivers it, then what
    * waited. If the store no longer has it all (a new epoch: Redis lost its data; or history too
    * short), the topic's local subscribers are told their position is gone (handler.formatReset).
    */
-  #catchUp(topic: string, seen: StreamPosition, queue: { body: MessageData; position: StreamPosition; exceptId?: string | undefined }[]): void {
+  #catchUp(topic: string, seen: StreamPosition, queue: Heard[]): void {
     const shared = this.registry.shared!;
     this.#catchingUp.set(topic, queue);
     const limit = this.options.recoveryMax;
@@ -478,6 +478,13 @@ export class Hub implements HubApi {
     this.log.info('shutdown.done', result);
     return result;
   }
+}
+
+/** A publication of the shared store as the broker brought it: its body, position and `except` id. */
+interface Heard {
+  readonly body: MessageData;
+  readonly position: StreamPosition;
+  readonly exceptId?: string | undefined;
 }
 
 /** `length` random base-36 characters: a prefix that tells processes' (or instances') ids apart. */

@@ -283,7 +283,7 @@ export class Registry implements ConnectionHost {
     const shared = this.shared;
     if (shared && joined) return this.#subscribeShared(shared, conn, topic, outcome, options);
     const streams = this.#streams;
-    const recovery = joined && options.since && !shared ? streams.recover(topic, options.since, this.limits.recoveryMax) : undefined;
+    const recovery = joined && options.since ? streams.recover(topic, options.since, this.limits.recoveryMax) : undefined;
     const position = recovery?.position ?? (shared ? NO_POSITION : streams.position(topic));
     const result: SubscribeResult = { outcome, position, recovered: recovery?.recovered ?? false, replayed: recovery?.publications.length ?? 0 };
     options.beforeReplay?.(result);
@@ -332,7 +332,7 @@ export class Registry implements ConnectionHost {
     options.beforeReplay?.(result);
     // Then the replay, then what came live meanwhile and is newer than the position answered.
     const live = buffer.filter((p) => p.offset > position.offset);
-    if (since || replay.length > 0 || live.length > 0) this.#replay(conn, topic, replay.length ? [...replay, ...live] : live, since ? recovered : undefined, replay.length);
+    if (since || live.length > 0) this.#replay(conn, topic, replay.length ? [...replay, ...live] : live, since ? recovered : undefined, replay.length);
     return result;
   }
 

@@ -4,23 +4,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { connect, denoBinary, eventually, inbox, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, denoBinary, eventually, inbox, nodeServer, reachable, serviceSkip, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
 
-const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
+const node = nodeServer;
 const deno: RuntimeTarget = { name: 'deno', command: [denoBinary(), 'run', '-A', 'main.ts'], testHandler: '' };
-
-function reachable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-    setTimeout(() => (s.destroy(), resolve(false)), 1000).unref();
-  });
-}
 
 interface Broker {
   kind: 'redis' | 'nats';
@@ -90,9 +80,7 @@ async function startNodes(url: string, count = 3, runtimes: RuntimeTarget[] = [n
 }
 
 for (const broker of brokers) {
-  const present = await reachable(broker.port);
-  const skip = present ? false : `${broker.kind} is not running on 127.0.0.1:${broker.port}; start it to run these tests`;
-  if (!present && process.env.CI) throw new Error(`CI: ${broker.kind} must be running on 127.0.0.1:${broker.port}`);
+  const skip = await serviceSkip(broker.kind, broker.port);
 
   describe(`${broker.kind} backplane: three nodes`, { skip, timeout: 120_000 }, () => {
     let nodes: ServerProcess[];

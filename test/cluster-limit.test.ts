@@ -3,26 +3,14 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { connect, eventually, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, eventually, nodeServer, reachable, serviceSkip, sleep, startServer, type ServerProcess } from './helpers.ts';
 
-const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
-
-function reachable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-  });
-}
-
-const present = await reachable(6379);
-if (!present && process.env.CI) throw new Error('CI: redis must be running on 127.0.0.1:6379');
-const skip = present ? false : 'redis is not running on 127.0.0.1:6379; start it to run these tests';
+const node = nodeServer;
+const skip = await serviceSkip('redis', 6379);
 
 const tryConnect = (s: ServerProcess) =>
   connect(s.wsUrl).then(

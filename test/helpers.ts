@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -14,6 +15,29 @@ import { rawHttp, type HttpResponse } from './frames.ts';
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 
 /** The deno binary installed from npm (the `deno` package's wrapper would not forward signals). */
+/** The Node server from dist/, with no test handler: what the multi-node tests start. */
+export const nodeServer: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
+
+/** Whether something accepts TCP connections on 127.0.0.1:`port` (answered within 1 s). */
+export function reachable(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+    setTimeout(() => (s.destroy(), resolve(false)), 1000).unref();
+  });
+}
+
+/**
+ * A service the tests use (Redis, NATS) on 127.0.0.1:`port`: false when it is there, else the
+ * reason to skip. In CI (CI=true) a missing service is a failure, not a skip.
+ */
+export async function serviceSkip(kind: string, port: number): Promise<string | false> {
+  if (await reachable(port)) return false;
+  if (process.env.CI) throw new Error(`CI: ${kind} must be running on 127.0.0.1:${port}`);
+  return `${kind} is not running on 127.0.0.1:${port}; start it to run these tests`;
+}
+
 export function denoBinary(): string {
   const require = createRequire(path.join(root, 'package.json'));
   return (require('deno/install_api.cjs') as { runInstall(): string }).runInstall();

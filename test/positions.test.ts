@@ -3,25 +3,10 @@
 // consecutive per topic; a subscriber that comes back on another node, or after its node was killed
 // with SIGKILL, gets exactly what it missed. In CI (CI=true) a missing Redis fails; elsewhere these skip.
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import type WebSocket from 'ws';
-import { connect, eventually, inbox, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, eventually, inbox, nodeServer, serviceSkip, sleep, startServer, type ServerProcess } from './helpers.ts';
 
-const node: RuntimeTarget = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '' };
-
-function reachable(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.connect(port, '127.0.0.1');
-    s.once('connect', () => (s.destroy(), resolve(true)));
-    s.once('error', () => resolve(false));
-    setTimeout(() => (s.destroy(), resolve(false)), 1000).unref();
-  });
-}
-
-const present = await reachable(6379);
-if (!present && process.env.CI) throw new Error('CI: redis must be running on 127.0.0.1:6379');
-const skip = present ? false : 'redis is not running on 127.0.0.1:6379; start it to run these tests';
+const skip = await serviceSkip('redis', 6379);
 
 interface Position {
   offset: number;
@@ -92,7 +77,7 @@ async function publisher(server: ServerProcess, topic: string, p: string) {
 
 async function startNodes(count: number, db: number, extra: string[] = []): Promise<ServerProcess[]> {
   const url = `redis://127.0.0.1:6379/${db}`;
-  const nodes = await Promise.all(Array.from({ length: count }, () => startServer(node, ['--handler', 'pubsub', '--backplane', url, ...extra])));
+  const nodes = await Promise.all(Array.from({ length: count }, () => startServer(nodeServer, ['--handler', 'pubsub', '--backplane', url, ...extra])));
   for (const n of nodes) await eventually(async () => (await (await fetch(`${n.url}/healthz`)).json()) as { backplane?: string }, (h) => h.backplane === 'connected', 10_000);
   return nodes;
 }
@@ -314,6 +299,3 @@ describe('positions across nodes (Redis): history lost', { skip, timeout: 120_00
     }
   });
 });
-
-// Types only: keep `WebSocket` imported for the helpers' return types.
-export type { WebSocket };

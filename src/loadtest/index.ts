@@ -18,6 +18,7 @@
 // `deno run -A` entry can run it.
 import { lookup } from 'node:dns/promises';
 import { readFile } from 'node:fs/promises';
+import { openFileLimit } from '../runtime/fd-limit.ts';
 import { withDeadline } from '../timers.ts';
 import { ForkDriver, LocalDriver, type Driver } from './drivers.ts';
 import type { ConnectPlan, EngineStatus } from './engine.ts';
@@ -68,16 +69,6 @@ export async function runLoadtest(argv: readonly string[], io: LoadtestIO): Prom
   return new Run(options, io, environment).run();
 }
 
-/** `Max open files` soft limit of this process, when the system says (Linux). */
-async function openFileLimit(): Promise<number | undefined> {
-  try {
-    const m = /^Max open files\s+(\d+)/m.exec(await readFile('/proc/self/limits', 'utf8'));
-    return m ? Number(m[1]) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
 /** TCP sockets in TIME_WAIT in this network namespace (Linux). */
 async function timeWaitSockets(): Promise<number | undefined> {
   try {
@@ -112,7 +103,7 @@ async function checkSystem(options: LoadtestOptions): Promise<Environment> {
     const outside = addresses.find((a) => !isLoopback(a.address));
     if (outside) throw new LoadtestUsageError(`refusing to load localhost: it resolves to ${outside.address} here; ${REMOTE_REFUSAL}`);
   }
-  const files = await openFileLimit();
+  const files = openFileLimit();
   let cap = MAX_SOCKETS_PER_PROCESS;
   let why = 'one process may open 20,000 files';
   if (files !== undefined && files - Math.min(1000, Math.ceil(files * 0.05)) < cap) {

@@ -11,6 +11,23 @@ function fdCount(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
+/** Samples the server's fd count every 20 ms from `from` on; `stop()` ends it and gives the highest seen. */
+function fdPeak(pid: number, from: number) {
+  let peak = from;
+  const timer = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+  return {
+    stop(): number {
+      clearInterval(timer);
+      return peak;
+    },
+  };
+}
+
+/** The target under a lower open-file limit (sh's ulimit, then exec: the pid stays the server's). */
+function withFdLimit(target: RuntimeTarget, limit: number): RuntimeTarget {
+  return { ...target, command: ['sh', '-c', `ulimit -n ${limit} && exec "$0" "$@"`, ...target.command] };
+}
+
 /**
  * The server's fd count once it stops moving (a runtime opens a few more just after listening):
  * two reads 100 ms apart that agree, within 3 s.
@@ -66,8 +83,7 @@ export function runAttacks(target: RuntimeTarget): void {
       const held: Socket[] = [];
       try {
         const baseline = await settledFdCount(pid);
-        let peak = baseline;
-        const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+        const sampler = fdPeak(pid, baseline);
         let upgraded = 0;
         let refused = 0;
         // The header of a 100 KB binary frame (over --max-payload), masked, and nothing after it.
@@ -104,7 +120,7 @@ export function runAttacks(target: RuntimeTarget): void {
           assert.ok(Date.now() - started < 1000, `a normal client waited ${Date.now() - started} ms during the attack`);
           assert.equal((await fetch(`${server.url}/healthz`)).status, 200);
         }
-        clearInterval(sampler);
+        const peak = sampler.stop();
         const stats = await server.stats();
         t.diagnostic(`${ATTACKERS} attackers, limit ${LIMIT}: ${upgraded} upgraded, ${refused} refused; server fds ${baseline} before, ${peak} at the peak`);
         assert.ok(stats.live + stats.reserved + stats.closing + stats.lingering <= LIMIT, JSON.stringify(stats));
@@ -132,15 +148,13 @@ export function runAttacks(target: RuntimeTarget): void {
       const LIMIT = 50;
       const ATTACKERS = 400;
       const WAVE = 50;
-      // Under a low open-file limit (sh's ulimit, then exec: the pid stays the server's).
-      const limited: RuntimeTarget = { ...target, command: ['sh', '-c', `ulimit -n ${FD_LIMIT} && exec "$0" "$@"`, ...target.command] };
+      const limited = withFdLimit(target, FD_LIMIT);
       const server = await startServer(limited, ['--max-connections', String(LIMIT), '--admin-port', '0']);
       const pid = server.child.pid!;
       const held: Socket[] = [];
       try {
         const baseline = await settledFdCount(pid);
-        let peak = baseline;
-        const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+        const sampler = fdPeak(pid, baseline);
         let upgraded = 0;
         const bye = closeFrame(1000, '', { mask: Buffer.from([1, 2, 3, 4]) });
         for (let sent = 0; sent < ATTACKERS; sent += WAVE) {
@@ -162,7 +176,7 @@ export function runAttacks(target: RuntimeTarget): void {
           );
           assert.ok(answer === 101 || answer === 503, `a normal client got ${answer}`);
         }
-        clearInterval(sampler);
+        const peak = sampler.stop();
         t.diagnostic(`${ATTACKERS} half-closed attackers, limit ${LIMIT}, ${FD_LIMIT} fds: ${upgraded} upgraded; server fds ${baseline} before, ${peak} at the peak`);
         assert.ok(peak < FD_LIMIT - 20, `the server held ${peak} of its ${FD_LIMIT} fds`);
         assert.equal((await fetch(`${server.adminUrl}/healthz`)).status, 200);
@@ -190,8 +204,7 @@ export function runAttacks(target: RuntimeTarget): void {
       const held: Socket[] = [];
       try {
         const baseline = await eventually(async () => fdCount(pid), () => true);
-        let peak = baseline;
-        const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+        const sampler = fdPeak(pid, baseline);
         let upgraded = 0;
         const frame = textFrame('x', { mask: Buffer.from([1, 2, 3, 4]) });
         for (let wave = 0; wave < WAVES; wave++) {
@@ -212,7 +225,7 @@ export function runAttacks(target: RuntimeTarget): void {
           const stats = await server.stats();
           assert.ok(stats.live + stats.reserved + stats.closing + stats.lingering <= LIMIT, JSON.stringify(stats));
         }
-        clearInterval(sampler);
+        const peak = sampler.stop();
         t.diagnostic(`${WAVES} waves of ${LIMIT} rate-closed clients that never answer, limit ${LIMIT}: ${upgraded} upgraded; server fds ${baseline} before, ${peak} at the peak`);
         assert.ok(peak <= baseline + 2 * LIMIT + 10, `the server held ${peak} fds (baseline ${baseline})`);
         const after = await eventually(async () => fdCount(pid), (n) => n <= baseline + 5, 10_000);
@@ -236,8 +249,7 @@ export function runAttacks(target: RuntimeTarget): void {
       try {
         await sleep(300);
         const baseline = fdCount(pid);
-        let peak = baseline;
-        const sampler = setInterval(() => (peak = Math.max(peak, fdCount(pid))), 20);
+        const sampler = fdPeak(pid, baseline);
         for (let sent = 0; sent < ATTACKERS; sent += WAVE) {
           await Promise.all(
             Array.from({ length: WAVE }, async () => {
@@ -251,7 +263,7 @@ export function runAttacks(target: RuntimeTarget): void {
           );
         }
         const after = await eventually(async () => fdCount(pid), (n) => n <= baseline + 5, 5000);
-        clearInterval(sampler);
+        const peak = sampler.stop();
         t.diagnostic(`${ATTACKERS} refused clients that never close, limit ${LIMIT}: server fds ${baseline} before, ${peak} at the peak, ${after} after`);
         assert.ok(peak <= baseline + WAVE + 10, `the server held ${peak} fds (baseline ${baseline}) for ${ATTACKERS} refused clients`);
         assert.ok(after <= baseline + 5, `the server still holds ${after} fds (baseline ${baseline}) after refusing them`);
@@ -331,8 +343,7 @@ export function runAttacks(target: RuntimeTarget): void {
 
     it('near the fd limit: new connections are dropped early and counted, the admin listener answers, nothing crashes', { skip: noPendingCap }, async (t) => {
       const FD_LIMIT = 200;
-      // The same server under a low open-file limit (sh's ulimit, then exec: the pid stays the server's).
-      const limited: RuntimeTarget = { ...target, command: ['sh', '-c', `ulimit -n ${FD_LIMIT} && exec "$0" "$@"`, ...target.command] };
+      const limited = withFdLimit(target, FD_LIMIT);
       const server = await startServer(limited, ['--max-pending-connections', '1000', '--max-connections', '1000', '--headers-timeout', '60s', '--admin-port', '0']);
       const pid = server.child.pid!;
       const held: Socket[] = [];

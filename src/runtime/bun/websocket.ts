@@ -13,7 +13,6 @@ export type Socket = BunServerWebSocket<HubEvents>;
 
 /** The close reasons Bun (uWebSockets) gives `close` for endings it decides itself (code 1006). */
 const TOO_BIG_REASON = 'Received too big message';
-const IDLE_REASON = 'WebSocket timed out from inactivity';
 
 /**
  * After a close handshake (sent or answered), uWebSockets half-closes and waits for the peer's FIN
@@ -92,12 +91,11 @@ function onPong(ws: Socket): void {
 
 function onClose(ws: Socket, code: number, reason: string): void {
   const events = ws.data;
-  // Bun ended it itself (sent 1009 / dropped an idle peer) and reports 1006 with its reason.
+  // Bun ended it itself (sent 1009) and reports 1006 with its reason. (Its idle timeout is off.)
   if (code === CloseCode.ABNORMAL && reason === TOO_BIG_REASON) events.onError(TOO_BIG, ws);
-  else if (code === CloseCode.ABNORMAL && reason === IDLE_REASON) events.onIdleTimeout();
   // 1006 without a reason: the TCP connection is gone (lost, or terminated). Any other ending went
   // through a close handshake (either side's, or Bun's 1009), after which the connection lingers.
-  const gone = code === CloseCode.ABNORMAL && (reason === '' || reason === IDLE_REASON);
+  const gone = code === CloseCode.ABNORMAL && reason === '';
   events.onClose(gone ? { code, reason } : { code, reason, lingers: CLOSE_LINGER_MS }, ws);
 }
 
