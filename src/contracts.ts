@@ -46,7 +46,7 @@ export interface PresenceMember {
   readonly principal?: string;
 }
 
-/** Who is subscribed to a topic (on this node): how many, and the first `limit` of them. */
+/** Who is subscribed to a topic (on every node with the Redis store, else on this one): how many, and the first `limit` of them. */
 export interface Presence {
   readonly topic: string;
   readonly count: number;
@@ -165,8 +165,11 @@ export interface HubApi {
   position(topic: string): Promise<StreamPosition>;
   /** Up to `limit` publications of `topic` after offset `since` (the newest when absent), as kept in history. */
   history(topic: string, options?: { since?: number; limit?: number }): Promise<{ position: StreamPosition; publications: readonly { offset: number; data: MessageData }[] }>;
-  /** Who is subscribed to `topic` on this node: the count, and up to `limit` (1000) members. */
-  presence(topic: string, options?: { limit?: number }): Presence;
+  /**
+   * Who is subscribed to `topic`: the count, and up to `limit` (1000) members. With the Redis store,
+   * on every live node (rejects while Redis is away); otherwise on this node.
+   */
+  presence(topic: string, options?: { limit?: number }): Promise<Presence>;
   /** A live connection by id. */
   connection(id: string): HandlerContext | undefined;
   /** Kicks a connection: its signal is aborted with kind `kicked`, the socket closed with `code` (4000). */

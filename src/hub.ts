@@ -7,6 +7,7 @@ import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.t
 import { encodeOnce, type Connection } from './connection.ts';
 import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, Presence, PresenceMember, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
+import { localPresence } from './delivery/presence.ts';
 import { MemoryStreams, type Publication } from './delivery/streams.ts';
 import { TopicIndex, type Topic } from './delivery/topics.ts';
 import { HubError } from './errors.ts';
@@ -70,7 +71,7 @@ export class Hub implements HubApi {
     this.topics = new TopicIndex<Connection>(options);
     this.streams = new MemoryStreams({ ...options, maxStreams: options.maxTopics > 0 ? options.maxTopics : 1_000_000 });
     this.#setTopicInterest();
-    if (options.presenceEvents) this.topics.membership = { joined: (conn, t) => this.#announce('join', conn, t), left: (conn, t) => this.#announce('leave', conn, t) };
+    this.topics.membership = { joined: (conn, t) => this.#membershipChanged('join', conn, t), left: (conn, t) => this.#membershipChanged('leave', conn, t) };
     this.handler = this.#resolveHandler(options.handler);
     // With a backplane, ids travel to other nodes (the pubsub `from`): a random part per process keeps
     // them unique across the nodes, which each count from 0.
@@ -309,23 +310,42 @@ export class Hub implements HubApi {
     return delivered;
   }
 
-  presence(topic: string, options: { limit?: number } = {}): Presence {
-    const t = this.topics.get(topic);
-    if (!t) return { topic, count: 0, members: [] };
+  /** Who is subscribed to `topic`: on every node with the Redis store (it rejects while Redis is away), else on this one. */
+  async presence(topic: string, options: { limit?: number } = {}): Promise<Presence> {
     const limit = options.limit ?? PRESENCE_LIMIT;
-    const members: PresenceMember[] = [];
-    for (const conn of t.subscribers) {
-      if (members.length >= limit) break;
-      members.push(memberOf(conn));
-    }
-    return { topic, count: t.subscribers.size, members };
+    const shared = this.#backplane?.presence;
+    if (shared) return shared.read(topic, limit);
+    return localPresence(topic, this.topics.get(topic)?.subscribers, limit, memberOf);
   }
 
-  /** A join or leave, told to the topic's other subscribers (presenceEvents). */
-  #announce(event: 'join' | 'leave', conn: Connection, topic: string): void {
+  /** A subscriber joined or left a topic: the shared presence is told, and with presenceEvents the topic's other subscribers, here and on the other nodes. */
+  #membershipChanged(event: 'join' | 'leave', conn: Connection, topic: string): void {
+    const backplane = this.#backplane;
+    const shared = backplane?.presence;
+    if (!shared && !this.options.presenceEvents) return;
+    const member = memberOf(conn);
+    if (shared) {
+      if (event === 'join') shared.join(topic, member);
+      else shared.leave(topic, member);
+    }
+    if (!this.options.presenceEvents) return;
+    backplane?.announce(topic, event, member);
+    this.#announce(event, topic, member, conn);
+  }
+
+  /** A join or leave, told to the topic's subscribers on this node (but `except`, the one it is about). */
+  #announce(event: 'join' | 'leave', topic: string, member: PresenceMember, except?: Connection): void {
     const t = this.topics.get(topic);
     const format = this.handler.formatPresence;
-    if (t && format) this.#deliverTo(t, format(event, topic, memberOf(conn)), conn);
+    if (t && format) this.#deliverTo(t, format(event, topic, member), except);
+  }
+
+  /** This node's subscribers, topic by topic (what the shared presence writes again after losing them). */
+  *#members(): Generator<[string, Iterable<PresenceMember>]> {
+    for (const name of this.topics.names()) {
+      const t = this.topics.get(name);
+      if (t) yield [name, [...t.subscribers].map(memberOf)];
+    }
   }
 
   /** The topic index tells the streams (and the backplane, once started) when a topic gains its first local subscriber and loses its last. */
@@ -364,6 +384,8 @@ export class Hub implements HubApi {
     this.registry.shared = backplane.streams;
     await backplane.start({
       deliver: (topic, data, position, except) => (position ? this.#deliverShared(topic, data, position, except) : void this.#deliverLocal(topic, data)),
+      announced: (topic, event, member) => this.#announce(event, topic, member),
+      members: () => this.#members(),
       stateChanged: (state, detail) => {
         (state === 'connected' ? this.log.info : this.log.warn)('backplane.state', { kind: backplane.kind, state, detail });
         if (state === 'connected') this.#catchUpAll();

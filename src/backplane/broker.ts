@@ -1,9 +1,10 @@
 // What the broker-backed backplanes (Redis, NATS) share: counting, the envelope on both ways, our
 // own echoes dropped, the health probe and the state. Runtime-free.
-import type { MessageData } from '../contracts.ts';
+import type { MessageData, PresenceMember } from '../contracts.ts';
+import { parseMember } from '../delivery/presence.ts';
 import { unrefInterval, withDeadline } from '../timers.ts';
 import type { Backplane, BackplaneSink, BackplaneState, BackplaneStats } from './contract.ts';
-import { decodeEnvelope, encodeEnvelope } from './envelope.ts';
+import { decodeEnvelope, encodeEnvelope, encodePresenceEvent } from './envelope.ts';
 
 /** The options every broker-backed backplane takes. */
 export interface BrokerBackplaneOptions {
@@ -32,12 +33,20 @@ export abstract class BrokerBackplane implements Backplane {
   abstract close(): Promise<void>;
 
   publish(topic: string, data: MessageData): void {
+    this.#sendOrDrop(topic, () => encodeEnvelope(this.nodeId, topic, data));
+  }
+
+  announce(topic: string, event: 'join' | 'leave', member: PresenceMember): void {
+    this.#sendOrDrop(topic, () => encodePresenceEvent(this.nodeId, topic, event, member));
+  }
+
+  #sendOrDrop(topic: string, encode: () => string): void {
     if (this.state !== 'connected') {
       this.counts.droppedWhileDegraded++;
       return;
     }
     try {
-      this.send(topic, encodeEnvelope(this.nodeId, topic, data));
+      this.send(topic, encode());
       this.counts.published++;
     } catch (error) {
       this.sink?.failed(`${this.kind}.publish`, error);
@@ -72,6 +81,12 @@ export abstract class BrokerBackplane implements Backplane {
     }
     if (!this.topics.has(message.topic)) return;
     this.counts.received++;
+    if (message.event) {
+      const member = parseMember(message.data as string);
+      if (member) this.sink?.announced(message.topic, message.event, member);
+      else this.counts.malformed++;
+      return;
+    }
     this.sink?.deliver(message.topic, message.data, positioned ? { offset: message.offset!, epoch: message.epoch! } : undefined, message.except);
   }
 

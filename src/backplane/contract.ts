@@ -1,6 +1,7 @@
 // The Backplane contract: how hubs on several processes or machines share publishes. Runtime-free.
 // Without one (the default) a hub's topics are its own; implementations: redis.ts, nats.ts.
-import type { MessageData, StreamPosition } from '../contracts.ts';
+import type { MessageData, PresenceMember, StreamPosition } from '../contracts.ts';
+import type { SharedPresence } from '../delivery/presence.ts';
 import type { SharedStreams } from '../delivery/streams.ts';
 
 export type BackplaneState =
@@ -17,6 +18,10 @@ export interface BackplaneSink {
    * (the store numbered it: Redis) any node's, this one's included, in offset order.
    */
   deliver(topic: string, data: MessageData, position?: StreamPosition, except?: string): void;
+  /** Another node's subscriber joined or left a topic this node has subscribers for (presence events). */
+  announced(topic: string, event: 'join' | 'leave', member: PresenceMember): void;
+  /** This node's subscribers, topic by topic: what a presence store writes again after it lost this node's entries. */
+  members(): Iterable<[topic: string, members: Iterable<PresenceMember>]>;
   /** A state change, for /healthz and logs. */
   stateChanged(state: BackplaneState, detail?: string): void;
   /** A failure in fire-and-forget work, with the stage that failed. */
@@ -47,6 +52,8 @@ export interface Backplane {
   start(sink: BackplaneSink): Promise<void>;
   /** Sends a local publish to the other nodes. Never throws: failures are counted and reported. */
   publish(topic: string, data: MessageData): void;
+  /** Tells the other nodes that a local subscriber joined or left a topic (presence events). Never throws. */
+  announce(topic: string, event: 'join' | 'leave', member: PresenceMember): void;
   /** The first local subscriber of a topic appeared: listen for it on the broker. */
   subscribe(topic: string): void;
   /** The last local subscriber left. */
@@ -55,4 +62,6 @@ export interface Backplane {
   close(): Promise<void>;
   /** The shared positions and history this broker keeps (Redis), if it keeps any. */
   readonly streams?: SharedStreams | undefined;
+  /** The cluster-wide presence this broker keeps (Redis), if it keeps any. */
+  readonly presence?: SharedPresence | undefined;
 }

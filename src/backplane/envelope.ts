@@ -16,6 +16,8 @@ interface Envelope {
   t: string;
   /** A connection id that does not get it (`publish`'s `except`). */
   x?: string;
+  /** A presence event instead of a publication: a member joined (`j`) or left (`l`) the topic; `d` is the member as JSON. */
+  k?: 'j' | 'l';
   d?: string;
   b?: string;
 }
@@ -28,6 +30,8 @@ export interface DecodedEnvelope {
   offset?: number;
   epoch?: string;
   except?: string;
+  /** A presence event (`data` is the member as JSON), not a publication. */
+  event?: 'join' | 'leave';
 }
 
 export function encodeEnvelope(nodeId: string, topic: string, data: MessageData, except?: string): string {
@@ -35,6 +39,12 @@ export function encodeEnvelope(nodeId: string, topic: string, data: MessageData,
   if (except !== undefined) env.x = except;
   if (typeof data === 'string') env.d = data;
   else env.b = toBase64(data);
+  return JSON.stringify(env);
+}
+
+/** A presence event for the other nodes: `member` joined or left `topic` on node `nodeId`. */
+export function encodePresenceEvent(nodeId: string, topic: string, event: 'join' | 'leave', member: object): string {
+  const env: Envelope = { v: 1, n: nodeId, t: topic, k: event === 'join' ? 'j' : 'l', d: JSON.stringify(member) };
   return JSON.stringify(env);
 }
 
@@ -57,6 +67,10 @@ export function decodeEnvelope(raw: string): DecodedEnvelope | undefined {
   if (data === undefined) return undefined;
   const decoded: DecodedEnvelope = { node: env.n, topic: env.t, data };
   if (typeof env.x === 'string') decoded.except = env.x;
+  if (env.k !== undefined) {
+    if ((env.k !== 'j' && env.k !== 'l') || typeof data !== 'string') return undefined;
+    decoded.event = env.k === 'j' ? 'join' : 'leave';
+  }
   if (env.o !== undefined || env.e !== undefined) {
     if (!Number.isSafeInteger(env.o) || (env.o as number) < 1 || typeof env.e !== 'string') return undefined;
     decoded.offset = env.o;

@@ -9,9 +9,10 @@ import { closeRedisClient, createRedisClient, type RedisClientLike } from '../re
 import { BrokerBackplane, type BrokerBackplaneOptions } from './broker.ts';
 import type { BackplaneSink } from './contract.ts';
 import { channelOf, decodeEnvelope, envelopeTail, topicToken } from './envelope.ts';
+import { RedisPresence, type PresenceRedis } from './redis-presence.ts';
 
 /** The part of an ioredis client this backplane uses (a structural type: the core does not import ioredis). */
-interface RedisLike extends RedisClientLike {
+interface RedisLike extends RedisClientLike, PresenceRedis {
   publish(channel: string, message: string): Promise<unknown>;
   subscribe(...channels: string[]): Promise<unknown>;
   unsubscribe(...channels: string[]): Promise<unknown>;
@@ -75,6 +76,8 @@ export interface RedisBackplaneOptions extends BrokerBackplaneOptions {
   historySize?: number;
   /** How long (ms) a topic's offset and history outlive its last use. @default 300000 */
   historyTtl?: number;
+  /** How long (ms) the presence entries of a node that stopped renewing them (killed) still count. Renewed on every probe. @default 10000 */
+  presenceTtl?: number;
 }
 
 export class RedisBackplane extends BrokerBackplane implements SharedStreams {
@@ -85,10 +88,12 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
   #sub: RedisLike | undefined;
   /** Each listened topic's SUBSCRIBE, answered or on its way (a new one after every reconnect). */
   readonly #listening = new Map<string, Promise<void>>();
+  /** Presence shared by every node (set up in start). */
+  presence: RedisPresence | undefined;
 
   constructor(options: RedisBackplaneOptions) {
     super();
-    this.#options = { prefix: 'hubbub:', probeInterval: 1000, historySize: 0, historyTtl: 300_000, ...options };
+    this.#options = { prefix: 'hubbub:', probeInterval: 1000, historySize: 0, historyTtl: 300_000, presenceTtl: 10_000, ...options };
   }
 
   async start(sink: BackplaneSink): Promise<void> {
@@ -102,6 +107,13 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
     pub.defineCommand('hubbubRead', { numberOfKeys: 2, lua: READ });
     this.#pub = pub;
     this.#sub = sub;
+    this.presence = new RedisPresence(pub, {
+      prefix: this.#options.prefix,
+      ttlMs: this.#options.presenceTtl,
+      members: () => sink.members(),
+      topics: () => this.topics,
+      failed: (stage, error) => sink.failed(stage, error),
+    });
     for (const client of [pub, sub]) {
       client.on('error', (error: Error) => sink.failed('redis.connection', error));
       client.on('close', () => this.setState('degraded', 'connection closed'));
@@ -124,6 +136,7 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
     if (this.closed) return;
     const ready = ok && this.#sub?.status === 'ready';
     this.setState(ready ? 'connected' : 'degraded', ready ? undefined : ok ? 'subscriber not ready' : 'no PING reply');
+    if (ok) await this.presence?.renew().catch((error: unknown) => this.sink?.failed('redis.presence', error));
   }
 
   #channel(topic: string): string {
@@ -193,6 +206,7 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
   async close(): Promise<void> {
     this.setState('closed');
     this.stopProbing();
+    await this.presence?.end();
     for (const client of [this.#pub, this.#sub]) {
       if (client) await closeRedisClient(client);
     }

@@ -39,7 +39,7 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
   /** Subscriptions across all topics. */
   subscriptions = 0;
   interest: TopicInterest | undefined = undefined;
-  /** Told when a subscriber joins or leaves a topic (presence events); unset, nothing is told. */
+  /** Told when a subscriber joins or leaves a topic (its last one too: presence in a shared store, presence events); unset, nothing is told. */
   membership: { joined(conn: S, topic: string): void; left(conn: S, topic: string): void } | undefined = undefined;
   /** Told after a connection's own subscriptions changed (workerd saves them with the socket). */
   subscriptionsChanged: ((conn: S) => void) | undefined = undefined;
@@ -75,7 +75,7 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
     conn.topics?.delete(name);
     this.subscriptions--;
     if (topic.subscribers.size === 0) this.#remove(name);
-    else this.membership?.left(conn, name);
+    this.membership?.left(conn, name);
     this.subscriptionsChanged?.(conn);
     return true;
   }
@@ -89,7 +89,7 @@ export class TopicIndex<S extends Subscriber = Subscriber> {
       if (!topic || !topic.subscribers.delete(conn)) continue;
       this.subscriptions--;
       if (topic.subscribers.size === 0) this.#remove(name);
-      else this.membership?.left(conn, name);
+      this.membership?.left(conn, name);
     }
     conn.topics = undefined;
   }

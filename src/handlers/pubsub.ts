@@ -121,7 +121,12 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
           );
         }
         case 'presence':
-          return ifAllowed(ctx, topic, 'presence', () => ctx.send(JSON.stringify({ type: 'presence', ...hub.presence(topic) })));
+          return ifAllowed(ctx, topic, 'presence', () =>
+            hub.presence(topic).then(
+              (presence) => ctx.send(JSON.stringify({ type: 'presence', ...presence })),
+              () => ctx.send(errorEnvelope('unavailable', 'the presence store cannot be read now; try again', { topic })),
+            ),
+          );
         case 'unsubscribe':
           ctx.unsubscribe(topic);
           return ctx.send(JSON.stringify({ type: 'unsubscribed', topic }));

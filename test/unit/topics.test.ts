@@ -157,13 +157,13 @@ describe('the library API of positions, history and presence', () => {
     withPrincipal.onOpen(undefined, socket().s);
     for (const { conn } of conns) conn.subscribe('room');
     withPrincipal.subscribe('room');
-    const all = hub.presence('room');
+    const all = await hub.presence('room');
     assert.equal(all.count, 4);
     assert.deepEqual(all.members.at(-1), { id: withPrincipal.id, principal: 'alice' });
     assert.deepEqual(all.members[0], { id: conns[0]!.conn.id });
-    assert.equal(hub.presence('room', { limit: 2 }).members.length, 2);
-    assert.equal(hub.presence('room', { limit: 2 }).count, 4, 'the count is whole');
-    assert.deepEqual(hub.presence('empty'), { topic: 'empty', count: 0, members: [] });
+    assert.equal((await hub.presence('room', { limit: 2 })).members.length, 2);
+    assert.equal((await hub.presence('room', { limit: 2 })).count, 4, 'the count is whole');
+    assert.deepEqual(await hub.presence('empty'), { topic: 'empty', count: 0, members: [] });
     void hub.shutdown(0);
   });
 });
