@@ -6,7 +6,11 @@
 // costs without recovery). Run `npm run build` first.
 //
 //   node bench/recovery.mjs [--subscribers 5000] [--missed 300] [--rounds 2] [--concurrency 200] [--size 100]
+//                           [--stores memory,redis] [--redis redis://127.0.0.1:6379/9]
 //
+// `--stores` runs each round once per store, in turn: `memory` (one node, history in its memory)
+// and `redis` (history, positions and recovery reads in Redis, `--backplane`; the database is
+// flushed before each run, and Redis's own CPU is read from its /proc too).
 // Reported per phase: wall time from the first reconnect to the last subscriber done (for
 // `since`: every missed message received, offsets checked consecutive), the server's CPU time
 // (utime+stime from /proc/<pid>/stat) over it, and its peak RSS; then ratios since ÷ plain.
@@ -25,6 +29,10 @@ const missed = Number(args.missed ?? 300);
 const rounds = Number(args.rounds ?? 2);
 const concurrency = Number(args.concurrency ?? 200);
 const size = Number(args.size ?? 100);
+const stores = String(args.stores ?? 'memory').split(',');
+const redisUrl = String(args.redis ?? 'redis://127.0.0.1:6379/9');
+for (const s of stores) if (s !== 'memory' && s !== 'redis') throw new Error(`--stores: memory or redis (got ${s})`);
+if (!/^redis:\/\/127\.0\.0\.1[:/]/.test(redisUrl)) throw new Error('--redis must be on 127.0.0.1');
 const CLK_TCK = 100;
 const log = (...parts) => process.stderr.write(`[recovery] ${parts.join(' ')}\n`);
 
@@ -34,8 +42,18 @@ function cpuMs(pid) {
 }
 const rssKiB = (pid) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]);
 
-async function startServer() {
-  const child = spawn(process.execPath, [resolve(root, 'dist/node.js'), '--host', '127.0.0.1', '--port', '0', '--handler', 'pubsub', '--max-connections', String(subscribers + 100), '--history-size', String(missed), '--recovery-max', String(missed), '--heartbeat-interval', '0', '--max-connections-per-ip', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** Redis's pid (its CPU counts in the `redis` store) and a way to empty the bench's database. */
+async function redisOf(url) {
+  const { Redis } = await import('ioredis');
+  const client = new Redis(url);
+  const info = await client.info('server');
+  const pid = Number(/process_id:(\d+)/.exec(info)[1]);
+  return { pid, flush: () => client.flushdb(), quit: () => client.quit() };
+}
+
+async function startServer(store) {
+  const backplane = store === 'redis' ? ['--backplane', redisUrl] : [];
+  const child = spawn(process.execPath, [resolve(root, 'dist/node.js'), '--host', '127.0.0.1', '--port', '0', '--handler', 'pubsub', '--max-connections', String(subscribers + 100), '--history-size', String(missed), '--recovery-max', String(missed), '--heartbeat-interval', '0', '--max-connections-per-ip', '0', ...backplane], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise((resolveUrl, reject) => {
     const rl = createInterface({ input: child.stdout });
     rl.on('line', (line) => {
@@ -87,7 +105,7 @@ function subscribe(ws, since, expect) {
   });
 }
 
-async function phase(server, withSince) {
+async function phase(server, withSince, redis) {
   // Everyone subscribes and learns the position, then drops.
   const first = [];
   let position;
@@ -111,6 +129,7 @@ async function phase(server, withSince) {
   let peak = rssKiB(pid);
   const sampler = setInterval(() => (peak = Math.max(peak, rssKiB(pid))), 50);
   const cpu0 = cpuMs(pid);
+  const redisCpu0 = redis ? cpuMs(redis.pid) : 0;
   const t0 = performance.now();
   const back = [];
   await pool(subscribers, concurrency, async () => {
@@ -120,30 +139,51 @@ async function phase(server, withSince) {
   });
   const wallMs = performance.now() - t0;
   const serverCpuMs = cpuMs(pid) - cpu0;
+  const redisCpuMs = redis ? cpuMs(redis.pid) - redisCpu0 : undefined;
   clearInterval(sampler);
   for (const ws of [...back, publisher]) ws.terminate();
   await new Promise((r) => setTimeout(r, 500));
-  return { wallMs: Math.round(wallMs), serverCpuMs: Math.round(serverCpuMs), peakRssKiB: peak, replayed: withSince ? subscribers * missed : 0 };
+  return { wallMs: Math.round(wallMs), serverCpuMs: Math.round(serverCpuMs), ...(redis ? { redisCpuMs: Math.round(redisCpuMs) } : {}), peakRssKiB: peak, replayed: withSince ? subscribers * missed : 0 };
 }
 
+const redis = stores.includes('redis') ? await redisOf(redisUrl) : undefined;
 const results = [];
 for (let round = 0; round < rounds; round++) {
-  const server = await startServer();
-  try {
-    const plain = await phase(server, false);
-    log(`round ${round + 1} plain`, JSON.stringify(plain));
-    const since = await phase(server, true);
-    log(`round ${round + 1} since`, JSON.stringify(since));
-    results.push({ plain, since });
-  } finally {
-    server.child.kill('SIGKILL');
+  for (const store of stores) {
+    if (store === 'redis') await redis.flush();
+    const server = await startServer(store);
+    try {
+      const r = store === 'redis' ? redis : undefined;
+      const plain = await phase(server, false, r);
+      log(`round ${round + 1} ${store} plain`, JSON.stringify(plain));
+      const since = await phase(server, true, r);
+      log(`round ${round + 1} ${store} since`, JSON.stringify(since));
+      results.push({ round: round + 1, store, plain, since });
+    } finally {
+      server.child.kill('SIGKILL');
+      await new Promise((r) => setTimeout(r, 500));
+    }
   }
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
-const m = (phaseName, key) => median(results.map((r) => r[phaseName][key]));
-console.log(JSON.stringify({
-  subscribers, missed, size, rounds: results,
-  median: { plain: { wallMs: m('plain', 'wallMs'), serverCpuMs: m('plain', 'serverCpuMs') }, since: { wallMs: m('since', 'wallMs'), serverCpuMs: m('since', 'serverCpuMs') } },
-  serverCpuUsPerReplayedMessage: Math.round(((m('since', 'serverCpuMs') - m('plain', 'serverCpuMs')) * 1000) / (subscribers * missed) * 100) / 100,
-  ratio: { wall: Math.round((m('since', 'wallMs') / m('plain', 'wallMs')) * 100) / 100, serverCpu: Math.round((m('since', 'serverCpuMs') / m('plain', 'serverCpuMs')) * 100) / 100 },
-}));
+await redis?.quit();
+const median = (xs) => (xs.length === 0 ? null : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]);
+const summary = {};
+for (const store of stores) {
+  const of = results.filter((x) => x.store === store);
+  const m = (phaseName, key) => median(of.map((x) => x[phaseName][key]).filter((v) => v !== undefined));
+  summary[store] = {
+    median: {
+      plain: { wallMs: m('plain', 'wallMs'), serverCpuMs: m('plain', 'serverCpuMs'), redisCpuMs: m('plain', 'redisCpuMs') },
+      since: { wallMs: m('since', 'wallMs'), serverCpuMs: m('since', 'serverCpuMs'), redisCpuMs: m('since', 'redisCpuMs'), peakRssKiB: m('since', 'peakRssKiB') },
+    },
+    serverCpuUsPerReplayedMessage: Math.round(((m('since', 'serverCpuMs') - m('plain', 'serverCpuMs')) * 1000) / (subscribers * missed) * 100) / 100,
+    ratio: { wall: Math.round((m('since', 'wallMs') / m('plain', 'wallMs')) * 100) / 100, serverCpu: Math.round((m('since', 'serverCpuMs') / m('plain', 'serverCpuMs')) * 100) / 100 },
+  };
+}
+if (summary.memory && summary.redis) {
+  summary.redisOverMemory = {
+    sinceWall: Math.round((summary.redis.median.since.wallMs / summary.memory.median.since.wallMs) * 100) / 100,
+    sinceServerCpu: Math.round((summary.redis.median.since.serverCpuMs / summary.memory.median.since.serverCpuMs) * 100) / 100,
+  };
+}
+console.log(JSON.stringify({ subscribers, missed, size, stores, rounds: results, summary }));

@@ -8,6 +8,7 @@ import { encodeOnce, type Connection } from './connection.ts';
 import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, Presence, PresenceMember, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
 import { localPresence } from './delivery/presence.ts';
+import { SharedReads } from './delivery/shared-reads.ts';
 import { MemoryStreams, type Publication } from './delivery/streams.ts';
 import { TopicIndex, type Topic } from './delivery/topics.ts';
 import { HubError } from './errors.ts';
@@ -28,6 +29,8 @@ export interface ShutdownResult {
 }
 
 const SWEEP_INTERVAL_MS = 1000;
+/** Publications a node keeps from its recent recovery reads of the shared store (SharedReads), across topics. */
+const SHARED_READS_KEPT = 20_000;
 
 /** How a runtime builds its hub (not user options: these follow from where the hub runs). */
 export interface HubInit {
@@ -55,6 +58,7 @@ export class Hub implements HubApi {
   /** How late the last sweeper tick fired (ms): the event loop's lag. */
   eventLoopLagMs = 0;
   #backplane: Backplane | undefined;
+  #sharedReads: SharedReads | undefined;
   #redisClusterLimit: { stats(): ClusterLimitStats; close(): Promise<void> } | undefined;
   #started: Promise<void> | undefined;
   #sweeper: ReturnType<typeof setInterval> | undefined;
@@ -108,6 +112,7 @@ export class Hub implements HubApi {
     r.expireLingering(now);
     r.nextRateWindow(now);
     this.streams.sweep(now);
+    this.#sharedReads?.sweep(now);
     const interval = this.options.heartbeatInterval;
     if (interval > 0 && now + this.#sweepTick / 2 >= this.#nextHeartbeat) {
       this.#nextHeartbeat = now + interval;
@@ -381,7 +386,9 @@ export class Hub implements HubApi {
     this.#backplane = backplane;
     // Topics that already have subscribers (a handler that subscribed before start) are listened for too.
     for (const t of this.topics.names()) backplane.subscribe(t);
-    this.registry.shared = backplane.streams;
+    // Recovery reads go through SharedReads: a storm of subscribers coming back reads and frames each publication once.
+    this.#sharedReads = backplane.streams ? new SharedReads(backplane.streams, SHARED_READS_KEPT) : undefined;
+    this.registry.shared = this.#sharedReads;
     await backplane.start({
       deliver: (topic, data, position, except) => (position ? this.#deliverShared(topic, data, position, except) : void this.#deliverLocal(topic, data)),
       announced: (topic, event, member) => this.#announce(event, topic, member),

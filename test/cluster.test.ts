@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { closed, connect, eventually, rawRequest, request, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
+import { closed, connect, eventually, rawRequest, request, serviceSkip, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
 import { readdirSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { textFrame, upgradeHeaders } from './frames.ts';
@@ -288,5 +288,65 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
     const child = (await import('node:child_process')).spawnSync(process.execPath, ['dist/node.js', '--workers', '2', '--handler', 'pubsub', '--port', '0'], { encoding: 'utf8', timeout: 10_000 });
     assert.equal(child.status, 2);
     assert.match(child.stderr, /^hubbub: --handler pubsub with --workers needs a --backplane/);
+  });
+});
+
+describe('cluster mode: one topic space on Redis (--workers 2 --backplane redis://…)', { skip: await serviceSkip('redis', 6379), timeout: 120_000 }, () => {
+  /** A pubsub client, and the process it landed on (the random first part of its connection id, learnt from its own publish). */
+  async function client(server: ServerProcess) {
+    const ws = await connect(server.wsUrl);
+    const got: { type: string; topic?: string; offset?: number; data?: unknown; from?: string; id?: number }[] = [];
+    ws.on('message', (data: Buffer) => got.push(JSON.parse(data.toString()) as (typeof got)[number]));
+    const whoami = `whoami-${Math.random()}`;
+    ws.send(JSON.stringify({ type: 'subscribe', topic: whoami }));
+    await eventually(async () => got.some((m) => m.type === 'subscribed'), (yes) => yes, 5000);
+    ws.send(JSON.stringify({ type: 'publish', topic: whoami, data: 'me' }));
+    const own = await eventually(async () => got.find((m) => m.type === 'message' && m.topic === whoami), (m) => m !== undefined, 5000);
+    assert.ok(own?.from, 'its own publication came back');
+    ws.send(JSON.stringify({ type: 'unsubscribe', topic: whoami }));
+    return { ws, got, worker: own.from.split('-')[0]! };
+  }
+
+  it('a publisher on one worker reaches the subscribers of the other, with one offset sequence for the topic', async () => {
+    const redisDb = 'redis://127.0.0.1:6379/8';
+    const server = await startServer(node, ['--workers', '2', '--handler', 'pubsub', '--backplane', redisDb, '--history-size', '100']);
+    const sockets: WebSocket[] = [];
+    try {
+      await eventually(() => clusterStats(server), (c) => c?.workers === 2);
+      const topic = `workers-${Date.now()}`;
+      // Round-robin spreads the connections; keep going until both workers have subscribers and a publisher.
+      const subs: Awaited<ReturnType<typeof client>>[] = [];
+      for (let i = 0; i < 20 && (subs.length < 6 || new Set(subs.map((s) => s.worker)).size < 2); i++) {
+        const s = await client(server);
+        sockets.push(s.ws);
+        s.ws.send(JSON.stringify({ type: 'subscribe', topic }));
+        subs.push(s);
+      }
+      const workers = [...new Set(subs.map((s) => s.worker))];
+      assert.equal(workers.length, 2, 'subscribers on both workers');
+      const pubs: Awaited<ReturnType<typeof client>>[] = [];
+      for (let i = 0; i < 20 && pubs.length < 2; i++) {
+        const p = await client(server);
+        sockets.push(p.ws);
+        if (!pubs.some((q) => q.worker === p.worker)) pubs.push(p);
+      }
+      assert.equal(pubs.length, 2, 'a publisher on each worker');
+      await eventually(async () => subs.filter((s) => s.got.some((m) => m.type === 'subscribed' && m.topic === topic)).length, (n) => n === subs.length, 5000);
+      const N = 100;
+      for (let i = 0; i < N; i++) for (const [k, p] of pubs.entries()) p.ws.send(JSON.stringify({ type: 'publish', topic, data: { k, i }, id: i }));
+      const onTopic = (s: (typeof subs)[number]) => s.got.filter((m) => m.type === 'message' && m.topic === topic);
+      await eventually(async () => subs.map((s) => onTopic(s).length), (counts) => counts.every((c) => c >= 2 * N), 20_000);
+      const reference = onTopic(subs[0]!).map((m) => JSON.stringify(m.data));
+      for (const s of subs) {
+        const messages = onTopic(s);
+        assert.deepEqual(messages.map((m) => m.offset), Array.from({ length: 2 * N }, (_, i) => i + 1), `worker ${s.worker}: every offset exactly once, in order`);
+        assert.deepEqual(messages.map((m) => JSON.stringify(m.data)), reference, 'the same publication at the same offset on both workers');
+      }
+      const published = pubs.flatMap((p) => p.got.filter((m) => m.type === 'published' && m.topic === topic).map((m) => m.offset!));
+      assert.deepEqual(published.sort((a, b) => a - b), Array.from({ length: 2 * N }, (_, i) => i + 1), 'the two workers drew from one sequence');
+    } finally {
+      for (const ws of sockets) ws.terminate();
+      await server.stop();
+    }
   });
 });
