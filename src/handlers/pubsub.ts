@@ -12,6 +12,7 @@
 //   (when the topic's stream was lost: Redis lost its data) {"type":"subscribed","topic":"room","offset":0,"epoch":"n7…","recovered":false,"reset":true}
 //   {"type":"ping"}                                       {"type":"pong"}
 //   anything malformed, or a subscribe over a cap          {"type":"error","code":"bad-json"|…|"subscription-limit"|"topic-limit","message":…}
+//                                                         (an error about a publish carries its "id")
 //
 // `offset` counts the publications on a topic (each gets the next); a subscriber that sees 13 after
 // 11 knows it missed one (the `drop` slow-consumer policy). `epoch` names the topic's stream: after
@@ -65,8 +66,8 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
    * Runs `act` if the hook allows it. A synchronous hook keeps everything synchronous, so replies and
    * publishes keep the order the client sent them in; an async hook may reorder around other messages.
    */
-  function ifAllowed(ctx: HandlerContext, topic: string, action: TopicAction, act: () => void | Promise<unknown>): void | Promise<void> {
-    const deny = () => ctx.send(errorEnvelope('forbidden', `${action} not allowed on this topic`, { topic }));
+  function ifAllowed(ctx: HandlerContext, topic: string, action: TopicAction, act: () => void | Promise<unknown>, id?: unknown): void | Promise<void> {
+    const deny = () => ctx.send(errorEnvelope('forbidden', `${action} not allowed on this topic`, { topic, ...(id !== undefined ? { id } : {}) }));
     const verdict = authorize(ctx, topic, action);
     if (typeof verdict === 'boolean') return verdict ? settled(act()) : deny();
     return verdict.then((ok) => (ok ? settled(act()) : deny()));
@@ -131,8 +132,8 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
           ctx.unsubscribe(topic);
           return ctx.send(JSON.stringify({ type: 'unsubscribed', topic }));
         case 'publish': {
-          if (!('data' in msg)) return ctx.send(errorEnvelope('bad-message', 'publish needs a data field'));
           const { data, id } = msg;
+          if (!('data' in msg)) return ctx.send(errorEnvelope('bad-message', 'publish needs a data field', id !== undefined ? { id } : {}));
           return ifAllowed(ctx, topic, 'publish', () => {
             // What travels (to local subscribers and over the backplane) is the body; each node
             // wraps it with the offset in formatPublish.
@@ -142,7 +143,7 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
               },
               () => ctx.send(errorEnvelope('unavailable', 'the message store cannot take publications now; try again', { topic, ...(id !== undefined ? { id } : {}) })),
             );
-          });
+          }, id);
         }
       }
     },

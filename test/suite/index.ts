@@ -14,6 +14,7 @@ import { runOptions } from './options.ts';
 import { runAttacks } from './attacks.ts';
 import { runAdmin } from './admin.ts';
 import { runProtocols } from './protocols.ts';
+import { runClient } from './client.ts';
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
@@ -30,4 +31,5 @@ export function runSuite(target: RuntimeTarget): void {
   runAttacks(target);
   runAdmin(target);
   runProtocols(target);
+  runClient(target);
 }
