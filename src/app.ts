@@ -11,6 +11,7 @@ import { authenticate } from './admission/authenticate.ts';
 import { Connection } from './connection.ts';
 import type { FanOut, Handler, Principal } from './contracts.ts';
 import type { Logger } from './log.ts';
+import { clientModule } from './client/served.ts';
 import { demoPage } from './demo.ts';
 import { closeReason } from './errors.ts';
 import { offeredProtocols, upgradeRequired, wantsWebSocket, type HubUpgrade } from './handshake.ts';
@@ -96,8 +97,16 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     return c.json({ admit: false, reason, ...figures }, 503, { 'Retry-After': String(admission.retryAfter) });
   });
 
-  const { demo, handler: handlerOption } = hub.options;
-  if (demo === 'on' || (demo === 'auto' && handlerOption === 'pubsub')) app.get('/', (c) => c.html(demoPage));
+  const { demo, handler: handlerOption, serveClient } = hub.options;
+  const demoOn = demo === 'on' || (demo === 'auto' && handlerOption === 'pubsub');
+  if (demoOn) {
+    const page = demoPage(handlerOption === 'pubsub' ? 'pubsub' : 'echo', hub.options.path, serveClient);
+    app.get('/', (c) => c.html(page));
+  }
+  if (serveClient) {
+    // Short-lived caching: a deploy with a new client reaches browsers within minutes.
+    app.get('/client.js', (c) => c.body(clientModule, 200, { 'Content-Type': 'text/javascript; charset=utf-8', 'Cache-Control': 'public, max-age=300', 'X-Content-Type-Options': 'nosniff' }));
+  }
 
   healthRoute(app, hub, adapter);
   if (hub.options.adminPort < 0) adminRoutes(app, hub, adapter, 'public');

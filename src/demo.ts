@@ -1,7 +1,16 @@
-// The demo page served at `/` (`--demo`; by default with --handler pubsub): a live room over the
-// pubsub protocol, with live counters from /admission and /stats. Plain HTML and a little script, no framework. Under the echo handler it says so and
-// works as an echo console.
-export const demoPage = /* html */ `<!doctype html>
+// The demo page served at `/` (`--demo`; by default with --handler pubsub): a live room built on the
+// hubbub client (`/client.js`, src/client), with live counters from /admission and /stats. It shows
+// the client at work: its state, each reconnect and its delay, a refused handshake and why
+// (/admission), and after a reconnect what recovery did (the missed messages filled in, or the
+// room's history lost). Plain HTML and a little script, no framework. Under the echo handler it is
+// an echo console on a plain WebSocket.
+import { clientModule } from './client/served.ts';
+
+/** The page for this server: its handler's protocol, where its WebSocket is, and how it gets the client. */
+export function demoPage(mode: 'pubsub' | 'echo', wsPath: string, clientServed: boolean): string {
+  // Without /client.js (--serve-client false) the page carries the module itself.
+  const clientSource = clientServed ? "'/client.js'" : `URL.createObjectURL(new Blob([${JSON.stringify(clientModule).replace(/</g, '\\u003c')}], { type: 'text/javascript' }))`;
+  return /* html */ `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
@@ -27,6 +36,10 @@ export const demoPage = /* html */ `<!doctype html>
   button { padding: .55rem 1.1rem; border: 0; border-radius: 6px; background: #2f5bd3; color: #fff; font-size: 1rem; cursor: pointer; }
   button:disabled { background: #9aa6c2; cursor: default; }
   #status { font-size: .85rem; color: #5b6475; margin-top: .5rem; }
+  #state { display: inline-block; padding: 0 .45rem; border-radius: 4px; background: #e4e7ee; font-weight: 600; }
+  #state[data-state=connected] { background: #dff3e4; color: #1b6b34; }
+  #state[data-state=disconnected], #state[data-state=closed] { background: #fde8e8; color: #8a1c1c; }
+  #messages li.note { color: #5b6475; font-style: italic; }
 </style>
 </head>
 <body>
@@ -43,82 +56,89 @@ export const demoPage = /* html */ `<!doctype html>
   <input id="text" autocomplete="off" placeholder="Say something" maxlength="2000" disabled>
   <button id="send" disabled>Send</button>
 </form>
-<div id="status">connecting…</div>
+<div id="status"><span id="state" data-state="connecting">connecting</span> <span id="detail"></span></div>
 <script type="module">
 const $ = (id) => document.getElementById(id);
 const topic = new URLSearchParams(location.search).get('room') || 'lobby';
 const name = 'guest-' + Math.random().toString(36).slice(2, 6);
-let ws, mode = 'unknown', opened = false, retryTimer;
+const wsUrl = (location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + ${JSON.stringify(wsPath)};
 
-function show(text, who) {
+function show(text, who, offset) {
   const li = document.createElement('li');
   if (who) { const s = document.createElement('span'); s.className = 'who'; s.textContent = who; li.append(s); }
+  else li.className = 'note';
+  if (offset !== undefined) li.dataset.offset = String(offset);
   li.append(document.createTextNode(text));
   $('messages').append(li);
   $('messages').scrollTop = $('messages').scrollHeight;
 }
 function banner(kind, text) { $('banner').className = kind || ''; $('banner').textContent = text || ''; }
 function ready(on) { $('text').disabled = !on; $('send').disabled = !on; }
+function state(value, detail) { $('state').textContent = value; $('state').dataset.state = value; $('detail').textContent = detail || ''; }
 
-function connect() {
-  clearTimeout(retryTimer);
-  opened = false;
-  ws = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + '/ws');
-  ws.onopen = () => {
-    opened = true;
-    banner();
-    $('status').textContent = 'connected as ' + name + ' in room ' + topic;
-    ws.send(JSON.stringify({ type: 'subscribe', topic }));
+if (${JSON.stringify(mode)} === 'echo') {
+  banner('info', 'This server runs the echo handler: you see your own messages echoed. Start it with --handler pubsub for a shared room.');
+  let ws;
+  const open = () => {
+    ws = new WebSocket(wsUrl);
+    ws.onopen = () => { ready(true); state('connected', 'echo console'); };
+    ws.onmessage = (event) => show(String(event.data), 'server');
+    ws.onclose = (event) => { ready(false); state('disconnected', '(' + event.code + ') reconnecting in 2 s'); setTimeout(open, 2000); };
   };
-  ws.onmessage = (event) => {
-    const text = String(event.data);
-    if (mode === 'unknown') {
-      mode = text.startsWith('Server received: ') ? 'echo' : 'pubsub';
-      if (mode === 'echo') banner('info', 'This server runs the echo handler: you see your own messages echoed. Start it with --handler pubsub for a shared room.');
-      ready(true);
-      if (mode === 'echo') return;
-    }
-    if (mode === 'echo') return show(text, 'server');
-    let msg;
-    try { msg = JSON.parse(text); } catch { return show(text, 'server'); }
-    if (msg.type === 'message') show(String(msg.data && msg.data.text), (msg.data && msg.data.name) || msg.from);
-    else if (msg.type === 'error') show('error: ' + msg.message, 'server');
+  open();
+  $('form').onsubmit = (event) => {
+    event.preventDefault();
+    const text = $('text').value.trim();
+    if (text && ws.readyState === 1) { ws.send(text); $('text').value = ''; }
   };
-  ws.onclose = async (event) => {
-    ready(false);
-    if (!opened) {
-      // A browser cannot read the status of a refused handshake: ask the server why.
-      try {
-        const res = await fetch('/admission', { cache: 'no-store' });
-        const body = await res.json();
-        const retry = Number(res.headers.get('Retry-After') || 2);
-        if (res.status === 503 && body.reason === 'capacity') {
-          banner('full', 'The server is full (503): ' + body.live + ' of ' + body.limit + ' connections are in use. Retrying in ' + retry + ' s.');
-        } else if (res.status === 503) {
-          banner('full', 'The server is shutting down (503). Retrying in ' + retry + ' s.');
-        } else {
-          banner('full', 'Could not connect (the server refused the WebSocket). Retrying in ' + retry + ' s.');
-        }
-        $('status').textContent = 'not connected';
-        retryTimer = setTimeout(connect, retry * 1000);
-      } catch {
-        banner('full', 'The server cannot be reached. Retrying in 3 s.');
-        retryTimer = setTimeout(connect, 3000);
-      }
-      return;
+} else {
+  const { createClient } = await import(${clientSource});
+  const client = createClient(wsUrl);
+  window.hubbub = client; // for the console (and the browser test)
+  let firstAnswer = true, lastOffset = 0, replayUntil = 0, replayFrom = 0;
+  const recovered = () => show('reconnected: ' + (replayUntil - replayFrom) + ' missed message' + (replayUntil - replayFrom === 1 ? '' : 's') + ' recovered, in order');
+  const sub = client.subscribe(topic, (data, meta) => {
+    lastOffset = meta.offset;
+    show(String(data && data.text), (data && data.name) || meta.from, meta.offset);
+    if (meta.offset === replayUntil) recovered(); // the last of the replay: everything missed is on screen
+  });
+  sub.on('subscribed', (info) => {
+    if (firstAnswer) { firstAnswer = false; lastOffset = info.position.offset; return; }
+    // A resubscribe after a reconnect: what the server could give back.
+    if (info.recovered) {
+      replayFrom = lastOffset;
+      replayUntil = info.position.offset;
+      if (replayUntil === replayFrom) recovered();
+    } else {
+      replayUntil = 0;
+      lastOffset = info.position.offset;
+      show('reconnected, but the server no longer has what was said meanwhile (' + (info.reset ? 'its store was lost' : 'a new history, or too far behind') + '): some messages may be missing');
     }
-    $('status').textContent = 'disconnected (' + event.code + '), reconnecting…';
-    retryTimer = setTimeout(connect, 1000);
+  });
+  sub.on('error', (error) => show('subscription refused: ' + error.message));
+  client.on('state', (value) => {
+    ready(value === 'connected');
+    if (value === 'connected') { banner(); state(value, 'as ' + name + ' in room ' + topic + (client.stats.reconnects ? ' · reconnects: ' + client.stats.reconnects : '')); }
+    else state(value);
+  });
+  client.on('reconnecting', ({ attempt, delay, code, refused }) => {
+    const wait = (delay / 1000).toFixed(1) + ' s';
+    if (refused && refused.body && refused.body.reason === 'capacity') {
+      banner('full', 'The server is full (' + refused.status + '): ' + refused.body.live + ' of ' + refused.body.limit + ' connections are in use. Retrying in ' + wait + '.');
+    } else if (refused) {
+      banner('full', 'The server refused the connection (' + refused.status + (refused.body && refused.body.reason ? ', ' + refused.body.reason : '') + '). Retrying in ' + wait + '.');
+    }
+    state('disconnected', (code !== undefined ? 'closed (' + code + '), ' : '') + 'attempt ' + attempt + ' in ' + wait + ' (jittered backoff)');
+  });
+  client.on('closed', ({ code, reason }) => { banner('full', 'Disconnected for good (' + code + (reason ? ': ' + reason : '') + '). Reload to try again.'); state('closed'); });
+  $('form').onsubmit = (event) => {
+    event.preventDefault();
+    const text = $('text').value.trim();
+    if (!text) return;
+    $('text').value = '';
+    client.publish(topic, { text, name }).catch((error) => show('not sent (' + error.code + '): ' + text));
   };
 }
-
-$('form').onsubmit = (event) => {
-  event.preventDefault();
-  const text = $('text').value.trim();
-  if (!text || !ws || ws.readyState !== 1) return;
-  ws.send(mode === 'echo' ? text : JSON.stringify({ type: 'publish', topic, data: { text, name } }));
-  $('text').value = '';
-};
 
 // Live and limit come from /admission, which every client may ask; the message rate from /stats,
 // which answers only the operator (a local client, or with the admin token): elsewhere it shows –.
@@ -138,8 +158,8 @@ async function poll() {
 }
 poll();
 setInterval(poll, 1000);
-connect();
 </script>
 </body>
 </html>
 `;
+}

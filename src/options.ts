@@ -92,6 +92,8 @@ export interface HubOptions {
   adminToken: string;
   /** The demo page at `/`: 'auto' serves it with the built-in pubsub handler only. @default 'auto' */
   demo: 'auto' | 'on' | 'off';
+  /** Serve the hubbub client (`hubbub/client`) as one ES module at `/client.js`. @default true */
+  serveClient: boolean;
   /** Lowest level logged. @default 'info' */
   logLevel: LogLevel;
   /** Handler: `'echo'` (the default), `'pubsub'` (the JSON topic protocol), a Handler, or (CLI) a path to a module exporting one. @default 'echo' */
@@ -257,6 +259,10 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   demo: {
     flag: '--demo', env: ['HUBBUB_DEMO'], default: 'auto',
     doc: "the demo page at /: on, off, or auto (on with --handler pubsub)", ...oneOf(['auto', 'on', 'off'] as const),
+  },
+  serveClient: {
+    flag: '--serve-client', env: ['HUBBUB_SERVE_CLIENT'], default: true,
+    doc: 'serve the hubbub client as one ES module at /client.js (the demo page loads it)', ...boolean(),
   },
   logLevel: { flag: '--log-level', env: ['HUBBUB_LOG_LEVEL'], default: 'info', doc: 'lowest level logged', ...oneOf(logLevels) },
   handler: {

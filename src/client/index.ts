@@ -107,7 +107,7 @@ export interface ClientOptions {
   /** Where to ask why a handshake failed. @default the server's /admission, beside the WebSocket path */
   admissionUrl?: string | null;
   /** For `/admission` (Node ≥ 18, Deno, Bun and browsers have one). @default globalThis.fetch */
-  fetch?: (url: string) => Promise<{ status: number; headers: { get(name: string): string | null } }>;
+  fetch?: (url: string) => Promise<{ status: number; headers: { get(name: string): string | null }; json?(): Promise<unknown> }>;
   /** @default Math.random (tests pass their own) */
   random?: () => number;
 }
@@ -134,6 +134,17 @@ interface ClientEvents {
   closed: { code: number; reason: string };
   /** Something the application may want to log: an error answer with no publish to reject, a throwing callback. */
   error: Error;
+  /** The next attempt is scheduled: after a close (`code`), or after a refused handshake (`refused`, when /admission said why). */
+  reconnecting: { attempt: number; delay: number; code?: number; refused?: Refusal };
+}
+
+/** Why the server refused a handshake, as its /admission answered (503 full or draining, 429). */
+export interface Refusal {
+  status: number;
+  /** Ms the server asked to wait (its Retry-After). */
+  retryAfter?: number;
+  /** /admission's JSON: `{ admit, reason: 'capacity' | 'draining' | …, live, limit }`. */
+  body?: { reason?: string; live?: number; limit?: number; [key: string]: unknown };
 }
 
 export interface Subscription extends AsyncIterable<{ data: unknown; meta: MessageMeta }> {
@@ -260,7 +271,7 @@ export class HubbubClient {
   readonly #subs = new Map<string, Sub>();
   readonly #pending = new Map<number, PendingPublish>();
   readonly #queue: PendingPublish[] = [];
-  readonly #listeners = { state: new Set<Listener<ClientState>>(), closed: new Set<Listener<{ code: number; reason: string }>>(), error: new Set<Listener<Error>>() };
+  readonly #listeners: { [E in keyof ClientEvents]: Set<Listener<ClientEvents[E]>> } = { state: new Set(), closed: new Set(), error: new Set(), reconnecting: new Set() };
   /** Counters, for tests and dashboards. */
   readonly stats = { connects: 0, reconnects: 0, duplicatesDropped: 0, gaps: 0, pingTimeouts: 0 };
 
@@ -514,22 +525,25 @@ export class HubbubClient {
     for (const entry of [...this.#pending.values()]) entry.reject(error);
   }
 
-  #retry(handshakeFailed: boolean, _code: number | undefined): void {
-    const delay = backoffDelay(this.#attempt++, this.#options.min, this.#options.max, this.#options.random);
+  #retry(handshakeFailed: boolean, code: number | undefined): void {
+    const attempt = this.#attempt++;
+    const delay = backoffDelay(attempt, this.#options.min, this.#options.max, this.#options.random);
     this.#urlIndex++;
-    const go = (wait: number) => {
+    const go = (wait: number, refused?: Refusal) => {
       if (this.#state === 'closed') return;
+      this.#emit('reconnecting', { attempt: attempt + 1, delay: wait, ...(handshakeFailed ? {} : { code }), ...(refused ? { refused } : {}) });
       this.#retryTimer = setTimeout(() => this.#connect(), wait);
     };
     if (!handshakeFailed) return go(delay);
     // A browser cannot read why a handshake was refused: ask /admission, and honour Retry-After.
     this.#admissionWait().then(
-      (retryAfterMs) => go(retryAfterMs === undefined ? delay : retryAfterMs + delay),
+      (refused) => go(refused?.retryAfter === undefined ? delay : refused.retryAfter + delay, refused),
       () => go(delay),
     );
   }
 
-  async #admissionWait(): Promise<number | undefined> {
+  /** After a refused handshake: what /admission says (a 503 or 429 with its Retry-After and body), or undefined. */
+  async #admissionWait(): Promise<Refusal | undefined> {
     const fetcher = this.#options.fetch;
     if (!fetcher || this.#options.admissionUrl === null) return undefined;
     const base = this.#urls[(this.#urlIndex - 1 + this.#urls.length) % this.#urls.length]!;
@@ -537,7 +551,12 @@ export class HubbubClient {
     const response = await fetcher(url);
     if (response.status !== 503 && response.status !== 429) return undefined;
     const seconds = Number(response.headers.get('retry-after'));
-    return Number.isFinite(seconds) && seconds > 0 ? Math.min(seconds, 3600) * 1000 : undefined;
+    const body = (await response.json?.().catch(() => undefined)) as Refusal['body'];
+    return {
+      status: response.status,
+      ...(Number.isFinite(seconds) && seconds > 0 ? { retryAfter: Math.min(seconds, 3600) * 1000 } : {}),
+      ...(body && typeof body === 'object' ? { body } : {}),
+    };
   }
 
   #startPing(ws: WebSocketLike): void {

@@ -44,6 +44,24 @@ export function runEcho(target: RuntimeTarget): void {
       await res.text();
     });
 
+    it('serves the hubbub client at /client.js, one ES module (and not with --serve-client false)', async () => {
+      const res = await fetch(`${server.url}/client.js`);
+      assert.equal(res.status, 200);
+      assert.match(res.headers.get('content-type') ?? '', /^text\/javascript/);
+      assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+      const body = await res.text();
+      assert.match(body, /export function createClient\(/);
+      assert.doesNotMatch(body, /^\s*import\s/m);
+      const off = await startServer(target, ['--serve-client', 'false']);
+      try {
+        const none = await fetch(`${off.url}/client.js`);
+        assert.equal(none.status, 404);
+        await none.text();
+      } finally {
+        await off.stop();
+      }
+    });
+
     it('serves /healthz and /stats', async () => {
       const health = await fetch(`${server.url}/healthz`);
       assert.equal(health.status, 200);
