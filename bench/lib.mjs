@@ -396,9 +396,10 @@ export function runtimeVersions() {
 
 // ---------- servers ----------
 /**
- * Spawns a server and waits for its first stdout line, which must be a JSON `listening` event with a
- * url on 127.0.0.1. stdout and stderr are drained for the server's whole life (the last `tail` lines
- * of each are kept); `onLine(line, stream)` sees every line after the listening one.
+ * Spawns a server and waits for its JSON `listening` event with a url on 127.0.0.1 (JSON log lines
+ * before it, such as a backplane's state, are kept; anything else first is an error). stdout and
+ * stderr are drained for the server's whole life (the last `tail` lines of each are kept);
+ * `onLine(line, stream)` sees every line after the listening one.
  */
 export async function startServer({ name, command, args = [], env, readyTimeoutMs = 15_000, tail = 20, onLine, log }) {
   const child = track(spawn(command, args, { cwd: root, stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env }));
@@ -430,6 +431,12 @@ export async function startServer({ name, command, args = [], env, readyTimeoutM
       clearTimeout(timer);
       try {
         const event = JSON.parse(line);
+        // Lines before it (a backplane's state, say) are fine; the server is ready at `listening`.
+        if (event.event !== 'listening' && typeof event.event === 'string' && event.level !== 'error') {
+          first = true;
+          keep(stdoutTail, line);
+          return;
+        }
         if (event.event !== 'listening' || typeof event.url !== 'string') throw new Error('not a listening event');
         if (new URL(event.url).hostname !== '127.0.0.1') throw new Error(`server listens on ${event.url}, not 127.0.0.1`);
         resolvePromise(event.url);

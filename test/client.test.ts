@@ -173,6 +173,28 @@ describe('client: refused handshakes, Retry-After, liveness, the queue while dow
     }
   });
 
+  it('an /admission that never answers does not hold the retry: the next attempt goes out within 3 s plus the backoff, and the reconnecting event has no refusal', async () => {
+    const server = await startServer(nodeServer, [...handler, '--max-connections', '1']);
+    try {
+      const holder = await connect(server.wsUrl);
+      const { attempts, WebSocket: Counting } = counting();
+      const asked: string[] = [];
+      const client = createClient(server.wsUrl, { WebSocket: Counting, backoff: { min: 50, max: 100 }, fetch: (url) => (asked.push(url), new Promise(() => {})) });
+      const events: { refused?: unknown }[] = [];
+      client.on('reconnecting', (e) => events.push(e));
+      await eventually(async () => attempts.length, (n) => n >= 2, 10_000);
+      const gap = attempts[1]! - attempts[0]!;
+      assert.ok(gap >= 3000 && gap < 3300, `second attempt ${gap} ms after the first: the 3 s bound on /admission plus ≤ 100 ms of jitter`);
+      assert.equal(asked[0], `${server.url}/admission`);
+      assert.equal(events[0]!.refused, undefined);
+      holder.close();
+      await stateOf(client, 'connected', 10_000);
+      client.close();
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('a frozen server (SIGSTOP) is noticed by the ping within pingInterval + pingTimeout; after SIGCONT the client is back', async () => {
     const server = await startServer(nodeServer, handler);
     try {

@@ -107,10 +107,13 @@ export interface ClientOptions {
   /** Where to ask why a handshake failed. @default the server's /admission, beside the WebSocket path */
   admissionUrl?: string | null;
   /** For `/admission` (Node ≥ 18, Deno, Bun and browsers have one). @default globalThis.fetch */
-  fetch?: (url: string) => Promise<{ status: number; headers: { get(name: string): string | null }; json?(): Promise<unknown> }>;
+  fetch?: (url: string, init?: { signal?: AbortSignal }) => Promise<{ status: number; headers: { get(name: string): string | null }; json?(): Promise<unknown> }>;
   /** @default Math.random (tests pass their own) */
   random?: () => number;
 }
+
+/** Ms the /admission question after a refused handshake may take before the retry goes on without it. */
+const ADMISSION_TIMEOUT = 3000;
 
 /** Whether a close code means "come back later" (true) or "stop" (false). */
 export function reconnects(code: number): boolean {
@@ -548,15 +551,28 @@ export class HubbubClient {
     if (!fetcher || this.#options.admissionUrl === null) return undefined;
     const base = this.#urls[(this.#urlIndex - 1 + this.#urls.length) % this.#urls.length]!;
     const url = this.#options.admissionUrl ?? admissionUrlOf(base);
-    const response = await fetcher(url);
-    if (response.status !== 503 && response.status !== 429) return undefined;
-    const seconds = Number(response.headers.get('retry-after'));
-    const body = (await response.json?.().catch(() => undefined)) as Refusal['body'];
-    return {
-      status: response.status,
-      ...(Number.isFinite(seconds) && seconds > 0 ? { retryAfter: Math.min(seconds, 3600) * 1000 } : {}),
-      ...(body && typeof body === 'object' ? { body } : {}),
-    };
+    // Bounded: a server too busy to answer must not hold the retry forever (it then goes on its backoff).
+    const abort = typeof AbortController === 'function' ? new AbortController() : undefined;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => {
+        abort?.abort();
+        resolve(undefined);
+      }, ADMISSION_TIMEOUT);
+    });
+    try {
+      const response = await Promise.race([fetcher(url, abort ? { signal: abort.signal } : undefined), timeout]);
+      if (!response || (response.status !== 503 && response.status !== 429)) return undefined;
+      const seconds = Number(response.headers.get('retry-after'));
+      const body = (await Promise.race([response.json?.().catch(() => undefined), timeout])) as Refusal['body'];
+      return {
+        status: response.status,
+        ...(Number.isFinite(seconds) && seconds > 0 ? { retryAfter: Math.min(seconds, 3600) * 1000 } : {}),
+        ...(body && typeof body === 'object' ? { body } : {}),
+      };
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   #startPing(ws: WebSocketLike): void {
