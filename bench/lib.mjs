@@ -459,7 +459,7 @@ export async function startServer({ name, command, args = [], env, readyTimeoutM
     exit.code = code;
     exit.signal = signal;
     exit.unexpected = !stopping;
-    if (!stopping) log?.(`${name}: server exited unexpectedly (code ${code}, signal ${signal})`);
+    if (!stopping) log?.(`${name}: server exited unexpectedly (code ${code}, signal ${signal}); stderr: ${stderrTail.slice(-8).join(" | ")}; stdout: ${stdoutTail.slice(-8).join(" | ")}`);
   });
   return {
     name,

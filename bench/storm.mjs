@@ -16,12 +16,13 @@
 //                                         [--redis redis://127.0.0.1:6379/9]
 //
 // Needs Redis on 127.0.0.1 (its database is flushed before each run). Loopback only; bounded (10 min).
+import { createWriteStream } from 'node:fs';
 import WebSocket from 'ws';
 import { createLog, forkClient, getJson, here, int, interleavedRounds, knownList, machineInfo, median, percentile, r, ratio, runMain, sleep, startServer, wsUrlOf } from './lib.mjs';
 
 const log = createLog('storm');
 const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []));
-const known = new Set(['clients', 'procs', 'workers', 'topics', 'rate', 'modes', 'rounds', 'upgrade-rate', 'redis']);
+const known = new Set(['clients', 'procs', 'workers', 'topics', 'rate', 'modes', 'rounds', 'upgrade-rate', 'redis', 'hub-log']);
 for (const key of Object.keys(args)) if (!known.has(key)) throw new Error(`unknown option --${key} (known: ${[...known].join(', ')})`);
 const clients = int('clients', args.clients ?? '20000', 1);
 const procs = int('procs', args.procs ?? String(Math.max(1, Math.ceil(clients / 5000))), 1);
@@ -32,6 +33,9 @@ const rounds = int('rounds', args.rounds ?? '1', 1);
 const upgradeRate = int('upgrade-rate', args['upgrade-rate'] ?? '0', 0);
 const modes = knownList(args.modes ?? 'jitter,naive', { jitter: 1, naive: 1 }, 'mode');
 const redisUrl = String(args.redis ?? 'redis://127.0.0.1:6379/9');
+// Every line the hub writes, to a file (for a run that goes wrong).
+const hubLog = args['hub-log'] ? createWriteStream(args['hub-log']) : undefined;
+const onLine = hubLog ? (line, stream) => hubLog.write(`${stream} ${line}\n`) : undefined;
 if (!/^redis:\/\/127\.0\.0\.1[:/]/.test(redisUrl)) throw new Error('--redis must be on 127.0.0.1');
 if (clients / procs > 18_000) throw new Error(`--procs ${procs}: ${Math.ceil(clients / procs)} clients per process is over one process's 20,000 fds`);
 
@@ -97,7 +101,7 @@ function peakPerSecond(sorted) {
 
 async function runOne(mode, round) {
   await flushRedis();
-  let hub = await startServer({ name: `hub (${mode})`, command: process.execPath, args: [...serverArgs(0), '--workers', String(workers)], log });
+  let hub = await startServer({ name: `hub (${mode})`, command: process.execPath, args: [...serverArgs(0), '--workers', String(workers)], log, onLine });
   const port = hub.port;
   const source = await startServer({ name: 'publisher node', command: process.execPath, args: serverArgs(0), log });
   const loaders = [];
@@ -120,15 +124,16 @@ async function runOne(mode, round) {
     const marked = Date.now();
     const stopped = await hub.stop({ graceMs: 30_000 });
     const down = Date.now() - marked;
-    hub = await startServer({ name: `hub (${mode}, again)`, command: process.execPath, args: [...serverArgs(port), '--workers', String(workers)], log });
+    hub = await startServer({ name: `hub (${mode}, again)`, command: process.execPath, args: [...serverArgs(port), '--workers', String(workers)], log, onLine });
     const up = Date.now() - marked;
     log(`stopped (${stopped.how}) after ${down} ms, listening again at ${up} ms`);
     const deadline = Date.now() + 120_000;
     let back = 0;
+    const lastCounts = loaders.map(() => 0);
     while (Date.now() < deadline) {
       // A client process busy with its own retries answers late; a late answer is not a failure.
-      const counts = await Promise.all(loaders.map((l) => l.request({ cmd: 'count' }, 60_000).catch(() => ({ back: 0 }))));
-      back = counts.reduce((s, c) => s + c.back, 0);
+      const counts = await Promise.all(loaders.map((l, i) => l.request({ cmd: 'count' }, 60_000).then((c) => (lastCounts[i] = c.back), () => lastCounts[i])));
+      back = counts.reduce((s, c) => s + c, 0);
       if (back === clients) break;
       await sleep(250);
     }

@@ -44,6 +44,8 @@ export interface RuntimeAdapter {
   processStats?(): Record<string, number>;
   /** Cluster mode: the whole server's figures (and every worker's), for /stats, /healthz and /admission. */
   clusterStats?(): Promise<ClusterFigures | undefined>;
+  /** Cluster mode: what /admission needs of the whole server (the primary's slots and limit), cheaply. */
+  clusterAdmission?(): Promise<{ readonly slotsUsed: number; readonly limit: number; readonly stopping: boolean } | undefined>;
   /** Cluster mode: the whole server's /metrics (every worker's, labelled `worker`, and the primary's). */
   clusterMetrics?(): Promise<string>;
   /** The runtime's fan-out fast path for hub.publish (Node: frame once, write to every socket). */
@@ -88,11 +90,14 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   // Would an upgrade be admitted right now? Browsers cannot read the status of a refused WebSocket
   // handshake, so a page whose socket failed asks here why (503 full / draining). Takes no token.
   // In a Node cluster the answer is the whole server's (the primary holds the one limit).
+  // In a cluster it is the primary's figures (`live` counts slots, handshakes under way included),
+  // asked cheaply: after a restart every refused client asks here at once.
   app.get('/admission', async (c) => {
-    const cluster = await adapter.clusterStats?.();
+    const cluster = adapter.clusterAdmission ? await adapter.clusterAdmission() : undefined;
     let reason = admission.probe();
+    if (!reason && cluster?.stopping) reason = 'draining';
     if (!reason && cluster && cluster.slotsUsed >= cluster.limit) reason = 'capacity';
-    const figures = { live: cluster?.live ?? registry.liveConnections.size, limit: cluster?.limit ?? admission.limit };
+    const figures = { live: cluster?.slotsUsed ?? registry.liveConnections.size, limit: cluster?.limit ?? admission.limit };
     if (!reason) return c.json({ admit: true, ...figures });
     return c.json({ admit: false, reason, ...figures }, 503, { 'Retry-After': String(admission.retryAfter) });
   });

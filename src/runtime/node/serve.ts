@@ -13,6 +13,7 @@ import type { WorkerLink } from './cluster/worker.ts';
 import { createNodeFanOut } from './fanout.ts';
 import { boundSockets, type SocketBounds } from './sockets.ts';
 import { createNodeWebSocket, type NodeEnv } from './websocket.ts';
+import { memoryFigures } from './memory.ts';
 
 export interface NodeServer extends ServedHub {
   readonly server: Server;
@@ -33,12 +34,9 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
   let serverRef: Server | undefined;
   let bounds: SocketBounds | undefined;
   const processStats = () => {
-    const m = process.memoryUsage();
     const internals = process as unknown as { _getActiveHandles?: () => unknown[] };
     return {
-      rssBytes: m.rss,
-      heapUsedBytes: m.heapUsed,
-      externalBytes: m.external,
+      ...memoryFigures(),
       activeHandles: internals._getActiveHandles?.().length ?? -1,
       upgradeListeners: serverRef?.listenerCount('upgrade') ?? 0,
       processListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM'),
@@ -52,7 +50,7 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
   link?.serve(hub, (labels) => renderMetrics(hub, 'node', processStats(), labels), processStats);
   const fanOut = createNodeFanOut(hub.log);
   const adapter: RuntimeAdapter = {
-    ...(link ? { clusterStats: link.clusterStats, clusterMetrics: link.clusterMetrics } : {}),
+    ...(link ? { clusterStats: link.clusterStats, clusterMetrics: link.clusterMetrics, clusterAdmission: link.clusterAdmission } : {}),
     ...(fanOut ? { fanOut } : {}),
     runtime: 'node',
     upgradeWebSocket,

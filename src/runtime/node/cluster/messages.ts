@@ -9,6 +9,7 @@ export type ToPrimary =
   | { hubbub: 'release' }
   | { hubbub: 'listening'; url: string; adminUrl: string | undefined }
   | { hubbub: 'stats-request'; id: number }
+  | { hubbub: 'admission-request'; id: number }
   | { hubbub: 'stats-report'; id: number; report: WorkerReport }
   | { hubbub: 'metrics-request'; id: number }
   | { hubbub: 'metrics-report'; id: number; text: string };
@@ -16,6 +17,7 @@ export type ToWorker =
   | { hubbub: 'acquired'; id: number; ok: boolean }
   | { hubbub: 'stats-collect'; id: number }
   | { hubbub: 'stats'; id: number; cluster: ClusterStats }
+  | { hubbub: 'admission'; id: number; figures: AdmissionFigures }
   | { hubbub: 'metrics-collect'; id: number }
   | { hubbub: 'metrics'; id: number; text: string };
 
@@ -51,4 +53,12 @@ export interface ClusterStats {
   answered: number;
   /** The whole server's /stats figures: every answering worker's summed (the process figures with the primary's memory). */
   totals?: WorkerReport;
+}
+
+/** What /admission needs of the whole server: the primary holds it, no worker is asked. */
+export interface AdmissionFigures {
+  slotsUsed: number;
+  limit: number;
+  /** The server is shutting down. */
+  stopping: boolean;
 }

@@ -10,6 +10,7 @@ import type { Logger } from '../../../log.ts';
 import { mergeExpositions, renderClusterMetrics } from '../../../metrics.ts';
 import { mergeHubStats, sumFigures } from '../../../stats.ts';
 import { WORKER_ENV, type ClusterStats, type ToPrimary, type ToWorker, type WorkerReport, type WorkerStats } from './messages.ts';
+import { rssBytes } from '../memory.ts';
 
 export function resolveWorkers(workers: number): number {
   return workers === 0 ? availableParallelism() : workers;
@@ -95,6 +96,9 @@ export function runPrimary(options: PrimaryOptions, log: Logger): void {
         }
         return;
       }
+      case 'admission-request':
+        // Answered from the primary's own counts: a storm of refused clients asking /admission costs one small message each, not a collection from every worker.
+        return send(worker, { hubbub: 'admission', id: msg.id, figures: { slotsUsed: used, limit, stopping } });
       case 'stats-request':
       case 'metrics-request':
         return collect(msg.hubbub === 'stats-request' ? 'stats' : 'metrics', worker, msg.id);
@@ -112,7 +116,7 @@ export function runPrimary(options: PrimaryOptions, log: Logger): void {
     clearTimeout(request.timer);
     const workers = Object.values(cluster.workers ?? {}).filter((w): w is Worker => w !== undefined);
     if (request.what === 'metrics') {
-      const own = renderClusterMetrics({ workers: workers.length, limit, slotsUsed: used, replaced, primaryRssBytes: process.memoryUsage.rss() });
+      const own = renderClusterMetrics({ workers: workers.length, limit, slotsUsed: used, replaced, primaryRssBytes: rssBytes() });
       const texts = workers.map((w) => request.reports.get(w.id)).filter((t): t is string => typeof t === 'string');
       send(request.from, { hubbub: 'metrics', id: request.id, text: mergeExpositions([own, ...texts]) });
       return;
@@ -121,7 +125,7 @@ export function runPrimary(options: PrimaryOptions, log: Logger): void {
     const perWorker = workers.map((w, i) => ({ id: w.id, pid: w.process.pid ?? 0, slots: slots.get(w.id) ?? 0, ...workerFigures(reports[i]) }));
     const answered = reports.filter((r): r is WorkerReport => r !== undefined);
     const sum = (k: keyof WorkerStats) => perWorker.reduce((a, w) => a + (w[k] ?? 0), 0);
-    const primaryRss = process.memoryUsage.rss();
+    const primaryRss = rssBytes();
     const figures: ClusterStats = {
       workers: perWorker.length,
       limit,

@@ -4,7 +4,8 @@
 import cluster from 'node:cluster';
 import type { ClusterLimit } from '../../../cluster-limit/contract.ts';
 import type { Hub } from '../../../hub.ts';
-import { WORKER_ENV, type ClusterStats, type ToPrimary, type ToWorker } from './messages.ts';
+import { WORKER_ENV, type AdmissionFigures, type ClusterStats, type ToPrimary, type ToWorker } from './messages.ts';
+import { rssBytes } from '../memory.ts';
 
 export function isClusterWorker(): boolean {
   return cluster.isWorker && process.env[WORKER_ENV] === '1';
@@ -17,6 +18,8 @@ export function workerId(): string {
 
 /** How long a worker waits for the primary; no answer counts as a refusal (slots) or as no figures. */
 const ASK_TIMEOUT_MS = 2000;
+/** How long one answer of the primary to /admission serves further /admission requests. */
+const ADMISSION_FRESH_MS = 100;
 
 export interface WorkerLink {
   /** The primary's limit: one IPC round trip per acquire. Made before the hub, which it is given to (HubInit). */
@@ -24,6 +27,8 @@ export interface WorkerLink {
   /** Answers the primary's collections from this hub; `renderMetrics` renders its own exposition, labelled. */
   serve(hub: Hub, renderMetrics: (labels: Record<string, string>) => string, processStats: () => Record<string, number>): void;
   clusterStats(): Promise<ClusterStats | undefined>;
+  /** What /admission needs (the primary's slot count and limit), shared by requests within 100 ms. */
+  clusterAdmission(): Promise<AdmissionFigures | undefined>;
   clusterMetrics(): Promise<string>;
   /** Tells the primary this worker serves, and where (it announces the server once every worker does). */
   listening(url: string, adminUrl: string | undefined): void;
@@ -37,6 +42,10 @@ export function createWorkerLink(): WorkerLink {
   const acquires = new Map<number, (ok: boolean) => void>();
   const statsWaiters = new Map<number, (stats: ClusterStats | undefined) => void>();
   const metricsWaiters = new Map<number, (text: string | undefined) => void>();
+  const admissionWaiters = new Map<number, (figures: AdmissionFigures | undefined) => void>();
+  // /admission asked by many clients at once (after a restart, every refused one) shares one question
+  // to the primary, and its answer for ADMISSION_FRESH_MS.
+  let admission: { at: number; answer: Promise<AdmissionFigures | undefined> } | undefined;
   const worker = workerId();
   const ownMetrics = () => render?.({ worker }) ?? '';
   process.on('message', (msg: ToWorker) => {
@@ -47,12 +56,16 @@ export function createWorkerLink(): WorkerLink {
         return;
       case 'stats-collect': {
         if (!hub) return;
-        process.send?.({ hubbub: 'stats-report', id: msg.id, report: { hub: hub.stats(), process: processFigures?.() ?? { rssBytes: process.memoryUsage.rss() } } } satisfies ToPrimary);
+        process.send?.({ hubbub: 'stats-report', id: msg.id, report: { hub: hub.stats(), process: processFigures?.() ?? { rssBytes: rssBytes() } } } satisfies ToPrimary);
         return;
       }
       case 'stats':
         statsWaiters.get(msg.id)?.(msg.cluster);
         statsWaiters.delete(msg.id);
+        return;
+      case 'admission':
+        admissionWaiters.get(msg.id)?.(msg.figures);
+        admissionWaiters.delete(msg.id);
         return;
       case 'metrics-collect':
         process.send?.({ hubbub: 'metrics-report', id: msg.id, text: ownMetrics() } satisfies ToPrimary);
@@ -89,6 +102,11 @@ export function createWorkerLink(): WorkerLink {
     },
     listening: (url, adminUrl) => void process.send?.({ hubbub: 'listening', url, adminUrl } satisfies ToPrimary),
     clusterStats: () => ask(statsWaiters, (id) => ({ hubbub: 'stats-request', id }), undefined),
+    clusterAdmission: () => {
+      const now = Date.now();
+      if (!admission || now - admission.at > ADMISSION_FRESH_MS) admission = { at: now, answer: ask(admissionWaiters, (id) => ({ hubbub: 'admission-request', id }), undefined) };
+      return admission.answer;
+    },
     // No answer from the primary: this worker's own figures, still labelled, rather than nothing.
     clusterMetrics: () => ask<string | undefined>(metricsWaiters, (id) => ({ hubbub: 'metrics-request', id }), undefined).then((text) => text ?? ownMetrics()),
   };
