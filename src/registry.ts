@@ -89,7 +89,10 @@ export class Registry implements ConnectionHost {
    * the broker (its reply can overtake them): those up to `floor` are skipped, once each.
    */
   readonly recovering = new Map<string, Map<Connection, Hold>>();
-  /** The last position this node heard from the shared store, per topic it listens to (the hub keeps it). */
+  /**
+   * The last position this node heard from the shared store, per topic it listens to (the hub keeps
+   * it; a subscribe's read starts it for a topic that has had no publication here yet).
+   */
   readonly heard = new Map<string, StreamPosition>();
   /** The runtime's fan-out fast path (the hub sets it): a replay is written corked where it can be. */
   fanOut: FanOut | undefined = undefined;
@@ -326,6 +329,9 @@ export class Registry implements ConnectionHost {
     hold.buffer = undefined;
     hold.floor = position.offset;
     if (heard && heard.epoch === position.epoch && heard.offset >= position.offset) this.unhold(topic, conn);
+    // The first position this node knows of the topic: without it, offsets it misses before its
+    // first publication (its broker subscription down) would go unnoticed, no catch-up, no reset.
+    if (!heard) this.heard.set(topic, position);
     const recovered = since !== undefined && read.complete;
     const replay = recovered ? read.publications : [];
     const result: SubscribeResult = { outcome, position, recovered, replayed: replay.length };

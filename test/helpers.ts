@@ -50,6 +50,8 @@ export interface RuntimeTarget {
   command: readonly string[];
   /** Path of the test handler module as this runtime loads it. */
   testHandler: string;
+  /** The address the server listens on (`--host`). @default '127.0.0.1' */
+  host?: string;
   /** Documented behaviours of this runtime that differ from Node (README, "Runtime differences"). */
   differences?: ReadonlySet<RuntimeDifference>;
 }
@@ -104,7 +106,7 @@ process.on('exit', () => {
 
 export async function startServer(target: RuntimeTarget, args: readonly string[] = [], env: Record<string, string> = {}): Promise<ServerProcess> {
   const [cmd, ...lead] = target.command;
-  const child = spawn(cmd!, [...lead, '--host', '127.0.0.1', '--port', '0', ...args], {
+  const child = spawn(cmd!, [...lead, '--host', target.host ?? '127.0.0.1', '--port', '0', ...args], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1', ...env },

@@ -99,9 +99,13 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
   async start(sink: BackplaneSink): Promise<void> {
     this.sink = sink;
     // No unbounded command queue while the broker is away: publishes are dropped and counted instead.
+    // A socket that brought nothing for three probes (each one PINGs it) is torn down and made
+    // again: after a silent partition TCP would wait out its retransmission backoff (seconds, more
+    // the longer the cut), or forever on a connection the far side has let go.
+    const socketTimeout = 3 * this.#options.probeInterval;
     const [pub, sub] = await Promise.all([
-      createRedisClient<RedisLike & Scripts>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false }),
-      createRedisClient<RedisLike>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true, autoResubscribe: false }),
+      createRedisClient<RedisLike & Scripts>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, socketTimeout }),
+      createRedisClient<RedisLike>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true, autoResubscribe: false, socketTimeout }),
     ]);
     pub.defineCommand('hubbubAppend', { numberOfKeys: 2, lua: APPEND });
     pub.defineCommand('hubbubRead', { numberOfKeys: 2, lua: READ });
@@ -128,15 +132,25 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
     this.probeEvery(this.#options.probeInterval, () => this.#check());
   }
 
-  /** Connected = the publisher answers PING in time and the subscriber is ready. */
+  /**
+   * Connected = both connections answer PING within the probe interval. The subscriber's own
+   * answer counts: a subscriber connection that is `ready` may be half dead (it sends nothing of its
+   * own, so a partition, or a far side that dropped it, goes unnoticed while the publisher's is fine).
+   */
   async #check(): Promise<void> {
     const pub = this.#pub;
-    if (!pub || this.closed) return;
-    const ok = await this.answersWithin(() => pub.ping(), this.#options.probeInterval);
+    const sub = this.#sub;
+    if (!pub || !sub || this.closed) return;
+    // Not while the subscriber reconnects: a PING would only wait in its offline queue.
+    const subReady = sub.status === 'ready';
+    const [pubOk, subOk] = await Promise.all([
+      this.answersWithin(() => pub.ping(), this.#options.probeInterval),
+      subReady ? this.answersWithin(() => sub.ping(), this.#options.probeInterval) : false,
+    ]);
     if (this.closed) return;
-    const ready = ok && this.#sub?.status === 'ready';
-    this.setState(ready ? 'connected' : 'degraded', ready ? undefined : ok ? 'subscriber not ready' : 'no PING reply');
-    if (ok) await this.presence?.renew().catch((error: unknown) => this.sink?.failed('redis.presence', error));
+    const ok = pubOk && subOk;
+    this.setState(ok ? 'connected' : 'degraded', ok ? undefined : !pubOk ? 'no PING reply' : subReady ? 'no PING reply on the subscriber connection' : 'subscriber not ready');
+    if (pubOk) await this.presence?.renew().catch((error: unknown) => this.sink?.failed('redis.presence', error));
   }
 
   #channel(topic: string): string {
