@@ -18,7 +18,7 @@
 // Needs Redis on 127.0.0.1 (its database is flushed before each run). Loopback only; bounded (10 min).
 import { createWriteStream } from 'node:fs';
 import WebSocket from 'ws';
-import { createLog, forkClient, getJson, here, int, interleavedRounds, knownList, machineInfo, median, percentile, r, ratio, runMain, sleep, startServer, wsUrlOf } from './lib.mjs';
+import { countersDelta, createLog, forkClient, tcpCounters, getJson, here, int, interleavedRounds, knownList, machineInfo, median, percentile, r, ratio, runMain, sleep, startServer, wsUrlOf } from './lib.mjs';
 
 const log = createLog('storm');
 const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []));
@@ -122,6 +122,7 @@ async function runOne(mode, round) {
 
     await Promise.all(loaders.map((l) => l.request({ cmd: 'mark' }, 5000)));
     const marked = Date.now();
+    const tcpBefore = tcpCounters();
     const stopped = await hub.stop({ graceMs: 30_000 });
     const down = Date.now() - marked;
     hub = await startServer({ name: `hub (${mode}, again)`, command: process.execPath, args: [...serverArgs(port), '--workers', String(workers)], log, onLine });
@@ -142,6 +143,8 @@ async function runOne(mode, round) {
     const published = await pub.stop();
     const verified = await Promise.all(loaders.map((l) => l.request({ cmd: 'verify', finals: published.finals, timeoutMs: 20_000 }, 30_000)));
     const reports = await Promise.all(loaders.map((l) => l.request({ cmd: 'report' }, 30_000)));
+    // The kernel's view: SYNs dropped at a full accept queue (then retried by the client's TCP after 1, 3, 7 … s).
+    const tcp = countersDelta(tcpBefore, tcpCounters());
     const stats = await getJson(`${hub.url}/stats`).catch(() => undefined);
     const attempts = reports.flatMap((x) => x.attempts).sort((a, b) => a - b);
     const backAt = reports.flatMap((x) => x.backAt).filter((x) => x !== null).sort((a, b) => a - b);
@@ -169,6 +172,8 @@ async function runOne(mode, round) {
       handshakesFailed: add('failedHandshakes'),
       refusedHttp: add('refusedHttp'),
       serverRefused: stats?.refused,
+      serverDropped: stats?.connectionsDropped,
+      tcp,
       closesSeen: closes,
       notRecovered: add('notRecovered'),
       published: published.answered,

@@ -202,7 +202,7 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   },
   maxPendingConnections: {
     flag: '--max-pending-connections', env: ['HUBBUB_MAX_PENDING_CONNECTIONS'], default: 0,
-    doc: 'Node: connections still sending their request head (0 = the limit, from 64 to 1024); over it dropped at once', ...integer(0, MAX_CONNECTIONS),
+    doc: 'Node: connections still sending their request head (0 = the limit, from 64 to 1024); over it the oldest (1 s or more) goes for a newcomer, fresh ones may reach 4× in a burst', ...integer(0, MAX_CONNECTIONS),
   },
   maxBackpressure: {
     flag: '--max-backpressure', env: ['HUBBUB_MAX_BACKPRESSURE'], default: 1024 * 1024,

@@ -241,16 +241,17 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
     try {
       const workers = await eventually(() => clusterStats(server), (c) => c?.workers === 2 && c.perWorker.every((w) => w.pid > 0));
       const baseline = serverFds(server, workers);
-      await trickle(server.url, 300, held);
+      await trickle(server.url, 600, held);
       const stats = await eventually(
         () => wholeStats(server),
-        (s) => (s.process.pendingConnections ?? 0) + s.connectionsDropped['pending-limit'] >= 300,
+        (s) => (s.process.pendingConnections ?? 0) + s.connectionsDropped['pending-limit'] >= 600,
       );
       const fds = serverFds(server, workers);
-      t.diagnostic(`300 trickling heads against --workers 2, cap ${CAP} per worker: server fds ${baseline} → ${fds}; pending ${stats.process.pendingConnections}, dropped ${stats.connectionsDropped['pending-limit']}`);
-      assert.ok((stats.process.pendingConnections ?? Infinity) <= 2 * CAP, `pending ${stats.process.pendingConnections}`);
-      assert.ok(stats.connectionsDropped['pending-limit'] >= 300 - 2 * CAP, JSON.stringify(stats.connectionsDropped));
-      assert.ok(fds <= baseline + 2 * CAP + 15, `the server holds ${fds} fds (baseline ${baseline})`);
+      t.diagnostic(`600 trickling heads against --workers 2, cap ${CAP} per worker: server fds ${baseline} → ${fds}; pending ${stats.process.pendingConnections}, dropped ${stats.connectionsDropped['pending-limit']}`);
+      // Each worker: CAP, and up to 4× while they are fresh (src/runtime/node/sockets.ts BURST).
+      assert.ok((stats.process.pendingConnections ?? Infinity) <= 2 * 4 * CAP, `pending ${stats.process.pendingConnections}`);
+      assert.ok(stats.connectionsDropped['pending-limit'] >= 600 - 2 * 4 * CAP, JSON.stringify(stats.connectionsDropped));
+      assert.ok(fds <= baseline + 2 * 4 * CAP + 15, `the server holds ${fds} fds (baseline ${baseline})`);
       assert.equal((await fetch(`${server.adminUrl}/healthz`, { headers: { connection: 'close' } })).status, 200);
     } finally {
       for (const socket of held) socket.destroy();

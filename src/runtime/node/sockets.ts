@@ -1,7 +1,12 @@
 // What the Node server holds before a request exists: every accepted TCP connection counts against
 // a budget below the process's file-descriptor limit (Node's `server.maxConnections`, which also
-// counts upgraded and closing sockets), and connections still sending their request head have a
-// cap of their own. Over either, a new connection is dropped at once: counted, logged (rate-limited).
+// counts upgraded and closing sockets; over it a new connection is dropped at once), and
+// connections still sending their request head have a cap of their own. Over that cap the *oldest*
+// of them goes if it has been at it for PATIENCE_MS (a slow or trickling client: slowloris), so a
+// crowd of trickling connections can never keep a newcomer out; if every one is younger, it is a
+// burst the event loop has not read yet (a reconnect storm: measured, 20,000 clients coming back
+// into a 2-worker cluster put over 1,024 fresh ones in wait), and the newcomer waits with them, up
+// to BURST times the cap; beyond that it is dropped. Every drop is counted and logged (rate-limited).
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Counters } from '../../counters.ts';
@@ -22,14 +27,19 @@ export interface SocketBounds {
   pending(): number;
 }
 
+/** A request head not in after this long marks its sender as slow: the first to go when the cap is reached. */
+const PATIENCE_MS = 1000;
+/** How far over the cap fresh connections may wait during a burst. */
+export const BURST = 4;
+
 export function boundSockets(server: Server, options: { maxConnections: number; maxPendingConnections: number }, counters: Counters, log: Logger): SocketBounds {
   const limit = openFileLimit();
   const budget = limit === undefined ? undefined : Math.max(1, limit - FD_RESERVE);
   const cap = pendingCap(options.maxPendingConnections, options.maxConnections);
   const warn = rateLimitedFailures(log, 'connection.dropped');
-  // A Set, not a mark on the socket, and one shared close listener removed once the request has
-  // come: an idle WebSocket keeps nothing of this (no property, no closure, no listener).
-  const pending = new Set<Socket>();
+  // A Map (socket → when accepted, oldest first), not a mark on the socket, and one shared close
+  // listener removed once the request has come: an idle WebSocket keeps nothing of this.
+  const pending = new Map<Socket, number>();
   if (budget !== undefined) server.maxConnections = budget;
   // Node closes a connection over maxConnections before anyone sees it, and says so with 'drop'.
   server.on('drop', () => {
@@ -42,14 +52,23 @@ export function boundSockets(server: Server, options: { maxConnections: number; 
   const settle = (socket: Socket) => {
     if (pending.delete(socket)) socket.removeListener('close', onPendingClose);
   };
+  const drop = (socket: Socket, why: string) => {
+    counters.connectionsDropped['pending-limit']++;
+    warn('pending-limit', why);
+    socket.destroy();
+  };
   server.on('connection', (socket: Socket) => {
+    const now = performance.now();
     if (pending.size >= cap) {
-      counters.connectionsDropped['pending-limit']++;
-      warn('pending-limit', `${cap} connections still sending their request head; new ones dropped`);
-      socket.destroy();
-      return;
+      const [oldest, since] = pending.entries().next().value as [Socket, number];
+      if (now - since >= PATIENCE_MS) {
+        settle(oldest);
+        drop(oldest, `${cap} connections still sending their request head; the oldest (over ${PATIENCE_MS} ms) dropped for a new one`);
+      } else if (pending.size >= cap * BURST) {
+        return drop(socket, `${pending.size} fresh connections still sending their request head (${BURST}× the cap of ${cap}); new ones dropped`);
+      }
     }
-    pending.add(socket);
+    pending.set(socket, now);
     socket.on('close', onPendingClose);
   });
   server.on('request', (request: { socket: Socket }) => settle(request.socket));
