@@ -4,7 +4,7 @@
 // with SIGKILL, gets exactly what it missed. In CI (CI=true) a missing Redis fails; elsewhere these skip.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { connect, eventually, inbox, nodeServer, serviceSkip, sleep, startServer, type ServerProcess } from './helpers.ts';
+import { connect, eventually, nodeServer, serviceSkip, sleep, startServer, withTimeout, type ServerProcess } from './helpers.ts';
 
 const skip = await serviceSkip('redis', 6379);
 
@@ -24,25 +24,33 @@ interface Message {
 /** A pubsub client: what it was answered, and every message it got, in order. */
 async function subscriber(server: ServerProcess, topic: string, since?: Position) {
   const ws = await connect(server.wsUrl);
-  const box = inbox(ws);
-  ws.send(JSON.stringify({ type: 'subscribe', topic, ...(since ? { since } : {}) }));
-  const answer = JSON.parse(await box.next(10_000)) as Message;
-  assert.equal(answer.type, 'subscribed', JSON.stringify(answer));
   const messages: Message[] = [];
+  /** Everything after the answer, in order (messages, resets). */
+  const all: Message[] = [];
   let closed = false;
   ws.on('close', () => (closed = true));
-  void (async () => {
-    for (;;) {
-      const text = await box.next(120_000).catch(() => undefined);
-      if (text === undefined) return;
-      const m = JSON.parse(text) as Message;
-      if (m.type === 'message') messages.push(m);
-    }
-  })();
+  // A listener, not a loop of awaits with a timeout: nothing here keeps the test process alive.
+  const answered = new Promise<Message>((resolve) => {
+    let first = true;
+    ws.on('message', (raw) => {
+      const m = JSON.parse(String(raw)) as Message;
+      if (first) {
+        first = false;
+        resolve(m);
+      } else {
+        all.push(m);
+        if (m.type === 'message') messages.push(m);
+      }
+    });
+  });
+  ws.send(JSON.stringify({ type: 'subscribe', topic, ...(since ? { since } : {}) }));
+  const answer = await withTimeout(answered, 10_000, 'the subscribe answer');
+  assert.equal(answer.type, 'subscribed', JSON.stringify(answer));
   return {
     ws,
     answer,
     messages,
+    all,
     get closed() {
       return closed;
     },
@@ -57,15 +65,8 @@ async function subscriber(server: ServerProcess, topic: string, since?: Position
 /** A client that publishes `count` messages `{p, i}` and collects the `published` answers. */
 async function publisher(server: ServerProcess, topic: string, p: string) {
   const ws = await connect(server.wsUrl);
-  const box = inbox(ws);
   const answers: Message[] = [];
-  void (async () => {
-    for (;;) {
-      const text = await box.next(120_000).catch(() => undefined);
-      if (text === undefined) return;
-      answers.push(JSON.parse(text) as Message);
-    }
-  })();
+  ws.on('message', (raw) => answers.push(JSON.parse(String(raw)) as Message));
   return {
     ws,
     answers,
@@ -284,6 +285,12 @@ describe('positions across nodes (Redis): history lost', { skip, timeout: 120_00
       for (let i = 30; i < 35; i++) pub.send(i);
       await eventually(async () => s.messages.length, (n) => n === 35);
       assert.deepEqual(offsetsOf(s.messages.slice(30)), range(1, 5), 'the stream starts again');
+      // The live subscriber was told, once, before the new stream's first message: reload your state.
+      const resets = s.all.filter((m) => m.type === 'subscribed');
+      assert.equal(resets.length, 1, JSON.stringify(resets));
+      assert.deepEqual([resets[0]!.recovered, (resets[0] as Message & { reset?: boolean }).reset], [false, true]);
+      assert.notEqual(resets[0]!.epoch, s.answer.epoch);
+      assert.ok(s.all.indexOf(resets[0]!) < s.all.indexOf(s.messages[30]!), 'the reset comes before offset 1 of the new epoch');
       const after = await subscriber(nodes[0]!, topic, s.position());
       subs.push(after);
       assert.equal(after.answer.recovered, false, 'the old epoch is gone');
