@@ -72,7 +72,7 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
     connectionsCheckingInterval: Math.min(1000, headersTimeout),
   });
   serverRef = server;
-  bounds = boundSockets(server, hub.options, hub.counters, hub.log);
+  bounds = boundSockets(server, hub.options, hub.counters, hub.log, () => hub.eventLoopLagMs);
   injectWebSocket(server, app);
   return {
     server,

@@ -2,11 +2,14 @@
 // a budget below the process's file-descriptor limit (Node's `server.maxConnections`, which also
 // counts upgraded and closing sockets; over it a new connection is dropped at once), and
 // connections still sending their request head have a cap of their own. Over that cap the *oldest*
-// of them goes if it has been at it for PATIENCE_MS (a slow or trickling client: slowloris), so a
-// crowd of trickling connections can never keep a newcomer out; if every one is younger, it is a
-// burst the event loop has not read yet (a reconnect storm: measured, 20,000 clients coming back
-// into a 2-worker cluster put over 1,024 fresh ones in wait), and the newcomer waits with them, up
-// to BURST times the cap; beyond that it is dropped. Every drop is counted and logged (rate-limited).
+// of them goes if it has been at it for PATIENCE_MS and is slow by its own doing — we have read
+// part of its head (a trickling client: slowloris), or the event loop is keeping up, so nothing it
+// sent is waiting on us (a silent one) — and a crowd of such connections can never keep a newcomer
+// out. Otherwise it is a burst the event loop has not read yet (a reconnect storm: measured, 20,000
+// clients coming back into a 2-worker cluster kept over 1,024 connections waiting more than a
+// second on a busy loop, and evicting them cost 72,000 drops and 90 s to get everyone back), and
+// the newcomer waits with them, up to BURST times the cap; beyond that it is dropped. Every drop is
+// counted and logged (rate-limited).
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Counters } from '../../counters.ts';
@@ -31,8 +34,17 @@ export interface SocketBounds {
 const PATIENCE_MS = 1000;
 /** How far over the cap fresh connections may wait during a burst. */
 export const BURST = 4;
+/** An event loop this late (ms) is behind: a connection's silence may be ours. */
+const BEHIND_MS = 100;
 
-export function boundSockets(server: Server, options: { maxConnections: number; maxPendingConnections: number }, counters: Counters, log: Logger): SocketBounds {
+export function boundSockets(
+  server: Server,
+  options: { maxConnections: number; maxPendingConnections: number },
+  counters: Counters,
+  log: Logger,
+  /** How late the event loop runs now (ms): the hub's sweeper measures it. */
+  loopLag: () => number = () => 0,
+): SocketBounds {
   const limit = openFileLimit();
   const budget = limit === undefined ? undefined : Math.max(1, limit - FD_RESERVE);
   const cap = pendingCap(options.maxPendingConnections, options.maxConnections);
@@ -61,7 +73,7 @@ export function boundSockets(server: Server, options: { maxConnections: number; 
     const now = performance.now();
     if (pending.size >= cap) {
       const [oldest, since] = pending.entries().next().value as [Socket, number];
-      if (now - since >= PATIENCE_MS) {
+      if (now - since >= PATIENCE_MS && (oldest.bytesRead > 0 || loopLag() < BEHIND_MS)) {
         settle(oldest);
         drop(oldest, `${cap} connections still sending their request head; the oldest (over ${PATIENCE_MS} ms) dropped for a new one`);
       } else if (pending.size >= cap * BURST) {
