@@ -8,8 +8,9 @@ import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
 import { refusalResponse } from './admission/admission.ts';
 import { authenticate } from './admission/authenticate.ts';
+import { TOKEN_REQUIRED, tokenRefusal } from './admission/token.ts';
 import { Connection } from './connection.ts';
-import type { FanOut, Handler, Principal } from './contracts.ts';
+import type { FanOut, Handler, Principal, TokenInfo } from './contracts.ts';
 import type { Logger } from './log.ts';
 import { clientModule } from './client/served.ts';
 import { demoPage } from './demo.ts';
@@ -66,12 +67,25 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
     const screened = admission.screen(remoteAddress, c.req.header('origin'));
     if (screened) return refusalResponse(screened);
     let principal: Principal | undefined;
+    let token: TokenInfo | undefined;
+    // JWT first (its sub is the principal), then the handler's hook, which sees that principal.
+    const tokens = hub.tokens;
+    if (tokens) {
+      const text = tokens.tokenOf(c.req.raw);
+      const verdict = text === undefined ? { reason: TOKEN_REQUIRED, status: 401 as const } : await tokens.verify(text);
+      if (!('subject' in verdict)) {
+        admission.refuse('unauthorized');
+        return tokenRefusal(verdict, admission.retryAfter);
+      }
+      token = verdict;
+      principal = { id: token.subject, claims: token.claims };
+    }
     if (handler.authenticate) {
-      const verdict = await authenticate(handler.authenticate, c.req.raw, remoteAddress, admission, log);
+      const verdict = await authenticate(handler.authenticate, c.req.raw, remoteAddress, admission, log, principal);
       if (verdict instanceof Response) return verdict;
       principal = verdict;
     }
-    const pending = registry.admit(remoteAddress, principal);
+    const pending = registry.admit(remoteAddress, principal, token);
     const admitted = pending instanceof Promise ? await pending : pending;
     if (!(admitted instanceof Connection)) return refusalResponse(admitted);
     let response: Response;

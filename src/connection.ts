@@ -2,7 +2,7 @@
 // handler sees (HandlerContext), in one small object with no per-connection closures. It changes its
 // own state; everything beyond itself goes through the small host interface below (the registry).
 // Runtime-free.
-import type { CloseEventLike, ErrorEventLike, FanOut, Handler, HandlerContext, HubEvents, MessageData, MessageEventLike, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
+import type { CloseEventLike, ErrorEventLike, FanOut, Handler, HandlerContext, HubEvents, MessageData, MessageEventLike, Principal, SocketLike, SubscribeOptions, SubscribeOutcome, SubscribeResult, TokenInfo } from './contracts.ts';
 import type { Counters } from './counters.ts';
 import { closeReason, type CloseKind, type ConnectionClosed, CloseCode, HubError, isSendableCloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
@@ -32,6 +32,8 @@ export interface ConnectionHost {
   subscribe(conn: Connection, topic: string): SubscribeOutcome;
   subscribeFrom(conn: Connection, topic: string, options: SubscribeOptions): Promise<SubscribeResult>;
   unsubscribe(conn: Connection, topic: string): boolean;
+  /** Verifies a fresh token for the connection (same sub) and puts it in place, with its new expiry. */
+  refreshToken(conn: Connection, token: string): Promise<TokenInfo>;
 }
 
 export const ConnectionState = {
@@ -82,12 +84,16 @@ export class Connection implements HandlerContext, HubEvents {
   #messagesInWindow = 0;
   #rateWindow = 0;
   #releaseReason: ConnectionClosed | undefined = undefined;
+  #token: TokenInfo | undefined;
+  /** The handler was told that the current token expires soon (`onTokenExpiring`). */
+  tokenWarned = false;
   readonly #host: ConnectionHost;
   // Created on first use of `signal`: most sockets of a large idle crowd never need one.
   #controller: AbortController | undefined = undefined;
 
-  constructor(host: ConnectionHost, id: string, remoteAddress: string, admittedAt: number, principal: Principal | undefined, holdsClusterSlot: boolean) {
+  constructor(host: ConnectionHost, id: string, remoteAddress: string, admittedAt: number, principal: Principal | undefined, holdsClusterSlot: boolean, token?: TokenInfo) {
     this.#host = host;
+    this.#token = token;
     this.id = id;
     this.remoteAddress = remoteAddress;
     this.admittedAt = admittedAt;
@@ -110,6 +116,14 @@ export class Connection implements HandlerContext, HubEvents {
   }
   get openedAt(): number {
     return this.#openedAt;
+  }
+  get token(): TokenInfo | undefined {
+    return this.#token;
+  }
+  /** A refreshed token (the registry, after verifying it). */
+  replaceToken(token: TokenInfo): void {
+    this.#token = token;
+    this.tokenWarned = false;
   }
   get heardAt(): number {
     return this.#heardAt;
@@ -223,6 +237,10 @@ export class Connection implements HandlerContext, HubEvents {
 
   unsubscribe(topic: string): boolean {
     return this.#host.unsubscribe(this, topic);
+  }
+
+  refreshToken(token: string): Promise<TokenInfo> {
+    return this.#host.refreshToken(this, token);
   }
 
   close(code: number = CloseCode.NORMAL, reason?: string): void {

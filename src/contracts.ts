@@ -65,6 +65,26 @@ export interface Principal {
   readonly [key: string]: unknown;
 }
 
+/** The topics a token lets its connection use (its topics claim, `--jwt-topics-claim`). */
+export interface TopicGrants {
+  readonly subscribe: readonly string[];
+  readonly publish: readonly string[];
+  /** Whether a pattern of the list for `action` matches `topic` (`*`: any run of characters; `$` topics only by `$` patterns). */
+  allows(action: 'subscribe' | 'publish', topic: string): boolean;
+}
+
+/** A verified connection token (JWT auth: `--jwt-secret` or `--jwks-url`). */
+export interface TokenInfo {
+  /** Its `sub`: the principal's id. */
+  readonly subject: string;
+  /** Its `exp` in milliseconds since the epoch; undefined when it has none (it never expires). */
+  readonly expiresAt: number | undefined;
+  /** Every claim of its payload. */
+  readonly claims: Readonly<Record<string, unknown>>;
+  /** Its topics claim, when it has one; without it the default rules apply. */
+  readonly topics: TopicGrants | undefined;
+}
+
 /** What a handler sees of one connection. */
 export interface HandlerContext {
   /** Unique id of this connection within the hub (`hub.close(id)` kicks it). */
@@ -80,6 +100,14 @@ export interface HandlerContext {
   readonly openedAt: number;
   /** What `authenticate` returned for this connection; undefined without the hook. */
   readonly principal: Principal | undefined;
+  /** The connection's verified token with JWT auth (the latest one, after a refresh); undefined without JWT auth. */
+  readonly token: TokenInfo | undefined;
+  /**
+   * Replaces the connection's token with a fresh one (JWT auth): verified like the first, and for
+   * the same `sub`. Resolves to it (the expiry is then its `exp`); rejects with a HubError
+   * (`ERR_BAD_TOKEN`) saying why, and the old token stands.
+   */
+  refreshToken(token: string): Promise<TokenInfo>;
   /** Free slot for the handler's per-connection state: an empty object until the handler sets it. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any -- the application's own shape
   data: any;
@@ -111,11 +139,12 @@ export interface HandlerContext {
  */
 export interface Handler {
   /**
-   * Runs before the upgrade, after the cheap checks (limit, rates, origin). Return a Principal to
-   * admit the client (it becomes `ctx.principal`), or a Response (401, 403, …) to refuse it with
-   * that answer. Anything else is refused with 401; a throw is logged and answered 500.
+   * Runs before the upgrade, after the cheap checks (limit, rates, origin) and, with JWT auth,
+   * after the token was verified (`info.principal` is then `{ id: sub, claims }`). Return a
+   * Principal to admit the client (it becomes `ctx.principal`), or a Response (401, 403, …) to
+   * refuse it with that answer. Anything else is refused with 401; a throw is logged and answered 500.
    */
-  authenticate?(request: Request, info: { readonly remoteAddress: string }): Principal | Response | undefined | Promise<Principal | Response | undefined>;
+  authenticate?(request: Request, info: { readonly remoteAddress: string; readonly principal?: Principal | undefined }): Principal | Response | undefined | Promise<Principal | Response | undefined>;
   /**
    * Picks the subprotocol to answer from those the client offered (`Sec-WebSocket-Protocol`), or
    * undefined for none. Without this hook the server answers none: it never agrees to a protocol the
@@ -142,6 +171,12 @@ export interface Handler {
    * The pubsub protocol sends `subscribed` with `recovered: false` (reload your state).
    */
   formatReset?(topic: string, position: StreamPosition): MessageData;
+  /**
+   * JWT auth: the connection's token expires in `inMs` milliseconds (called 30 s before, or at once
+   * when less remains). Unless `ctx.refreshToken` gets a fresh one by then, the connection is closed
+   * with 4001 at its `exp`. The pubsub protocol sends `{"type":"expiring","in":…}`.
+   */
+  onTokenExpiring?(ctx: HandlerContext, inMs: number): void;
   /** Called once when an open connection ends, with the same reason the signal was aborted with. */
   onClose?(ctx: HandlerContext, reason: ConnectionClosed): void | Promise<void>;
 }

@@ -17,6 +17,8 @@ export const CloseCode = {
   TRY_AGAIN_LATER: 1013,
   /** The connection was closed by the application (`hub.close(id)`). */
   KICKED: 4000,
+  /** The connection's token expired and no fresh one came (`{"type":"refresh"}`). */
+  TOKEN_EXPIRED: 4001,
 } as const;
 
 /**
@@ -52,6 +54,7 @@ const closeKindTable = {
   'handler-error': { ending: 'close', courtesy: true, code: CloseCode.INTERNAL_ERROR, doc: "The handler's onOpen/onMessage threw or rejected." },
   'server-close': { ending: 'close', courtesy: true, code: CloseCode.NORMAL, doc: 'The handler closed the socket itself with `ctx.close()`.' },
   kicked: { ending: 'close', courtesy: true, code: CloseCode.KICKED, doc: 'The application kicked the connection with `hub.close(id)`.' },
+  'token-expired': { ending: 'close', courtesy: true, code: CloseCode.TOKEN_EXPIRED, doc: "The connection's token (JWT) reached its `exp` and no fresh one was sent (`refresh`)." },
   shutdown: { ending: 'close', courtesy: true, code: CloseCode.GOING_AWAY, doc: 'The server is shutting down.' },
   'handshake-failed': { ending: 'peer', courtesy: true, code: CloseCode.ABNORMAL, doc: 'The upgrade was admitted but the WebSocket handshake failed (bad key or version, client gone).' },
   'handshake-timeout': { ending: 'close', courtesy: false, code: CloseCode.TRY_AGAIN_LATER, doc: 'The upgrade was admitted but no socket opened within `handshakeTimeout`.' },
@@ -88,7 +91,7 @@ const refusalTable = {
   'ip-limit': { status: 429, text: 'too many connections from your address', doc: 'The client address holds `maxConnectionsPerIp` sockets.' },
   'principal-limit': { status: 429, text: 'too many connections for this user', doc: 'The principal holds `maxConnectionsPerPrincipal` sockets.' },
   origin: { status: 403, text: 'origin not allowed', doc: 'The Origin is not in `allowedOrigins`.' },
-  unauthorized: { status: 401, text: 'unauthorized', doc: 'The authenticate hook refused (its own 401/403 answer) or failed.' },
+  unauthorized: { status: 401, text: 'unauthorized', doc: 'The token was missing or invalid (JWT auth), or the authenticate hook refused (its own 401/403 answer) or failed.' },
 } as const satisfies Record<string, { status: number; text: string; doc: string }>;
 
 export type RefusalReason = keyof typeof refusalTable;
@@ -102,7 +105,7 @@ export function refusalText(reason: RefusalReason): string {
   return refusalTable[reason].text;
 }
 
-export type HubErrorCode = 'ERR_INVALID_OPTION' | 'ERR_CONNECTION_CLOSED';
+export type HubErrorCode = 'ERR_INVALID_OPTION' | 'ERR_CONNECTION_CLOSED' | 'ERR_BAD_TOKEN';
 
 /** The one error type: a stable `code`, and the close code that belongs to it where there is one. */
 export class HubError extends Error {

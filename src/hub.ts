@@ -2,6 +2,7 @@
 // backplane, cluster limit) and runs what spans them: the sweeper, publish, start and shutdown.
 // Its public API is what handlers and applications use. Runtime-free: runtimes serve it through
 // createApp and an adapter.
+import { TokenVerifier } from './admission/token.ts';
 import type { Backplane, BackplaneStats } from './backplane/contract.ts';
 import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.ts';
 import { encodeOnce, type Connection } from './connection.ts';
@@ -54,6 +55,8 @@ export class Hub implements HubApi {
   readonly registry: Registry;
   readonly handler: Handler;
   readonly log: Logger;
+  /** JWT connection auth (`--jwt-secret` or `--jwks-url`); undefined without it. */
+  readonly tokens: TokenVerifier | undefined;
   readonly startedAt = Date.now();
   /** How late the last sweeper tick fired (ms): the event loop's lag. */
   eventLoopLagMs = 0;
@@ -82,6 +85,7 @@ export class Hub implements HubApi {
     const idPrefix = options.backplane === '' ? init.idPrefix : `${randomIdPart()}-${init.idPrefix ?? ''}`;
     this.registry = new Registry({ limits: options, counters: this.counters, handler: this.handler, log: this.log, topics: this.topics, streams: this.streams, idPrefix });
     if (init.clusterLimit) this.registry.admission.useClusterLimit(init.clusterLimit);
+    if (options.jwtSecret !== '' || options.jwksUrl !== '') this.registry.tokens = this.tokens = new TokenVerifier(options, this.log);
     // One sweeper for the whole hub, never a timer per socket: reservation expiry, the message-rate
     // window, pruning of rate buckets, and heartbeats.
     const tick = Math.min(SWEEP_INTERVAL_MS, options.handshakeTimeout, options.heartbeatInterval || SWEEP_INTERVAL_MS);
@@ -111,6 +115,7 @@ export class Hub implements HubApi {
     r.expireClosing(now);
     r.expireLingering(now);
     r.nextRateWindow(now);
+    r.expireTokens(now);
     this.streams.sweep(now);
     this.#sharedReads?.sweep(now);
     const interval = this.options.heartbeatInterval;
@@ -375,7 +380,9 @@ export class Hub implements HubApi {
    * returns the same promise.
    */
   start(): Promise<void> {
-    this.#started ??= this.#startClusterLimit().then(() => this.#startBackplane());
+    this.#started ??= this.#startClusterLimit()
+      .then(() => this.#startBackplane())
+      .then(() => this.tokens?.start());
     return this.#started;
   }
 
@@ -524,7 +531,7 @@ export function randomIdPart(length = 8): string {
 }
 
 // A Record over every key of Handler: adding a hook to the interface without listing it here is a type error.
-const handlerKeySet: Record<keyof Handler, true> = { authenticate: true, selectProtocol: true, onOpen: true, onMessage: true, formatPublish: true, formatPresence: true, formatReset: true, onClose: true };
+const handlerKeySet: Record<keyof Handler, true> = { authenticate: true, selectProtocol: true, onOpen: true, onMessage: true, formatPublish: true, formatPresence: true, formatReset: true, onTokenExpiring: true, onClose: true };
 const handlerKeys = Object.keys(handlerKeySet) as readonly (keyof Handler)[];
 
 /** A handler's keys are the Handler's own, and functions: `onMesage` must not be a silent no-op. */

@@ -5,7 +5,7 @@ import type { Backplane } from './backplane/contract.ts';
 import type { Handler, HandlerFactory } from './contracts.ts';
 import { HubError } from './errors.ts';
 import { logLevels, type LogLevel } from './log.ts';
-import { boolean, bytes, bytesOrOff, didYouMean, duration, durationOrOff, inRange, integer, matching, oneOf, origins } from './validators.ts';
+import { boolean, bytes, bytesOrOff, commaList, didYouMean, duration, durationOrOff, inRange, integer, matching, oneOf, origins } from './validators.ts';
 
 /** Every setting of a hub. Defaults are in `optionSpecs` below and in the README table. */
 export interface HubOptions {
@@ -59,6 +59,27 @@ export interface HubOptions {
   presenceEvents: boolean;
   /** Origins allowed to open a socket (`https://app.example.com`, `https://*.example.com`); others get 403. Empty = any. Requests without an Origin header (non-browser clients) are allowed. @default [] */
   allowedOrigins: string[];
+  /**
+   * JWT connection auth with a shared secret: tokens signed HS256, HS384 or HS512 with it (at least
+   * 32 characters). '' = off. Not together with `jwksUrl`. @default ''
+   */
+  jwtSecret: string;
+  /**
+   * JWT connection auth with public keys: the URL of a JWKS (RS*, PS*, ES*, EdDSA). The keys are
+   * cached, fetched again every 10 minutes and when a token names a `kid` the cache lacks (at most
+   * once every 5 s). '' = off. Not together with `jwtSecret`. @default ''
+   */
+  jwksUrl: string;
+  /** With JWT auth: the `iss` a token must carry; '' = not checked. @default '' */
+  jwtIssuer: string;
+  /** With JWT auth: an `aud` a token must carry (one of a comma-separated list); empty = not checked. @default [] */
+  jwtAudience: string[];
+  /** With JWT auth: a cookie the token may come in (besides `?token=` and `Authorization: Bearer`); '' = none. @default '' */
+  jwtCookie: string;
+  /** With JWT auth: the claim holding the token's topic grants (`{"subscribe":[…],"publish":[…]}`); a token without it keeps the default rules. @default 'topics' */
+  jwtTopicsClaim: string;
+  /** Whether clients may publish (pubsub); false makes publishing a backend-only privilege (`hub.publish`). @default true */
+  allowClientPublish: boolean;
   /** Negotiate permessage-deflate (Node). Decompressed messages are bounded by `maxPayload`. @default false */
   perMessageDeflate: boolean;
   /** Milliseconds a client may take to send its request headers before the connection is dropped. @default 10000 */
@@ -192,6 +213,38 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     doc: "tell a topic's subscribers when another joins or leaves it (one message to each per join)", ...boolean(),
   },
   allowedOrigins: { flag: '--allowed-origins', env: ['HUBBUB_ALLOWED_ORIGINS'], default: [], doc: 'origins allowed to connect (empty = any); others 403', ...origins() },
+  jwtSecret: {
+    flag: '--jwt-secret', env: ['HUBBUB_JWT_SECRET'], default: '',
+    doc: 'verify connection tokens (JWT, HS256/384/512) with this secret; prefer the environment variable (a flag shows in ps)',
+    ...matching(/^\S{32,4096}$/, 'a secret of at least 32 characters without spaces', true),
+  },
+  jwksUrl: {
+    flag: '--jwks-url', env: ['HUBBUB_JWKS_URL'], default: '',
+    doc: 'verify connection tokens (JWT, RS/PS/ES/EdDSA) with the keys of this JWKS (cached; fetched again on an unknown kid)',
+    ...matching(/^https?:\/\/\S+$/, 'an http:// or https:// URL', true),
+  },
+  jwtIssuer: { flag: '--jwt-issuer', env: ['HUBBUB_JWT_ISSUER'], default: '', doc: 'the iss a connection token must carry', ...matching(/^\S{1,1024}$/, 'an issuer (no spaces)', true) },
+  jwtAudience: {
+    flag: '--jwt-audience', env: ['HUBBUB_JWT_AUDIENCE'], default: [], doc: 'an aud a connection token must carry (comma-separated: any of them)',
+    accepts: 'a comma-separated list of audiences (no spaces)',
+    parse: (text) => {
+      const list = commaList(text);
+      return list.every((a) => /^\S{1,1024}$/.test(a)) ? list : undefined;
+    },
+    check: (value): value is string[] => Array.isArray(value) && value.every((a) => typeof a === 'string' && /^\S{1,1024}$/.test(a)),
+  },
+  jwtCookie: {
+    flag: '--jwt-cookie', env: ['HUBBUB_JWT_COOKIE'], default: '', doc: 'a cookie the connection token may come in (besides ?token= and Authorization: Bearer)',
+    ...matching(/^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,128}$/, 'a cookie name', true),
+  },
+  jwtTopicsClaim: {
+    flag: '--jwt-topics-claim', env: ['HUBBUB_JWT_TOPICS_CLAIM'], default: 'topics',
+    doc: 'the token claim with the topics a connection may subscribe to and publish on (pubsub)', ...matching(/^[\w.:-]{1,64}$/, 'a claim name (letters, digits, -, _, ., :)'),
+  },
+  allowClientPublish: {
+    flag: '--allow-client-publish', env: ['HUBBUB_ALLOW_CLIENT_PUBLISH'], default: true,
+    doc: 'whether clients may publish (pubsub); false leaves publishing to the backend (hub.publish)', ...boolean(),
+  },
   perMessageDeflate: {
     flag: '--per-message-deflate', env: ['HUBBUB_PER_MESSAGE_DEFLATE'], default: false,
     doc: 'negotiate permessage-deflate (Node); bounded by --max-payload', ...boolean(),
@@ -296,7 +349,22 @@ export function resolveOptions(input: Partial<HubOptions> = {}): HubOptions {
     else if (spec.check(value)) resolved[key] = value;
     else throw invalid(`option ${key}`, spec.accepts, value);
   }
+  checkTogether(resolved as HubOptions);
   return resolved as HubOptions;
+}
+
+/** Options that only make sense together (or apart). */
+function checkTogether(options: HubOptions): void {
+  const { jwtSecret, jwksUrl } = options;
+  if (jwtSecret !== '' && jwksUrl !== '') {
+    throw new HubError('ERR_INVALID_OPTION', '--jwt-secret (jwtSecret) and --jwks-url (jwksUrl) are two ways to verify tokens: give one of them');
+  }
+  if (jwtSecret === '' && jwksUrl === '') {
+    for (const [key, flag] of [['jwtCookie', '--jwt-cookie'], ['jwtIssuer', '--jwt-issuer'], ['jwtAudience', '--jwt-audience']] as const) {
+      const value = options[key];
+      if (value.length > 0) throw new HubError('ERR_INVALID_OPTION', `${flag} (${key}) needs --jwt-secret or --jwks-url: without either no token is verified`);
+    }
+  }
 }
 
 export type CommandLine =

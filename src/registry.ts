@@ -4,11 +4,13 @@
 // Runtime-free.
 import { Admission, type AdmissionLimits, type HubState, type Refusal } from './admission/admission.ts';
 import { Connection, ConnectionState, encodeOnce, type ConnectionHost, type ConnectionLimits, type Encoded } from './connection.ts';
-import type { FanOut, Handler, Principal, SocketLike, StreamPosition, SubscribeOptions, SubscribeOutcome, SubscribeResult } from './contracts.ts';
+import type { TokenVerifier } from './admission/token.ts';
+import type { FanOut, Handler, Principal, SocketLike, StreamPosition, SubscribeOptions, SubscribeOutcome, SubscribeResult, TokenInfo } from './contracts.ts';
+import { Deadlines } from './deadlines.ts';
 import { countRelease, type Counters } from './counters.ts';
 import type { Publication, SharedStreams, StreamRead, Streams } from './delivery/streams.ts';
 import type { TopicIndex } from './delivery/topics.ts';
-import { closeReason, type ConnectionClosed, hasCourtesy, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
+import { closeReason, type ConnectionClosed, hasCourtesy, HubError, isSendableCloseCode, isServerInitiated, isTerminated, CloseCode } from './errors.ts';
 import type { Logger } from './log.ts';
 import { withDeadline } from './timers.ts';
 import type { HubOptions } from './options.ts';
@@ -23,6 +25,9 @@ export interface Hold {
   /** After the read: live publications up to this offset were in it, and are skipped. */
   floor: number;
 }
+
+/** How long before its token's expiry a connection is told (`onTokenExpiring`), so that it can send a fresh one. */
+export const TOKEN_WARNING_MS = 30_000;
 
 /** How long a subscribe waits for the shared store (its broker subscription and its read). */
 const STORE_DEADLINE_MS = 2000;
@@ -104,6 +109,13 @@ export class Registry implements ConnectionHost {
   readonly #replayFrames = new WeakMap<Publication, Encoded>();
   /** Sweeps so far (the hub counts them); the slow-consumer grace reads it. */
   sweeps = 0;
+  /** JWT auth (`--jwt-secret`, `--jwks-url`): verifies a connection's fresh tokens (the hub sets it). */
+  tokens: TokenVerifier | undefined = undefined;
+  /**
+   * Open connections whose token expires, by when the sweep must look at them next: the warning
+   * (TOKEN_WARNING_MS before `exp`), then `exp` itself. No timer per socket.
+   */
+  readonly tokenDeadlines: Deadlines<Connection>;
   readonly #topics: TopicIndex<Connection>;
   readonly #streams: Streams;
   readonly #idPrefix: string;
@@ -121,6 +133,7 @@ export class Registry implements ConnectionHost {
     this.#idPrefix = init.idPrefix ?? '';
     this.#now = init.now ?? Date.now;
     this.admission = new Admission(init.limits, init.counters, this, this.#now);
+    this.tokenDeadlines = new Deadlines(this.#now());
     this.rateWindow = Math.floor(this.#now() / 1000);
   }
 
@@ -144,19 +157,19 @@ export class Registry implements ConnectionHost {
    * cluster slot where there is a cluster limit. The Connection holds the slot until it opens, fails or expires.
    * Synchronous unless a cluster slot has to be asked for (no promise per upgrade otherwise).
    */
-  admit(remoteAddress: string, principal?: Principal): Connection | Refusal | Promise<Connection | Refusal> {
-    if (!this.admission.hasClusterLimit) return this.reserve(remoteAddress, principal);
+  admit(remoteAddress: string, principal?: Principal, token?: TokenInfo): Connection | Refusal | Promise<Connection | Refusal> {
+    if (!this.admission.hasClusterLimit) return this.reserve(remoteAddress, principal, false, token);
     const slot = this.admission.acquireClusterSlot();
-    const reserve = (ok: boolean) => (ok ? this.reserve(remoteAddress, principal, true) : this.admission.refuse('capacity'));
+    const reserve = (ok: boolean) => (ok ? this.reserve(remoteAddress, principal, true, token) : this.admission.refuse('capacity'));
     return typeof slot === 'boolean' ? reserve(slot) : slot.then(reserve);
   }
 
   /** The synchronous part of `admit`: the final checks and the reservation. */
-  reserve(remoteAddress: string, principal?: Principal, clusterSlot = false): Connection | Refusal {
+  reserve(remoteAddress: string, principal?: Principal, clusterSlot = false, token?: TokenInfo): Connection | Refusal {
     const refusal = this.admission.take(remoteAddress, principal, clusterSlot);
     if (refusal) return refusal;
     const id = this.#idPrefix + (this.#nextId++).toString(36);
-    const conn = new Connection(this, id, remoteAddress, this.#now(), principal, clusterSlot);
+    const conn = new Connection(this, id, remoteAddress, this.#now(), principal, clusterSlot, token);
     this.reservations.set(id, conn);
     return conn;
   }
@@ -171,8 +184,62 @@ export class Registry implements ConnectionHost {
     this.reservations.delete(conn.id);
     this.liveConnections.set(conn.id, conn);
     conn.markOpen(socket, openedAt, this.heartbeats);
+    this.#scheduleToken(conn);
     this.log.debug('connection.open', { id: conn.id, remoteAddress: conn.remoteAddress });
     return true;
+  }
+
+  /** The next time the sweep looks at this connection's token: its warning, then its expiry. */
+  #scheduleToken(conn: Connection): void {
+    const expiresAt = conn.token?.expiresAt;
+    if (expiresAt === undefined) return this.tokenDeadlines.delete(conn);
+    this.tokenDeadlines.set(conn, conn.tokenWarned ? expiresAt : expiresAt - TOKEN_WARNING_MS);
+  }
+
+  /**
+   * Tokens whose time has come (the hub's sweep): a connection past its token's `exp` is closed
+   * with 4001 (kind `token-expired`); one within TOKEN_WARNING_MS of it is told once
+   * (`handler.onTokenExpiring`), and looked at again at `exp`.
+   */
+  expireTokens(now: number = this.#now()): number {
+    let expired = 0;
+    for (const conn of this.tokenDeadlines.due(now)) {
+      const expiresAt = conn.token?.expiresAt;
+      if (conn.state !== ConnectionState.Open || expiresAt === undefined) continue;
+      if (expiresAt <= now) {
+        this.release(conn, closeReason('token-expired', undefined, 'token expired'));
+        expired++;
+        continue;
+      }
+      if (!conn.tokenWarned) {
+        conn.tokenWarned = true;
+        const hook = this.handler.onTokenExpiring;
+        if (hook) {
+          try {
+            hook(conn, expiresAt - now);
+          } catch (error) {
+            this.log.error('handler.error', { id: conn.id, stage: 'onTokenExpiring', error });
+          }
+        }
+      }
+      this.tokenDeadlines.set(conn, expiresAt);
+    }
+    return expired;
+  }
+
+  /** A fresh token for an open connection: verified, for the same sub, then in place with its new expiry. */
+  async refreshToken(conn: Connection, text: string): Promise<TokenInfo> {
+    const tokens = this.tokens;
+    if (!tokens) throw new HubError('ERR_BAD_TOKEN', 'this server verifies no tokens (no --jwt-secret or --jwks-url)');
+    if (typeof text !== 'string' || text.length === 0) throw new HubError('ERR_BAD_TOKEN', 'token must be a non-empty string');
+    const verdict = await tokens.verify(text);
+    if (!('subject' in verdict)) throw new HubError('ERR_BAD_TOKEN', verdict.reason);
+    const current = conn.token;
+    if (current && verdict.subject !== current.subject) throw new HubError('ERR_BAD_TOKEN', 'the token is for another sub than the connection');
+    if (conn.state !== ConnectionState.Open) throw new HubError('ERR_BAD_TOKEN', 'the connection has ended');
+    conn.replaceToken(verdict);
+    this.#scheduleToken(conn);
+    return verdict;
   }
 
   /**
@@ -195,6 +262,7 @@ export class Registry implements ConnectionHost {
     const was = conn.state;
     if (was === ConnectionState.Released) return false;
     conn.markReleased(reason);
+    if (conn.token?.expiresAt !== undefined) this.tokenDeadlines.delete(conn);
     if (was === ConnectionState.Open) this.liveConnections.delete(conn.id);
     else this.reservations.delete(conn.id);
     const socket = conn.socket;

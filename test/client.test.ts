@@ -52,6 +52,13 @@ describe('client: backoff and the close-code table', () => {
     for (const code of [1000, 1002, 1003, 1007, 1008, 1009, 1010, 4000, 4001, 4999]) assert.equal(reconnects(code), false, String(code));
   });
 
+  it('4001 (token expired) reconnects only for a client that can get a fresh token (getToken); other 4xxx stop either way', () => {
+    assert.equal(reconnects(4001, true), true);
+    assert.equal(reconnects(4001, false), false);
+    for (const code of [1000, 1008, 4000, 4002, 4999]) assert.equal(reconnects(code, true), false, String(code));
+    for (const code of [1001, 1006, 3000]) assert.equal(reconnects(code, true), true, String(code));
+  });
+
   it('a wrong option is an error naming it', () => {
     assert.throws(() => createClient('ws://127.0.0.1:1/ws', { WebSocket: WS, backoff: { min: -1 } }), /backoff\.min/);
     assert.throws(() => createClient('ws://127.0.0.1:1/ws', { WebSocket: WS, backoff: { min: 5000, max: 100 } }), /backoff\.max/);

@@ -79,6 +79,8 @@ export type RuntimeDifference =
   | 'no-backpressure'
   /** The runtime strips the Upgrade header from a non-101 answer (workerd), so a 426 carries only Sec-WebSocket-Version. */
   | 'no-upgrade-header-on-426'
+  /** The hub sweeps only when an event arrives (workerd: no timer, so the Durable Object can hibernate): a token's expiry warning and its 4001 come with the first message or connect after their time. */
+  | 'sweeps-on-events'
   /** The runtime's frame layer sends control frames over 125 bytes (workerd: a pong echoing a long ping, a long close reason). */
   | 'oversized-control-frames';
 

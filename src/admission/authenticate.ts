@@ -16,10 +16,11 @@ export async function authenticate(
   remoteAddress: string,
   admission: Admission,
   log: Logger,
+  principal?: Principal,
 ): Promise<Principal | Response> {
   let verdict: unknown;
   try {
-    verdict = await hook(request, { remoteAddress });
+    verdict = await hook(request, principal ? { remoteAddress, principal } : { remoteAddress });
   } catch (error) {
     log.error('handler.error', { stage: 'authenticate', remoteAddress, error });
     admission.refuse('unauthorized');

@@ -15,6 +15,9 @@
 // - Publish resolves on the server's `published` with the position; rejects on timeout, abort, an
 //   error answer, or the loss of the connection it went out on (it may or may not have been
 //   published: at most once, never resent). While disconnected it is queued (bounded) or refused.
+// - Tokens: `getToken()` before every connect (`?token=`); when the server says the token expires
+//   soon (`expiring`), a fresh one from `getToken()` goes out as `refresh`. A close with 4001
+//   (token expired) reconnects with a fresh token when there is a `getToken`, else it stops.
 
 /** The part of the WHATWG WebSocket this client uses (browsers, Deno, Bun, `ws`). */
 export interface WebSocketLike {
@@ -70,7 +73,8 @@ export type ClientErrorCode =
   | 'binary-unsupported'
   | 'subscription-limit'
   | 'topic-limit'
-  | 'unavailable';
+  | 'unavailable'
+  | 'bad-token';
 
 export class ClientError extends Error {
   readonly code: ClientErrorCode;
@@ -84,7 +88,11 @@ export class ClientError extends Error {
 export interface ClientOptions {
   /** The WebSocket constructor. @default globalThis.WebSocket */
   WebSocket?: WebSocketConstructor;
-  /** Called before every connect; its token goes in the URL as `?<tokenParam>=`. */
+  /**
+   * Called before every connect (its token goes in the URL as `?<tokenParam>=`) and when the server
+   * says the token expires soon (it is sent as `{"type":"refresh"}`); with it, a close for an
+   * expired token (4001) reconnects.
+   */
   getToken?: () => string | undefined | Promise<string | undefined>;
   /** @default 'token' */
   tokenParam?: string;
@@ -115,13 +123,21 @@ export interface ClientOptions {
 /** Ms the /admission question after a refused handshake may take before the retry goes on without it. */
 const ADMISSION_TIMEOUT = 3000;
 
-/** Whether a close code means "come back later" (true) or "stop" (false). */
-export function reconnects(code: number): boolean {
+/** The server's close code for a connection whose token expired without a fresh one. */
+export const TOKEN_EXPIRED = 4001;
+
+/**
+ * Whether a close code means "come back later" (true) or "stop" (false). `canRefreshToken`: the
+ * client can get a fresh token (it has a `getToken`), so a close for an expired token (4001) comes back.
+ */
+export function reconnects(code: number, canRefreshToken = false): boolean {
   // 1001 going away / shutdown, 1005 no status, 1006 abnormal (network, killed node, failed
   // handshake), 1011 server error, 1012 restart, 1013 try again later (slow consumer, busy), 1014
-  // bad gateway; 3000–3999 an application's "try again". Everything else — 1000 (the server closed
-  // on purpose), 1002/1003/1007/1009 (this client sent something the server will never take),
-  // 1008 (policy: rate limit, auth), 4000–4999 (4000: kicked) — stops.
+  // bad gateway; 3000–3999 an application's "try again"; 4001 token expired, with a way to a fresh
+  // one. Everything else — 1000 (the server closed on purpose), 1002/1003/1007/1009 (this client
+  // sent something the server will never take), 1008 (policy: rate limit, auth), 4000–4999
+  // (4000: kicked; 4001 without getToken) — stops.
+  if (code === TOKEN_EXPIRED) return canRefreshToken;
   return code === 1001 || code === 1005 || code === 1006 || code === 1011 || code === 1012 || code === 1013 || code === 1014 || (code >= 3000 && code < 4000);
 }
 
@@ -276,7 +292,7 @@ export class HubbubClient {
   readonly #queue: PendingPublish[] = [];
   readonly #listeners: { [E in keyof ClientEvents]: Set<Listener<ClientEvents[E]>> } = { state: new Set(), closed: new Set(), error: new Set(), reconnecting: new Set() };
   /** Counters, for tests and dashboards. */
-  readonly stats = { connects: 0, reconnects: 0, duplicatesDropped: 0, gaps: 0, pingTimeouts: 0 };
+  readonly stats = { connects: 0, reconnects: 0, duplicatesDropped: 0, gaps: 0, pingTimeouts: 0, tokenRefreshes: 0 };
 
   constructor(url: string | readonly string[], options: ClientOptions = {}) {
     this.#urls = typeof url === 'string' ? [url] : [...url];
@@ -513,7 +529,7 @@ export class HubbubClient {
     this.#ws = undefined;
     this.#teardown(new ClientError('connection-lost', `the connection closed (${code}) before the answer came; the publish may or may not have happened`));
     if (this.#state === 'closed') return;
-    if (opened && !reconnects(code)) return this.#finish(code, reason);
+    if (opened && !reconnects(code, this.#options.getToken !== undefined)) return this.#finish(code, reason);
     this.#setState('disconnected');
     this.#retry(!opened, code);
   }
@@ -594,6 +610,21 @@ export class HubbubClient {
     }, pingInterval);
   }
 
+  /** The server said the token expires soon: a fresh one from getToken goes out as `refresh` (on the same socket). */
+  #refreshToken(): void {
+    const getToken = this.#options.getToken;
+    const ws = this.#ws;
+    if (!getToken || !ws) return;
+    Promise.resolve()
+      .then(getToken)
+      .then(
+        (token) => {
+          if (token !== undefined && this.#ws === ws) this.#send({ type: 'refresh', token });
+        },
+        (error: unknown) => this.#emit('error', error instanceof Error ? error : new Error(String(error))),
+      );
+  }
+
   #alive(): void {
     clearTimeout(this.#deadTimer);
     this.#deadTimer = undefined;
@@ -634,6 +665,11 @@ export class HubbubClient {
         const info: SubscribedInfo = { topic: sub.topic, position, ...(recovered !== undefined ? { recovered } : {}), ...(msg.reset ? { reset: true } : {}) };
         return sub.emit('subscribed', info);
       }
+      case 'expiring':
+        return this.#refreshToken();
+      case 'refreshed':
+        this.stats.tokenRefreshes++;
+        return;
       case 'published': {
         const entry = this.#pending.get(msg.id as number);
         if (entry) entry.resolve({ offset: msg.offset as number, epoch: msg.epoch as string, delivered: msg.delivered as number });

@@ -11,6 +11,9 @@
 //   (with --presence-events, to the other subscribers)   {"type":"join"|"leave","topic":"room","id":"4","principal":"alice"}
 //   (when the topic's stream was lost: Redis lost its data) {"type":"subscribed","topic":"room","offset":0,"epoch":"n7…","recovered":false,"reset":true}
 //   {"type":"ping"}                                       {"type":"pong"}
+//   (JWT auth: 30 s before the token's exp, or at once)   {"type":"expiring","in":28000}
+//   {"type":"refresh","token":"<a fresh JWT, same sub>"}  {"type":"refreshed","exp":1767225600} (its exp, seconds; null: none)
+//                                                         or {"type":"error","code":"bad-token","message":"token expired"}
 //   anything malformed, or a subscribe over a cap          {"type":"error","code":"bad-json"|…|"subscription-limit"|"topic-limit","message":…}
 //                                                         (an error about a publish carries its "id")
 //
@@ -29,11 +32,24 @@ export interface PubSubOptions {
    * @default topics starting with `$` are reserved for the server; everything else is allowed
    */
   authorize?(ctx: HandlerContext, topic: string, action: TopicAction): boolean | Promise<boolean>;
+  /**
+   * Whether clients may publish at all; false refuses every client publish (`forbidden`) before
+   * `authorize` is asked, leaving publishing to the backend (`hub.publish`). @default true
+   */
+  allowClientPublish?: boolean;
 }
 
-export type PubSubErrorCode = 'bad-json' | 'bad-message' | 'unknown-type' | 'bad-topic' | 'forbidden' | 'binary-unsupported' | 'subscription-limit' | 'topic-limit' | 'unavailable';
+export type PubSubErrorCode = 'bad-json' | 'bad-message' | 'unknown-type' | 'bad-topic' | 'forbidden' | 'binary-unsupported' | 'subscription-limit' | 'topic-limit' | 'unavailable' | 'bad-token';
 
-const defaultAuthorize = (_ctx: HandlerContext, topic: string) => !topic.startsWith('$');
+/**
+ * The default rules: a token with a topics claim decides (presence goes with subscribe); without
+ * one (or without JWT auth), any topic not starting with `$` (reserved for the server).
+ */
+const defaultAuthorize = (ctx: HandlerContext, topic: string, action: TopicAction) => {
+  const grants = ctx.token?.topics;
+  if (grants) return grants.allows(action === 'publish' ? 'publish' : 'subscribe', topic);
+  return !topic.startsWith('$');
+};
 
 function errorEnvelope(code: PubSubErrorCode, message: string, extra: Record<string, unknown> = {}): string {
   return JSON.stringify({ type: 'error', code, message, ...extra });
@@ -45,6 +61,7 @@ interface ClientMessage {
   data?: unknown;
   id?: unknown;
   since?: unknown;
+  token?: unknown;
 }
 
 /** A `since` as a client sends it: `{"offset": <integer ≥ 0>, "epoch": <string>}`. */
@@ -61,6 +78,7 @@ function settled(result: void | Promise<unknown>): void | Promise<void> {
 
 export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): Handler {
   const authorize = options.authorize ?? defaultAuthorize;
+  const allowClientPublish = options.allowClientPublish ?? true;
 
   /**
    * Runs `act` if the hook allows it. A synchronous hook keeps everything synchronous, so replies and
@@ -68,6 +86,9 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
    */
   function ifAllowed(ctx: HandlerContext, topic: string, action: TopicAction, act: () => void | Promise<unknown>, id?: unknown): void | Promise<void> {
     const deny = () => ctx.send(errorEnvelope('forbidden', `${action} not allowed on this topic`, { topic, ...(id !== undefined ? { id } : {}) }));
+    if (action === 'publish' && !allowClientPublish) {
+      return ctx.send(errorEnvelope('forbidden', 'clients may not publish on this server', { topic, ...(id !== undefined ? { id } : {}) }));
+    }
     const verdict = authorize(ctx, topic, action);
     if (typeof verdict === 'boolean') return verdict ? settled(act()) : deny();
     return verdict.then((ok) => (ok ? settled(act()) : deny()));
@@ -86,6 +107,9 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
     formatPresence(event, topic, member) {
       return JSON.stringify({ type: event, topic, ...member });
     },
+    onTokenExpiring(ctx, inMs) {
+      ctx.send(`{"type":"expiring","in":${Math.max(0, Math.round(inMs))}}`);
+    },
     onMessage(ctx, raw) {
       if (typeof raw !== 'string') return ctx.send(errorEnvelope('binary-unsupported', 'send JSON text frames'));
       let msg: ClientMessage;
@@ -97,8 +121,16 @@ export function createPubSubHandler(hub: HubApi, options: PubSubOptions = {}): H
       if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) return ctx.send(errorEnvelope('bad-message', 'message must be a JSON object'));
       const { type, topic } = msg;
       if (type === 'ping') return ctx.send('{"type":"pong"}');
+      if (type === 'refresh') {
+        const { token } = msg;
+        if (typeof token !== 'string' || token.length === 0) return ctx.send(errorEnvelope('bad-message', 'refresh needs a token field (a JWT)'));
+        return ctx.refreshToken(token).then(
+          ({ expiresAt }) => ctx.send(`{"type":"refreshed","exp":${expiresAt === undefined ? null : Math.floor(expiresAt / 1000)}}`),
+          (error: unknown) => ctx.send(errorEnvelope('bad-token', error instanceof Error ? error.message : 'the token was refused')),
+        );
+      }
       if (type !== 'subscribe' && type !== 'unsubscribe' && type !== 'publish' && type !== 'presence') {
-        return ctx.send(errorEnvelope('unknown-type', 'type must be subscribe, unsubscribe, publish, presence or ping', { got: typeof type === 'string' ? type : null }));
+        return ctx.send(errorEnvelope('unknown-type', 'type must be subscribe, unsubscribe, publish, presence, refresh or ping', { got: typeof type === 'string' ? type : null }));
       }
       if (!isValidTopic(topic)) return ctx.send(errorEnvelope('bad-topic', 'topic must be a string of 1 to 256 characters without control characters'));
       switch (type) {

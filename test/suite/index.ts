@@ -15,6 +15,7 @@ import { runAttacks } from './attacks.ts';
 import { runAdmin } from './admin.ts';
 import { runProtocols } from './protocols.ts';
 import { runClient } from './client.ts';
+import { runTokens } from './tokens.ts';
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
@@ -32,4 +33,5 @@ export function runSuite(target: RuntimeTarget): void {
   runAdmin(target);
   runProtocols(target);
   runClient(target);
+  runTokens(target);
 }
