@@ -9,6 +9,7 @@ import { bearerAuth } from 'hono/bearer-auth';
 import { refusalResponse } from './admission/admission.ts';
 import { authenticate } from './admission/authenticate.ts';
 import { TOKEN_REQUIRED, tokenRefusal } from './admission/token.ts';
+import { apiRoutes } from './api/routes.ts';
 import { Connection } from './connection.ts';
 import type { FanOut, Handler, Principal, TokenInfo } from './contracts.ts';
 import type { Logger } from './log.ts';
@@ -128,7 +129,10 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   }
 
   healthRoute(app, hub, adapter);
-  if (hub.options.adminPort < 0) adminRoutes(app, hub, adapter, 'public');
+  if (hub.options.adminPort < 0) {
+    adminRoutes(app, hub, adapter, 'public');
+    if (hub.options.apiKeys.length > 0) apiRoutes(app, hub, adapter);
+  }
 
   return app;
 }
@@ -138,6 +142,7 @@ export function createAdminApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   const app = new Hono();
   healthRoute(app, hub, adapter);
   adminRoutes(app, hub, adapter, 'admin');
+  if (hub.options.apiKeys.length > 0) apiRoutes(app, hub, adapter);
   return app;
 }
 

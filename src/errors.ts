@@ -105,7 +105,7 @@ export function refusalText(reason: RefusalReason): string {
   return refusalTable[reason].text;
 }
 
-export type HubErrorCode = 'ERR_INVALID_OPTION' | 'ERR_CONNECTION_CLOSED' | 'ERR_BAD_TOKEN';
+export type HubErrorCode = 'ERR_INVALID_OPTION' | 'ERR_CONNECTION_CLOSED' | 'ERR_BAD_TOKEN' | 'ERR_INVALID_TOPIC';
 
 /** The one error type: a stable `code`, and the close code that belongs to it where there is one. */
 export class HubError extends Error {

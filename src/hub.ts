@@ -9,6 +9,7 @@ import { encodeOnce, type Connection } from './connection.ts';
 import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, Presence, PresenceMember, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
 import { localPresence } from './delivery/presence.ts';
+import { MemoryIdempotency, type IdempotencyStore } from './delivery/idempotency.ts';
 import { SharedReads } from './delivery/shared-reads.ts';
 import { MemoryStreams, type Publication } from './delivery/streams.ts';
 import { TopicIndex, type Topic } from './delivery/topics.ts';
@@ -44,6 +45,19 @@ export interface HubInit {
   idPrefix?: string;
   /** A cluster limit the runtime provides (a Node cluster worker: the primary's). `--cluster-limit` (Redis) takes precedence. */
   clusterLimit?: ClusterLimit;
+}
+
+/**
+ * The backplane channel the nodes tell each other server-side actions on (a disconnect by id or
+ * principal). Its name holds a control character, which no topic may (isValidTopic): no client and
+ * no handler can subscribe to it or publish on it.
+ */
+const CONTROL_TOPIC = '\u0000hubbub.control';
+
+/** Who `hub.disconnect` closes: one connection, or every connection of a principal. */
+export interface DisconnectTarget {
+  readonly id?: string;
+  readonly principal?: string;
 }
 
 export class Hub implements HubApi {
@@ -152,6 +166,7 @@ export class Hub implements HubApi {
    * it from there, in offset order. Every subscriber gets it exactly once.
    */
   async publish(topic: string, data: MessageData, options: PublishOptions = {}): Promise<PublishResult> {
+    if (topic === CONTROL_TOPIC) throw new HubError('ERR_INVALID_TOPIC', 'that topic is reserved for the nodes\' own messages');
     const shared = this.registry.shared;
     if (shared) {
       const except = typeof options.except === 'string' ? options.except : options.except?.id;
@@ -393,11 +408,13 @@ export class Hub implements HubApi {
     this.#backplane = backplane;
     // Topics that already have subscribers (a handler that subscribed before start) are listened for too.
     for (const t of this.topics.names()) backplane.subscribe(t);
+    backplane.subscribe(CONTROL_TOPIC);
     // Recovery reads go through SharedReads: a storm of subscribers coming back reads and frames each publication once.
     this.#sharedReads = backplane.streams ? new SharedReads(backplane.streams, SHARED_READS_KEPT) : undefined;
     this.registry.shared = this.#sharedReads;
     await backplane.start({
-      deliver: (topic, data, position, except) => (position ? this.#deliverShared(topic, data, position, except) : void this.#deliverLocal(topic, data)),
+      deliver: (topic, data, position, except) =>
+        topic === CONTROL_TOPIC ? this.#controlled(data, position) : position ? this.#deliverShared(topic, data, position, except) : void this.#deliverLocal(topic, data),
       announced: (topic, event, member) => this.#announce(event, topic, member),
       members: () => this.#members(),
       stateChanged: (state, detail) => {
@@ -448,8 +465,58 @@ export class Hub implements HubApi {
     return this.registry.liveConnections.get(id);
   }
 
+  /** This node's id on the backplane (undefined without one). */
+  get nodeId(): string | undefined {
+    return this.#backplane?.nodeId;
+  }
+
+  /** Where the server API keeps its idempotency keys: the backplane's (Redis: every node's), else this process's memory. */
+  get idempotency(): IdempotencyStore {
+    return this.#backplane?.idempotency ?? (this.#memoryIdempotency ??= new MemoryIdempotency());
+  }
+  #memoryIdempotency: MemoryIdempotency | undefined;
+
   close(id: string, options: { code?: number; reason?: string } = {}): boolean {
     return this.registry.kick(id, options.code, options.reason);
+  }
+
+  /**
+   * Closes the connection with that id, or every connection of that principal, on this node and,
+   * through the backplane, on every other (default code 4000, kicked). Returns how many closed here;
+   * the other nodes close theirs when the message reaches them (not while the backplane is degraded).
+   */
+  disconnect(target: DisconnectTarget, options: { code?: number; reason?: string } = {}): number {
+    const closed = this.#disconnectHere(target, options);
+    this.#backplane?.publish(CONTROL_TOPIC, JSON.stringify({ op: 'disconnect', target, options }));
+    return closed;
+  }
+
+  #disconnectHere(target: DisconnectTarget, options: { code?: number; reason?: string }): number {
+    let closed = 0;
+    if (target.id !== undefined && this.registry.kick(target.id, options.code, options.reason)) closed++;
+    if (target.principal !== undefined) {
+      for (const conn of [...this.registry.liveConnections.values()]) {
+        if (conn.principal?.id === target.principal && this.registry.kick(conn.id, options.code, options.reason)) closed++;
+      }
+    }
+    return closed;
+  }
+
+  /** A message on the control channel from another node. Anything unexpected is counted as a failure and ignored. */
+  #controlled(data: MessageData, position: StreamPosition | undefined): void {
+    try {
+      if (position !== undefined || typeof data !== 'string') throw new Error('not a control message');
+      const message = JSON.parse(data) as { op?: unknown; target?: DisconnectTarget; options?: { code?: number; reason?: string } };
+      if (message.op !== 'disconnect' || typeof message.target !== 'object' || message.target === null) throw new Error(`unknown control message ${data.slice(0, 80)}`);
+      const { id, principal } = message.target;
+      const { code, reason } = message.options ?? {};
+      this.#disconnectHere(
+        { ...(typeof id === 'string' ? { id } : {}), ...(typeof principal === 'string' ? { principal } : {}) },
+        { ...(typeof code === 'number' ? { code } : {}), ...(typeof reason === 'string' ? { reason: reason.slice(0, 120) } : {}) },
+      );
+    } catch (error) {
+      this.#reportFailure('backplane.control', error);
+    }
   }
 
   stats(): HubStats {

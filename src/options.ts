@@ -5,7 +5,7 @@ import type { Backplane } from './backplane/contract.ts';
 import type { Handler, HandlerFactory } from './contracts.ts';
 import { HubError } from './errors.ts';
 import { logLevels, type LogLevel } from './log.ts';
-import { boolean, bytes, bytesOrOff, commaList, didYouMean, duration, durationOrOff, inRange, integer, matching, oneOf, origins } from './validators.ts';
+import { boolean, bytes, bytesOrOff, commaList, didYouMean, duration, durationOrOff, inRange, integer, matching, oneOf, origins, secretList } from './validators.ts';
 
 /** Every setting of a hub. Defaults are in `optionSpecs` below and in the README table. */
 export interface HubOptions {
@@ -111,6 +111,8 @@ export interface HubOptions {
   adminHost: string;
   /** Bearer token /stats and /metrics require, wherever they are served; '' = none (then, on the public listener, they answer local clients only). @default '' */
   adminToken: string;
+  /** Keys of the server API (`/api/*`, on the admin surface): `Authorization: Bearer <key>`; several for rotation; empty = no API. @default [] */
+  apiKeys: string[];
   /** The demo page at `/`: 'auto' serves it with the built-in pubsub handler only. @default 'auto' */
   demo: 'auto' | 'on' | 'off';
   /** Serve the hubbub client (`hubbub/client`) as one ES module at `/client.js`. @default true */
@@ -308,6 +310,11 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   adminToken: {
     flag: '--admin-token', env: ['HUBBUB_ADMIN_TOKEN'], default: '', doc: 'Bearer token that /stats and /metrics require (empty = none: on the public listener they then answer local clients only)',
     ...matching(ADMIN_TOKEN, '16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (an RFC 6750 token)', true),
+  },
+  apiKeys: {
+    flag: '--api-key', env: ['HUBBUB_API_KEY'], default: [],
+    doc: 'keys of the server API at /api/* (comma-separated, for rotation; 16–512 characters of A-Z a-z 0-9 . _ ~ + / -); none = no API',
+    ...secretList(ADMIN_TOKEN, '16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (RFC 6750 tokens), no two alike'),
   },
   demo: {
     flag: '--demo', env: ['HUBBUB_DEMO'], default: 'auto',

@@ -121,6 +121,19 @@ export function origins(): Validator<string[]> {
   };
 }
 
+/** A comma-separated list (empty = none) of secrets matching `pattern`, no two alike. */
+export function secretList(pattern: RegExp, accepts: string): Validator<string[]> {
+  const valid = (list: unknown[]) => list.every((s) => typeof s === 'string' && pattern.test(s)) && new Set(list).size === list.length;
+  return {
+    accepts: `a comma-separated list of ${accepts}`,
+    parse: (text) => {
+      const list = commaList(text);
+      return valid(list) ? list : undefined;
+    },
+    check: (value): value is string[] => Array.isArray(value) && valid(value),
+  };
+}
+
 /** Text matching `pattern` (and '' too, with `orEmpty`). */
 export function matching(pattern: RegExp, accepts: string, orEmpty = false) {
   const ok = (text: string) => (orEmpty && text === '') || pattern.test(text);

@@ -2,6 +2,7 @@
 // Without one (the default) a hub's topics are its own; implementations: redis.ts, nats.ts.
 import type { MessageData, PresenceMember, StreamPosition } from '../contracts.ts';
 import type { SharedPresence } from '../delivery/presence.ts';
+import type { IdempotencyStore } from '../delivery/idempotency.ts';
 import type { SharedStreams } from '../delivery/streams.ts';
 
 export type BackplaneState =
@@ -64,4 +65,6 @@ export interface Backplane {
   readonly streams?: SharedStreams | undefined;
   /** The cluster-wide presence this broker keeps (Redis), if it keeps any. */
   readonly presence?: SharedPresence | undefined;
+  /** Idempotency keys of the server API shared by every node (Redis), if it keeps them. */
+  readonly idempotency?: IdempotencyStore | undefined;
 }

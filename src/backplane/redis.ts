@@ -5,6 +5,7 @@
 // while degraded, publishes are dropped and counted.
 import type { MessageData, StreamPosition } from '../contracts.ts';
 import { newEpoch, type Publication, type SharedStreams, type StreamRead } from '../delivery/streams.ts';
+import { RedisIdempotency, type IdempotencyRedis } from '../delivery/idempotency.ts';
 import { closeRedisClient, createRedisClient, type RedisClientLike } from '../redis-client.ts';
 import { BrokerBackplane, type BrokerBackplaneOptions } from './broker.ts';
 import type { BackplaneSink } from './contract.ts';
@@ -12,7 +13,7 @@ import { channelOf, decodeEnvelope, envelopeTail, topicToken } from './envelope.
 import { RedisPresence, type PresenceRedis } from './redis-presence.ts';
 
 /** The part of an ioredis client this backplane uses (a structural type: the core does not import ioredis). */
-interface RedisLike extends RedisClientLike, PresenceRedis {
+interface RedisLike extends RedisClientLike, PresenceRedis, IdempotencyRedis {
   publish(channel: string, message: string): Promise<unknown>;
   subscribe(...channels: string[]): Promise<unknown>;
   unsubscribe(...channels: string[]): Promise<unknown>;
@@ -90,6 +91,8 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
   readonly #listening = new Map<string, Promise<void>>();
   /** Presence shared by every node (set up in start). */
   presence: RedisPresence | undefined;
+  /** The server API's idempotency keys, shared by every node (set up in start). */
+  idempotency: RedisIdempotency | undefined;
 
   constructor(options: RedisBackplaneOptions) {
     super();
@@ -111,6 +114,7 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
     pub.defineCommand('hubbubRead', { numberOfKeys: 2, lua: READ });
     this.#pub = pub;
     this.#sub = sub;
+    this.idempotency = new RedisIdempotency(pub, this.#options.prefix);
     this.presence = new RedisPresence(pub, {
       prefix: this.#options.prefix,
       ttlMs: this.#options.presenceTtl,

@@ -16,6 +16,7 @@ import { runAdmin } from './admin.ts';
 import { runProtocols } from './protocols.ts';
 import { runClient } from './client.ts';
 import { runTokens } from './tokens.ts';
+import { runApi } from './api.ts';
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
@@ -34,4 +35,5 @@ export function runSuite(target: RuntimeTarget): void {
   runProtocols(target);
   runClient(target);
   runTokens(target);
+  runApi(target);
 }
