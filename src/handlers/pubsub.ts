@@ -9,7 +9,7 @@
 //                                                         {"type":"published","id":7,"topic":"room","offset":15,"epoch":"k3…","delivered":3}
 //   {"type":"presence","topic":"room"}                    {"type":"presence","topic":"room","count":2,"members":[{"id":"4","principal":"alice"},…]}
 //   (with --presence-events, to the other subscribers)   {"type":"join"|"leave","topic":"room","id":"4","principal":"alice"}
-//   (when the topic's stream was lost: Redis lost its data) {"type":"subscribed","topic":"room","offset":0,"epoch":"n7…","recovered":false,"reset":true}
+//   (when the topic's stream was lost: the shared store lost its data) {"type":"subscribed","topic":"room","offset":0,"epoch":"n7…","recovered":false,"reset":true}
 //   {"type":"ping"}                                       {"type":"pong"}
 //   anything malformed, or a subscribe over a cap          {"type":"error","code":"bad-json"|…|"subscription-limit"|"topic-limit","message":…}
 //                                                         (an error about a publish carries its "id")
