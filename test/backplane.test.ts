@@ -3,11 +3,12 @@
 // In CI (CI=true) a missing broker fails; elsewhere those tests skip with a message.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { connect, denoBinary, eventually, inbox, nodeServer, reachable, serviceSkip, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, denoBinary, eventually, inbox, nodeServer, reachable, root, serviceSkip, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
 
 const node = nodeServer;
 const deno: RuntimeTarget = { name: 'deno', command: [denoBinary(), 'run', '-A', 'main.ts'], testHandler: '' };
@@ -230,6 +231,26 @@ for (const broker of brokers) {
     }
   });
 }
+
+describe('nats backplane: a server without JetStream', { skip: existsSync('/usr/sbin/nats-server') ? false : '/usr/sbin/nats-server is missing', timeout: 60_000 }, () => {
+  it('is a startup error naming it: the node exits 1 before listening (positions could not be shared)', async () => {
+    const port = 14223;
+    const broker = spawn('/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    process.once('exit', () => broker.kill('SIGKILL'));
+    try {
+      await eventually(() => reachable(port), Boolean, 10_000);
+      const child = spawn(process.execPath, ['dist/node.js', '--handler', 'pubsub', '--port', '0', '--backplane', `nats://127.0.0.1:${port}`], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      assert.equal(code, 1, out);
+      assert.ok(out.includes('has no JetStream') && out.includes('nats-server with -js'), out);
+      assert.ok(!out.includes('"event":"listening"'), 'it never listened');
+    } finally {
+      broker.kill('SIGKILL');
+    }
+  });
+});
 
 /** Publishes a raw string on a broker channel, bypassing hubbub (malformed-message test). */
 async function rawPublish(broker: Broker, channel: string, payload: string): Promise<void> {

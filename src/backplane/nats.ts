@@ -114,6 +114,8 @@ export class NatsBackplane extends BrokerBackplane implements SharedStreams {
   #connecting: Promise<void> | undefined;
   /** Set when the server has no JetStream: positions cannot be shared, the node must not start. */
   #noJetStream: Error | undefined;
+  /** start() has returned: from now on a server without JetStream is reported and retried, not thrown. */
+  #started = false;
 
   constructor(options: NatsBackplaneOptions) {
     super();
@@ -128,6 +130,7 @@ export class NatsBackplane extends BrokerBackplane implements SharedStreams {
     // without JetStream is a startup error: offsets could not be shared.
     this.#connecting = this.#connect();
     await withDeadline(this.#connecting, 2000, undefined);
+    this.#started = true;
     if (this.#noJetStream) {
       await this.close();
       throw this.#noJetStream;
@@ -161,9 +164,13 @@ export class NatsBackplane extends BrokerBackplane implements SharedStreams {
       } catch (error) {
         await nc.close().catch(() => undefined);
         if (isNoJetStream(error)) {
-          // start() refuses to go on (the serving entry logs it and exits).
           this.#noJetStream = new Error(`the NATS server at ${this.#options.url} has no JetStream: the NATS backplane keeps positions and history there (start nats-server with -js)`, { cause: error });
-          return;
+          // During start, start() refuses to go on (the serving entry logs it and exits). A server
+          // first reached later stays degraded, reported, until it runs JetStream.
+          if (!this.#started) return;
+          this.sink?.failed('nats.jetstream', this.#noJetStream);
+          await sleep(2000);
+          continue;
         }
         this.sink?.failed('nats.jetstream', error);
         await sleep(500);
@@ -378,6 +385,8 @@ export class NatsBackplane extends BrokerBackplane implements SharedStreams {
 
   // The same answers as the Redis READ script.
   async read(topic: string, query: { after?: number; epoch?: string; limit: number; recover?: boolean }): Promise<StreamRead> {
+    // Not connected yet (the first connection is still being tried): answered unavailable.
+    if (!this.#jsm) throw new Error('the NATS backplane is not connected: positions cannot be read');
     const last = await this.#position(topic);
     const position = { offset: last.offset, epoch: last.epoch };
     const { limit } = query;
