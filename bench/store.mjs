@@ -4,18 +4,21 @@
 // keep W publishes in flight until M publications are acknowledged. Four stores, rounds
 // interleaved (each a fresh server): memory with history off (`--history-size 0`: offsets only)
 // and on, Redis (`--backplane`: offset, history append and PUBLISH in one Lua script, every
-// delivery from Redis) with history off and on. Run `npm run build` first.
+// delivery from Redis) with history off and on, and NATS JetStream (`nats-<history>`: a publish
+// with an expected last subject sequence, every delivery from the stream's republish). Run
+// `npm run build` first.
 //
 //   node bench/store.mjs [--subscribers 500] [--publishers 4] [--window 16] [--publications 20000]
 //                        [--size 100] [--history 100] [--rounds 3] [--stores memory-0,memory-100,redis-0,redis-100]
-//                        [--redis redis://127.0.0.1:6379/9]
+//                        [--redis redis://127.0.0.1:6379/9] [--nats nats://127.0.0.1:4222]
 //
 // Per run: publish throughput (publications acknowledged per second, from the first send to the
 // last `published`), the time until every subscriber has every publication, the publish-to-receive
 // latency seen by 5 probe subscribers (p50, p99; they also check offsets are 1…M in order; the
 // others only count), the server's CPU per publication (utime+stime from /proc) and Redis's own.
 // Prints JSON: every run, then medians per store and ratios against memory with history off.
-// Loopback only; the Redis database is flushed before each Redis run.
+// Loopback only; the Redis database is flushed before each Redis run, the bench topic's subject
+// of the JetStream stream purged before each NATS run (no broker CPU is measured for NATS).
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -26,7 +29,7 @@ import { median, percentile, r, ratio } from './lib.mjs';
 
 const root = resolve(fileURLToPath(import.meta.url), '..', '..');
 const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []));
-const known = new Set(['subscribers', 'publishers', 'window', 'publications', 'size', 'history', 'rounds', 'stores', 'redis']);
+const known = new Set(['subscribers', 'publishers', 'window', 'publications', 'size', 'history', 'rounds', 'stores', 'redis', 'nats']);
 for (const key of Object.keys(args)) if (!known.has(key)) throw new Error(`unknown option --${key}`);
 const subscribers = Number(args.subscribers ?? 500);
 const publishers = Number(args.publishers ?? 4);
@@ -36,8 +39,10 @@ const size = Number(args.size ?? 100);
 const rounds = Number(args.rounds ?? 3);
 const stores = String(args.stores ?? 'memory-0,memory-100,redis-0,redis-100').split(',');
 const redisUrl = String(args.redis ?? 'redis://127.0.0.1:6379/9');
-for (const s of stores) if (!/^(memory|redis)-\d+$/.test(s)) throw new Error(`--stores: memory-<history> or redis-<history> (got ${s})`);
+const natsUrl = String(args.nats ?? 'nats://127.0.0.1:4222');
+for (const s of stores) if (!/^(memory|redis|nats)-\d+$/.test(s)) throw new Error(`--stores: memory-<history>, redis-<history> or nats-<history> (got ${s})`);
 if (!/^redis:\/\/127\.0\.0\.1[:/]/.test(redisUrl)) throw new Error('--redis must be on 127.0.0.1');
+if (!/^nats:\/\/127\.0\.0\.1[:/]?/.test(natsUrl)) throw new Error('--nats must be on 127.0.0.1');
 const PROBES = 5;
 const CLK_TCK = 100;
 const log = (...parts) => process.stderr.write(`[store] ${parts.join(' ')}\n`);
@@ -54,9 +59,22 @@ async function redisOf(url) {
   return { pid, flush: () => client.flushdb(), quit: () => client.quit() };
 }
 
+/** Empties the bench topic in the nodes' JetStream stream (the default prefix's), if there is one yet. */
+async function purgeNats(url) {
+  const { connect } = await import('@nats-io/transport-node');
+  const { jetstreamManager } = await import('@nats-io/jetstream');
+  const nc = await connect({ servers: url });
+  const jsm = await jetstreamManager(nc);
+  const token = (text) => Buffer.from(text).toString('base64url');
+  await jsm.streams.purge(`HUBBUB_${token('hubbub.')}`, { filter: `hubbub.s.${token('bench')}` }).catch((error) => {
+    if (error.code !== 10059) throw error;
+  });
+  await nc.close();
+}
+
 async function startServer(store) {
   const [kind, history] = store.split('-');
-  const backplane = kind === 'redis' ? ['--backplane', redisUrl] : [];
+  const backplane = kind === 'redis' ? ['--backplane', redisUrl] : kind === 'nats' ? ['--backplane', natsUrl] : [];
   const child = spawn(process.execPath, [resolve(root, 'dist/node.js'), '--host', '127.0.0.1', '--port', '0', '--handler', 'pubsub', '--max-connections', String(subscribers + publishers + 100), '--history-size', history, '--heartbeat-interval', '0', '--max-connections-per-ip', '0', ...backplane], { stdio: ['ignore', 'pipe', 'inherit'] });
   const url = await new Promise((resolveUrl, reject) => {
     const rl = createInterface({ input: child.stdout });
@@ -68,7 +86,7 @@ async function startServer(store) {
     });
     child.once('exit', (code) => reject(new Error(`server exited ${code}`)));
   });
-  if (kind === 'redis') {
+  if (kind !== 'memory') {
     for (let i = 0; i < 100; i++) {
       const health = await (await fetch(`${url}/healthz`)).json();
       if (health.backplane === 'connected') break;
@@ -186,6 +204,7 @@ const runs = [];
 for (let round = 0; round < rounds; round++) {
   for (const store of stores) {
     if (store.startsWith('redis')) await redis.flush();
+    if (store.startsWith('nats')) await purgeNats(natsUrl);
     const result = await run(store, store.startsWith('redis') ? redis : undefined);
     log(`round ${round + 1}`, JSON.stringify(result));
     runs.push({ round: round + 1, ...result });

@@ -162,8 +162,8 @@ export class Hub implements HubApi {
   /**
    * Sends a message to every subscriber of `topic`: local ones directly, encoding it once (on Node,
    * one WebSocket frame written to every socket), and other nodes through the backplane, which
-   * deliver it to theirs. With the Redis store, Redis numbers it and every node (this one too) gets
-   * it from there, in offset order. Every subscriber gets it exactly once.
+   * deliver it to theirs. With a shared store (Redis, NATS JetStream), the store numbers it and
+   * every node (this one too) gets it from there, in offset order. Every subscriber gets it exactly once.
    */
   async publish(topic: string, data: MessageData, options: PublishOptions = {}): Promise<PublishResult> {
     if (topic === CONTROL_TOPIC) throw new HubError('ERR_INVALID_TOPIC', 'that topic is reserved for the nodes\' own messages');
@@ -192,7 +192,7 @@ export class Hub implements HubApi {
   /**
    * Gives the publication its offset and keeps it in history, then delivers it to this node's
    * subscribers, all in one synchronous step: a recovering subscribe (registry.subscribeFrom) sees
-   * it either in history or live, never both. (With a backplane that keeps no positions, NATS, each node numbers what it delivers.)
+   * it either in history or live, never both. (With a backplane that keeps no positions, a custom one, each node numbers what it delivers.)
    */
   #deliverLocal(topic: string, data: MessageData, except?: HandlerContext): PublishResult {
     const { offset, epoch } = this.streams.append(topic, data);
@@ -228,7 +228,7 @@ export class Hub implements HubApi {
 
   /**
    * Reads from the store what this node missed of `topic` after `seen`, delivers it, then what
-   * waited. If the store no longer has it all (a new epoch: Redis lost its data; or history too
+   * waited. If the store no longer has it all (a new epoch: the store lost its data; or history too
    * short), the topic's local subscribers are told their position is gone (handler.formatReset).
    */
   #catchUp(topic: string, seen: StreamPosition, queue: Heard[]): void {

@@ -93,7 +93,7 @@ export interface HubOptions {
   maxBackpressure: number;
   /** What happens to a slow consumer: `close` it (1013) or `drop` messages for it (counted; it sees a gap in sequence numbers). @default 'close' */
   slowConsumer: 'close' | 'drop';
-  /** Share publishes with other hubbub nodes: `redis://host:port`, `nats://host:port`, a Backplane object, or '' for none. @default '' */
+  /** Share publishes, positions and history with other hubbub nodes: `redis://host:port`, `nats://host:port` (a server with JetStream), a Backplane object, or '' for none. @default '' */
   backplane: string | Backplane;
   /** Share `maxConnections` across every node through Redis (`redis://host:port`); '' = this process only. @default '' */
   clusterLimit: string;
@@ -269,7 +269,7 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
   },
   backplane: {
     flag: '--backplane', env: ['HUBBUB_BACKPLANE'], default: '',
-    doc: 'share publishes with other nodes through redis://host:port or nats://host:port',
+    doc: 'share publishes, positions and history with other nodes through redis://host:port or nats://host:port (JetStream on)',
     accepts: "a redis://, rediss:// or nats:// URL, or '' for none",
     parse: (text) => (text === '' || /^(rediss?|nats):\/\/[^\s]+$/.test(text) ? text : undefined),
     check: (value): value is HubOptions['backplane'] =>

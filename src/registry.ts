@@ -85,7 +85,7 @@ export class Registry implements ConnectionHost {
   readonly log: Logger;
   heartbeats = 0;
   rateWindow = 0;
-  /** Positions and history shared by every node (Redis), once the hub has started its backplane. */
+  /** Positions and history shared by every node (Redis, NATS JetStream), once the hub has started its backplane. */
   shared: SharedStreams | undefined = undefined;
   /**
    * Connections whose subscribe used the shared store, by topic. While the read is under way, what
@@ -343,7 +343,7 @@ export class Registry implements ConnectionHost {
    * Subscribes, says where the topic stands, and with `since` delivers what the client missed
    * first. With the in-memory streams all of it happens in one synchronous step that nothing
    * interleaves with: the subscription is in place before the history is read, and the replay is
-   * sent before it returns. With a shared store (Redis) the read is a round trip: the subscription
+   * sent before it returns. With a shared store (Redis, NATS) the read is a round trip: the subscription
    * and the broker's are in place first, and what arrives live meanwhile is held for this
    * connection and sent after the replay, each offset once. Either way a publication is in the
    * replay or comes live after it, never both and never neither (the seam).

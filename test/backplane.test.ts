@@ -3,11 +3,12 @@
 // In CI (CI=true) a missing broker fails; elsewhere those tests skip with a message.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { connect, denoBinary, eventually, inbox, nodeServer, reachable, serviceSkip, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, denoBinary, eventually, inbox, nodeServer, reachable, root, serviceSkip, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
 
 const node = nodeServer;
 const deno: RuntimeTarget = { name: 'deno', command: [denoBinary(), 'run', '-A', 'main.ts'], testHandler: '' };
@@ -28,7 +29,8 @@ const brokers: Broker[] = [
 function ownBroker(kind: 'redis' | 'nats', port: number): { start(): Promise<ChildProcess>; binary: string } {
   const binary = kind === 'redis' ? '/usr/bin/redis-server' : '/usr/sbin/nats-server';
   const dir = mkdtempSync(path.join(tmpdir(), `hubbub-${kind}-`));
-  const args = kind === 'redis' ? ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir] : ['-a', '127.0.0.1', '-p', String(port)];
+  // NATS with JetStream (it keeps the positions), its store in `dir`: a restart finds the stream again.
+  const args = kind === 'redis' ? ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir] : ['-a', '127.0.0.1', '-p', String(port), '-js', '-sd', dir];
   return {
     binary,
     async start() {
@@ -109,7 +111,7 @@ for (const broker of brokers) {
           const mine = c.received.map((m) => m.data as { p: string; i: number }).filter((d) => d.p === p).map((d) => d.i);
           assert.deepEqual(mine, Array.from({ length: N }, (_, i) => i), `publisher ${p} in order`);
         }
-        // Sequence numbers are per node and gapless.
+        // Offsets are the shared store's: the same on every node, and gapless.
         assert.deepEqual(c.received.map((m) => m.offset), Array.from({ length: 2 * N }, (_, i) => i + 1));
       }
       const stats = await Promise.all(nodes.map((n) => n.stats()));
@@ -199,21 +201,14 @@ for (const broker of brokers) {
           assert.equal(h.status, 200, 'a degraded node is still healthy for its local clients');
           assert.equal(h.body.backplane, 'degraded');
         }
-        let local: Client | undefined;
-        if (broker.kind === 'redis') {
-          // Redis keeps the positions: without it a publish or a subscribe cannot get one, so each is
-          // answered `unavailable` (the client may try again) rather than numbered on one node only.
-          const ws = await connect(nodes[0]!.wsUrl);
-          const box = inbox(ws);
-          assert.deepEqual(pick(JSON.parse(await box.request(JSON.stringify({ type: 'subscribe', topic }))), ['type', 'code']), { type: 'error', code: 'unavailable' });
-          assert.deepEqual(pick(JSON.parse(await box.request(JSON.stringify({ type: 'publish', topic, data: 'during' }))), ['type', 'code']), { type: 'error', code: 'unavailable' });
-          ws.close();
-        } else {
-          // Local clients are still served: a publish reaches the local subscriber on the same node.
-          local = await pubsubClient(nodes[0]!, topic);
-          a.publish('during');
-          await eventually(async () => local!.received.length, (n) => n === 1, 5000);
-        }
+        // The broker keeps the positions (Redis, NATS JetStream): without it a publish or a subscribe
+        // cannot get one, so each is answered `unavailable` (the client may try again) rather than
+        // numbered on one node only.
+        const ws = await connect(nodes[0]!.wsUrl);
+        const box = inbox(ws);
+        assert.deepEqual(pick(JSON.parse(await box.request(JSON.stringify({ type: 'subscribe', topic }))), ['type', 'code']), { type: 'error', code: 'unavailable' });
+        assert.deepEqual(pick(JSON.parse(await box.request(JSON.stringify({ type: 'publish', topic, data: 'during' }))), ['type', 'code']), { type: 'error', code: 'unavailable' });
+        ws.close();
         const degradedStats = (await nodes[0]!.stats()) as unknown as { backplane: { droppedWhileDegraded: number } };
         assert.ok(degradedStats.backplane.droppedWhileDegraded >= 1, 'the outage policy drops and counts');
 
@@ -223,19 +218,39 @@ for (const broker of brokers) {
         await sleep(500);
         a.publish('after');
         await eventually(async () => b.received.map((m) => m.data), (d) => d.includes('after'), 10_000);
-        // The message published during the outage was dropped for the other node (the documented
-        // policy), not replayed later; the local subscriber had it (NATS), or it was refused (Redis).
+        // The publish during the outage was refused, not replayed later.
         assert.deepEqual(
           b.received.map((m) => m.data),
           ['before', 'after'],
         );
-        // Redis: no offset was given during the outage; a Redis that lost its data starts a new stream.
-        if (broker.kind === 'redis') assert.equal(b.received[1]!.offset, fault === 'kill -9 and restart' ? 1 : b.received[0]!.offset + 1);
-        for (const c of [a, b, local]) c?.ws.close();
+        // No offset was given during the outage. A Redis that lost its data starts a new stream; the
+        // NATS server finds its stream again in its store.
+        assert.equal(b.received[1]!.offset, fault === 'kill -9 and restart' && broker.kind === 'redis' ? 1 : b.received[0]!.offset + 1);
+        for (const c of [a, b]) c.ws.close();
       });
     }
   });
 }
+
+describe('nats backplane: a server without JetStream', { skip: existsSync('/usr/sbin/nats-server') ? false : '/usr/sbin/nats-server is missing', timeout: 60_000 }, () => {
+  it('is a startup error naming it: the node exits 1 before listening (positions could not be shared)', async () => {
+    const port = 14223;
+    const broker = spawn('/usr/sbin/nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+    process.once('exit', () => broker.kill('SIGKILL'));
+    try {
+      await eventually(() => reachable(port), Boolean, 10_000);
+      const child = spawn(process.execPath, ['dist/node.js', '--handler', 'pubsub', '--port', '0', '--backplane', `nats://127.0.0.1:${port}`], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (out += chunk));
+      const [code] = (await once(child, 'exit')) as [number | null];
+      assert.equal(code, 1, out);
+      assert.ok(out.includes('has no JetStream') && out.includes('nats-server with -js'), out);
+      assert.ok(!out.includes('"event":"listening"'), 'it never listened');
+    } finally {
+      broker.kill('SIGKILL');
+    }
+  });
+});
 
 /** Publishes a raw string on a broker channel, bypassing hubbub (malformed-message test). */
 async function rawPublish(broker: Broker, channel: string, payload: string): Promise<void> {

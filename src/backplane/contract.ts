@@ -16,7 +16,7 @@ export type BackplaneState =
 export interface BackplaneSink {
   /**
    * A publication on a topic this node has subscribers for: another node's, or with `position`
-   * (the store numbered it: Redis) any node's, this one's included, in offset order.
+   * (the store numbered it: Redis, NATS JetStream) any node's, this one's included, in offset order.
    */
   deliver(topic: string, data: MessageData, position?: StreamPosition, except?: string): void;
   /** Another node's subscriber joined or left a topic this node has subscribers for (presence events). */
@@ -61,7 +61,7 @@ export interface Backplane {
   unsubscribe(topic: string): void;
   stats(): BackplaneStats;
   close(): Promise<void>;
-  /** The shared positions and history this broker keeps (Redis), if it keeps any. */
+  /** The shared positions and history this broker keeps (Redis, NATS JetStream), if it keeps any. */
   readonly streams?: SharedStreams | undefined;
   /** The cluster-wide presence this broker keeps (Redis), if it keeps any. */
   readonly presence?: SharedPresence | undefined;

@@ -4,10 +4,10 @@ import { NatsBackplane } from './nats.ts';
 import { RedisBackplane } from './redis.ts';
 import type { Backplane } from './contract.ts';
 
-/** `history`: what the Redis store keeps per topic (NATS keeps no positions). */
+/** `history`: what the shared store (Redis, NATS JetStream) keeps per topic. */
 export function backplaneFromUrl(url: string, history: { historySize: number; historyTtl: number } = { historySize: 0, historyTtl: 300_000 }): Backplane {
   if (/^rediss?:\/\//.test(url)) return new RedisBackplane({ url, ...history });
-  if (/^nats:\/\//.test(url)) return new NatsBackplane({ url });
+  if (/^nats:\/\//.test(url)) return new NatsBackplane({ url, ...history });
   throw new HubError('ERR_INVALID_OPTION', `option backplane must be a redis:// or nats:// URL (got ${JSON.stringify(url)})`);
 }
 

@@ -1,4 +1,4 @@
-// Recovery reads of a shared store (Redis), shared by the subscribers of a node that come back
+// Recovery reads of a shared store (Redis, NATS JetStream), shared by the subscribers of a node that come back
 // together. A reconnect storm is thousands of subscribers asking for the same publications: the
 // same read asked for within one timer turn is made once, and each publication read is kept (for a few seconds, within a
 // bound) as one object per topic, epoch and offset, so that it is formatted and framed once for

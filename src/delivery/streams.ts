@@ -49,7 +49,7 @@ export interface StreamRead {
 }
 
 /**
- * Positions and history kept outside the process and shared by every node (Redis): a publication's
+ * Positions and history kept outside the process and shared by every node (Redis, NATS JetStream): a publication's
  * offset, its place in history and its delivery to every node (this one included) are one atomic
  * step in the store, so every node sees every topic's publications in offset order.
  */

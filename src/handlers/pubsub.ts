@@ -9,7 +9,7 @@
 //                                                         {"type":"published","id":7,"topic":"room","offset":15,"epoch":"k3…","delivered":3}
 //   {"type":"presence","topic":"room"}                    {"type":"presence","topic":"room","count":2,"members":[{"id":"4","principal":"alice"},…]}
 //   (with --presence-events, to the other subscribers)   {"type":"join"|"leave","topic":"room","id":"4","principal":"alice"}
-//   (when the topic's stream was lost: Redis lost its data) {"type":"subscribed","topic":"room","offset":0,"epoch":"n7…","recovered":false,"reset":true}
+//   (when the topic's stream was lost: the shared store lost its data) {"type":"subscribed","topic":"room","offset":0,"epoch":"n7…","recovered":false,"reset":true}
 //   {"type":"ping"}                                       {"type":"pong"}
 //   (JWT auth: 30 s before the token's exp, or at once)   {"type":"expiring","in":28000}
 //   {"type":"refresh","token":"<a fresh JWT, same sub>"}  {"type":"refreshed","exp":1767225600} (its exp, seconds; null: none)
