@@ -17,7 +17,8 @@ const SECRET = 'api-suite-secret-0123456789abcdef-xyz';
 export async function api(server: ServerProcess, method: string, path: string, body?: unknown, key: string | null = API_KEY) {
   const res = await fetch(`${server.url}${path}`, {
     method,
-    headers: { ...(key !== null ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    // A fresh connection per call: a kept-alive one the server (workerd's launcher) closed meanwhile fails the next fetch.
+    headers: { connection: 'close', ...(key !== null ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
   });
   const text = await res.text();
