@@ -34,7 +34,7 @@ function queryInteger(text: string | undefined, min: number, max: number): numbe
 export interface ApiRuntime {
   readonly runtime: string;
   /** Cluster mode: the whole server's figures. */
-  clusterStats?(): Promise<{ readonly live: number; readonly limit: number; readonly workers?: number } | undefined>;
+  clusterStats?(): Promise<{ readonly live: number; readonly limit: number } | undefined>;
 }
 
 export function apiRoutes(app: Hono, hub: Hub, runtime: ApiRuntime): void {
@@ -186,7 +186,6 @@ export function apiRoutes(app: Hono, hub: Hub, runtime: ApiRuntime): void {
       live: cluster?.live ?? stats.live,
       limit: cluster?.limit ?? stats.limit,
       topics: hub.topics.size,
-      ...(cluster?.workers !== undefined ? { workers: cluster.workers } : {}),
       backplane: backplane ? { state: backplane.state, node: hub.nodeId } : null,
     });
   });
