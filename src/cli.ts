@@ -60,6 +60,14 @@ async function loadHandler(spec: string, cwd: string): Promise<HubOptions['handl
   return handler as HubOptions['handler'];
 }
 
+const isOptionError = (error: unknown): error is HubError => error instanceof HubError && error.code === 'ERR_INVALID_OPTION';
+
+/** A bad option: one line naming it, exit 2. */
+function optionError(host: CliHost, error: HubError): never {
+  host.stderr(`hubbub: ${error.message}\n`);
+  return host.exit(2);
+}
+
 export async function runCli(host: CliHost): Promise<void> {
   let hub: Hub;
   try {
@@ -88,10 +96,7 @@ export async function runCli(host: CliHost): Promise<void> {
     if (typeof options.handler === 'string') options.handler = await loadHandler(options.handler, host.cwd());
     hub = createHub(options, undefined, host.hubInit);
   } catch (error) {
-    if (error instanceof HubError && error.code === 'ERR_INVALID_OPTION') {
-      host.stderr(`hubbub: ${error.message}\n`);
-      return host.exit(2);
-    }
+    if (isOptionError(error)) return optionError(host, error);
     throw error;
   }
 
@@ -99,6 +104,9 @@ export async function runCli(host: CliHost): Promise<void> {
   try {
     served = await host.serve(hub);
   } catch (error) {
+    // What a runtime checks as it starts serving (the --tls-cert and --tls-key files) is an option
+    // error like any other.
+    if (isOptionError(error)) return optionError(host, error);
     hub.log.error('listen.error', { error, host: hub.options.host, port: hub.options.port });
     return host.exit(1);
   }

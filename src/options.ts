@@ -109,6 +109,14 @@ export interface HubOptions {
   adminPort: number;
   /** Address the admin listener binds. @default '127.0.0.1' */
   adminHost: string;
+  /**
+   * Path of a PEM certificate (chain): with `tlsKey`, the server (and the admin listener) speak
+   * https:// and wss://. Read when the server starts. Both or neither. Not on workerd, whose TLS is
+   * the platform's. @default ''
+   */
+  tlsCert: string;
+  /** Path of the PEM private key of `tlsCert`. @default '' */
+  tlsKey: string;
   /** Bearer token /stats and /metrics require, wherever they are served; '' = none (then, on the public listener, they answer local clients only). @default '' */
   adminToken: string;
   /** Keys of the server API (`/api/*`, on the admin surface): `Authorization: Bearer <key>`; several for rotation; empty = no API. @default [] */
@@ -307,6 +315,8 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
     check: (value): value is number => value === -1 || integer(0, 65535).check(value),
   },
   adminHost: { flag: '--admin-host', env: ['HUBBUB_ADMIN_HOST'], default: '127.0.0.1', doc: 'address the admin listener binds', ...matching(HOST, 'an IP address or host name') },
+  tlsCert: { flag: '--tls-cert', env: ['HUBBUB_TLS_CERT'], default: '', doc: 'PEM certificate (chain) file: serve https:// and wss:// (with --tls-key)', ...path() },
+  tlsKey: { flag: '--tls-key', env: ['HUBBUB_TLS_KEY'], default: '', doc: 'PEM private key file of --tls-cert', ...path() },
   adminToken: {
     flag: '--admin-token', env: ['HUBBUB_ADMIN_TOKEN'], default: '', doc: 'Bearer token that /stats and /metrics require (empty = none: on the public listener they then answer local clients only)',
     ...matching(ADMIN_TOKEN, '16 to 512 characters of A-Z a-z 0-9 . _ ~ + / - (an RFC 6750 token)', true),
@@ -337,6 +347,30 @@ export const optionSpecs: { [K in keyof HubOptions]: OptionSpec<K> } = {
 
 const optionKeys = Object.keys(optionSpecs) as (keyof HubOptions)[];
 
+/** A file path, or '' for none. */
+function path() {
+  return {
+    accepts: "a file path, or '' for none",
+    parse: (text: string) => text,
+    check: (value: unknown): value is string => typeof value === 'string',
+  };
+}
+
+/**
+ * A certificate without its key (or a key without its certificate) cannot serve TLS, and serving
+ * plain HTTP instead would silently drop what the operator asked for. `name` says how the missing
+ * one is called where it came from (a flag, or an option field).
+ */
+function checkTlsPair(options: Partial<HubOptions>, name: (key: 'tlsCert' | 'tlsKey') => string): void {
+  const cert = Boolean(options.tlsCert);
+  const key = Boolean(options.tlsKey);
+  if (cert === key) return;
+  const [given, missing] = cert ? (['tlsCert', 'tlsKey'] as const) : (['tlsKey', 'tlsCert'] as const);
+  throw new HubError('ERR_INVALID_OPTION', `${name(missing)} is missing: ${name(given)} needs it (TLS takes a certificate and its key, both or neither)`);
+}
+
+const flagAndEnv = (key: 'tlsCert' | 'tlsKey') => `${optionSpecs[key].flag} (${optionSpecs[key].env.join(', ')})`;
+
 function invalid(name: string, accepts: string, got: unknown): HubError {
   const shown = typeof got === 'string' ? JSON.stringify(got) : String(got);
   return new HubError('ERR_INVALID_OPTION', `${name} must be ${accepts} (got ${shown})`);
@@ -357,6 +391,7 @@ export function resolveOptions(input: Partial<HubOptions> = {}): HubOptions {
     else throw invalid(`option ${key}`, spec.accepts, value);
   }
   checkTogether(resolved as HubOptions);
+  checkTlsPair(resolved as HubOptions, (key) => `option ${key}`);
   return resolved as HubOptions;
 }
 
@@ -431,6 +466,7 @@ export function parseCommandLine(argv: readonly string[], env: Readonly<Record<s
     if (value === undefined) throw invalid(flag, spec.accepts, text);
     options[key] = value;
   }
+  checkTlsPair(options as Partial<HubOptions>, flagAndEnv);
   return { kind: 'serve', options: options as Partial<HubOptions> };
 }
 

@@ -53,6 +53,15 @@ describe('options', () => {
     assert.throws(() => parseCommandLine([], { PORT: '-1' }), invalidOption(/environment variable PORT must be/));
   });
 
+  it('--tls-cert and --tls-key come both or neither: one alone is an error naming the missing one', () => {
+    assert.throws(() => parseCommandLine(['--tls-cert', 'cert.pem'], {}), invalidOption(/^--tls-key \(HUBBUB_TLS_KEY\) is missing: --tls-cert \(HUBBUB_TLS_CERT\) needs it/));
+    assert.throws(() => parseCommandLine([], { HUBBUB_TLS_KEY: 'key.pem' }), invalidOption(/^--tls-cert \(HUBBUB_TLS_CERT\) is missing: --tls-key \(HUBBUB_TLS_KEY\) needs it/));
+    assert.throws(() => resolveOptions({ tlsKey: 'key.pem' }), invalidOption(/^option tlsCert is missing: option tlsKey needs it/));
+    const both = parseCommandLine(['--tls-cert', 'cert.pem'], { HUBBUB_TLS_KEY: 'key.pem' });
+    assert.deepEqual(both.kind === 'serve' && both.options, { tlsCert: 'cert.pem', tlsKey: 'key.pem' });
+    assert.deepEqual([resolveOptions().tlsCert, resolveOptions().tlsKey], ['', '']);
+  });
+
   it('VERSION matches package.json', () => {
     const pkg = JSON.parse(readFileSync(`${root}/package.json`, 'utf8')) as { version: string };
     assert.equal(VERSION, pkg.version);

@@ -35,6 +35,8 @@ export interface BunWebSocketHandler<T> {
 export interface BunServeOptions<T> {
   port?: number;
   hostname?: string;
+  /** PEM certificate and key: the server speaks https:// and wss://. */
+  tls?: { cert: string; key: string };
   /** Seconds an HTTP connection may stay silent, a pending response included (not WebSockets). 0 = never. */
   idleTimeout?: number;
   fetch(request: Request, server: BunServer): Response | Promise<Response> | undefined;

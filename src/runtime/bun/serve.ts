@@ -5,6 +5,7 @@ import type { HubEvents } from '../../contracts.ts';
 import type { Hub } from '../../hub.ts';
 import { clientAddress, urlHost } from '../common.ts';
 import { FD_RESERVE, openFileLimit } from '../fd-limit.ts';
+import { readTls } from '../tls.ts';
 import type { BunGlobal, BunServer } from './api.ts';
 import { createBunWebSocket } from './websocket.ts';
 
@@ -17,6 +18,8 @@ export interface BunServed extends ServedHub {
 
 /** Starts a hub (`hub.start()`) and serves it on Bun at `hub.options.host:port`. Resolves once listening. */
 export async function serveBun(hub: Hub): Promise<BunServed> {
+  // Before anything starts: a bad certificate file must not leave a started hub behind.
+  const tls = readTls(hub.options);
   await hub.start();
   const { maxPayload, perMessageDeflate, maxBackpressure, headersTimeout, maxConnections } = hub.options;
   // A socket its client closed lingers up to 5 s in uWebSockets without a slot (websocket.ts): a
@@ -39,10 +42,11 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
   };
   const app = createApp(hub, adapter);
   const { adminPort, adminHost } = hub.options;
-  const admin = adminPort >= 0 ? Bun.serve({ port: adminPort, hostname: adminHost, fetch: createAdminApp(hub, adapter).fetch }) : undefined;
+  const admin = adminPort >= 0 ? Bun.serve({ port: adminPort, hostname: adminHost, ...(tls ? { tls } : {}), fetch: createAdminApp(hub, adapter).fetch }) : undefined;
   const server = Bun.serve<HubEvents>({
     port: hub.options.port,
     hostname: hub.options.host,
+    ...(tls ? { tls } : {}),
     // Bun's request heads must arrive within its own fixed ~10 s (uWebSockets), whatever
     // headersTimeout says. Its idleTimeout also cuts a response still pending (a slow authenticate
     // hook), so it gets what Node's requestTimeout gets: headersTimeout, and at least 30 s.
@@ -54,11 +58,12 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
     },
     websocket,
   });
+  const scheme = tls ? 'https' : 'http';
   return {
     server,
     port: server.port,
-    url: `http://${urlHost(server.hostname)}:${server.port}`,
-    adminUrl: admin && `http://${urlHost(admin.hostname)}:${admin.port}`,
+    url: `${scheme}://${urlHost(server.hostname)}:${server.port}`,
+    adminUrl: admin && `${scheme}://${urlHost(admin.hostname)}:${admin.port}`,
     close: async () => {
       await Promise.all([server.stop(true), admin?.stop(true)]);
     },

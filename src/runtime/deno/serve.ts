@@ -3,6 +3,7 @@ import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
 import type { Hub } from '../../hub.ts';
 import { CLOSE_AFTER_BODY, closingAfterAnswer, collectExposedGarbage, urlHost } from '../common.ts';
+import { readTls, type TlsFiles } from '../tls.ts';
 import { createDenoWebSocket } from './websocket.ts';
 
 export interface DenoServer extends ServedHub {
@@ -11,6 +12,8 @@ export interface DenoServer extends ServedHub {
 
 /** Starts a hub (`hub.start()`) and serves it on Deno at `hub.options.host:port`. Resolves once listening. */
 export async function serveDeno(hub: Hub): Promise<DenoServer> {
+  // Before anything starts: a bad certificate file must not leave a started hub behind.
+  const tls = readTls(hub.options);
   await hub.start();
   const adapter: RuntimeAdapter = {
     runtime: 'deno',
@@ -24,8 +27,8 @@ export async function serveDeno(hub: Hub): Promise<DenoServer> {
     collectGarbage: collectExposedGarbage,
   };
   const { adminPort, adminHost } = hub.options;
-  const admin = adminPort >= 0 ? await listen(hub, createAdminApp(hub, adapter).fetch, adminPort, adminHost) : undefined;
-  const main = await listen(hub, createApp(hub, adapter).fetch, hub.options.port, hub.options.host);
+  const admin = adminPort >= 0 ? await listen(hub, createAdminApp(hub, adapter).fetch, adminPort, adminHost, tls) : undefined;
+  const main = await listen(hub, createApp(hub, adapter).fetch, hub.options.port, hub.options.host, tls);
   return {
     port: main.port,
     url: main.url,
@@ -38,7 +41,7 @@ export async function serveDeno(hub: Hub): Promise<DenoServer> {
 
 type DenoFetch = (request: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Response | Promise<Response>;
 
-function listen(hub: Hub, app: DenoFetch, port: number, hostname: string): Promise<{ port: number; url: string; shutdown(): Promise<void> }> {
+function listen(hub: Hub, app: DenoFetch, port: number, hostname: string, tls: TlsFiles | undefined): Promise<{ port: number; url: string; shutdown(): Promise<void> }> {
   // Deno sends a response's `Connection: close` but keeps the connection open for the next request
   // (checked on Deno 2.9): a refused client could hold its socket as long as it likes.
   const fetch: DenoFetch = (request, info) => {
@@ -51,8 +54,9 @@ function listen(hub: Hub, app: DenoFetch, port: number, hostname: string): Promi
         {
           port,
           hostname,
+          ...(tls ? { cert: tls.cert, key: tls.key } : {}),
           // (`server` is read only later: onListen may run before Deno.serve returns.)
-          onListen: (addr) => resolve({ port: addr.port, url: `http://${urlHost(addr.hostname)}:${addr.port}`, shutdown: () => server.shutdown() }),
+          onListen: (addr) => resolve({ port: addr.port, url: `${tls ? 'https' : 'http'}://${urlHost(addr.hostname)}:${addr.port}`, shutdown: () => server.shutdown() }),
           onError: (error) => {
             if (error !== CLOSE_AFTER_BODY) hub.log.error('request.error', { error });
             return new Response('Internal Server Error\n', { status: 500 });

@@ -5,6 +5,7 @@ import { runCli } from '../../cli.ts';
 import { createLogger } from '../../log.ts';
 import { runPrimary } from './cluster/primary.ts';
 import { createWorkerLink, isClusterWorker, workerId } from './cluster/worker.ts';
+import { readTls } from '../tls.ts';
 import { serveNode } from './serve.ts';
 
 export async function main(argv: readonly string[] = process.argv.slice(2)): Promise<void> {
@@ -18,7 +19,14 @@ export async function main(argv: readonly string[] = process.argv.slice(2)): Pro
           // Connection ids unique across the cluster: `<worker id>-<n>`.
           hubInit: { idPrefix: `${workerId()}-`, clusterLimit: link.clusterLimit },
         }
-      : { runCluster: (options) => runPrimary(options, createLogger(options.logLevel)) }),
+      : {
+          runCluster: (options) => {
+            // The workers read the certificate files too; the primary checks them first, so that a bad
+            // one is one startup error (exit 2), not every worker failing in turn.
+            readTls(options);
+            runPrimary(options, createLogger(options.logLevel));
+          },
+        }),
     argv,
     env: process.env,
     cwd: () => process.cwd(),

@@ -3,12 +3,14 @@
 import { serve } from '@hono/node-server';
 import type { Hono } from 'hono';
 import type { Server, ServerOptions } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
 import type { Hub } from '../../hub.ts';
 import { renderMetrics } from '../../metrics.ts';
 import { clientAddress, collectExposedGarbage, urlHost } from '../common.ts';
+import { readTls, type TlsFiles } from '../tls.ts';
 import type { WorkerLink } from './cluster/worker.ts';
 import { createNodeFanOut } from './fanout.ts';
 import { boundSockets, type SocketBounds } from './sockets.ts';
@@ -16,6 +18,7 @@ import { createNodeWebSocket, type NodeEnv } from './websocket.ts';
 import { memoryFigures } from './memory.ts';
 
 export interface NodeServer extends ServedHub {
+  /** The public listener: an https.Server with `tlsCert`/`tlsKey` (it has http.Server's surface). */
   readonly server: Server;
   readonly port: number;
   readonly app: Hono;
@@ -28,6 +31,8 @@ export interface ServeNodeOptions {
 
 /** Starts a hub (`hub.start()`) and serves it on Node at `hub.options.host:port`. Resolves once listening. */
 export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promise<NodeServer> {
+  // Before anything starts: a bad certificate file must not leave a started hub behind.
+  const tls = readTls(hub.options);
   await hub.start();
   const { maxPayload, perMessageDeflate, headersTimeout, closeTimeout } = hub.options;
   const { upgradeWebSocket, injectWebSocket } = createNodeWebSocket({ maxPayload, perMessageDeflate, closeTimeout });
@@ -60,16 +65,19 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
   };
   const app = createApp(hub, adapter);
   const { adminPort, adminHost } = hub.options;
-  const admin = adminPort >= 0 ? await listen(hub, createAdminApp(hub, adapter).fetch, adminPort, adminHost) : undefined;
+  const admin = adminPort >= 0 ? await listen(hub, createAdminApp(hub, adapter).fetch, adminPort, adminHost, tls) : undefined;
   // The operator's listener needs a handful of connections; a bound keeps a crowd that finds it from
   // holding fds there (Node drops a connection over it at once).
   if (admin) admin.server.maxConnections = ADMIN_MAX_CONNECTIONS;
-  const { server, port, url } = await listen(hub, app.fetch, hub.options.port, hub.options.host, {
+  const { server, port, url } = await listen(hub, app.fetch, hub.options.port, hub.options.host, tls, {
     // A client trickling its headers is dropped; it never reaches admission, so it holds no slot.
     headersTimeout,
     requestTimeout: Math.max(headersTimeout, 30_000),
     // Node checks those timeouts on this interval (30 s by default).
     connectionsCheckingInterval: Math.min(1000, headersTimeout),
+    // Over TLS the request head's clock starts after the handshake, which has its own (120 s by
+    // default): a client stalling there is dropped as soon as one stalling its headers.
+    ...(tls ? { handshakeTimeout: headersTimeout } : {}),
   });
   serverRef = server;
   bounds = boundSockets(server, hub.options, hub.counters, hub.log, () => hub.eventLoopLagMs);
@@ -88,16 +96,25 @@ export async function serveNode(hub: Hub, options: ServeNodeOptions = {}): Promi
 
 const ADMIN_MAX_CONNECTIONS = 64;
 
-/** An HTTP listener (the public one, or the admin routes'); errors after it listens are logged. */
-function listen(hub: Hub, fetch: Hono['fetch'], port: number, hostname: string, serverOptions: ServerOptions = {}): Promise<{ server: Server; port: number; url: string }> {
+/** Options of node:http's server, and of node:https's where they differ. */
+type ListenOptions = ServerOptions & { handshakeTimeout?: number };
+
+/** An HTTP(S) listener (the public one, or the admin routes'); errors after it listens are logged. */
+function listen(hub: Hub, fetch: Hono['fetch'], port: number, hostname: string, tls: TlsFiles | undefined, serverOptions: ListenOptions = {}): Promise<{ server: Server; port: number; url: string }> {
   return new Promise((resolve, reject) => {
-    const server = serve({ fetch, port, hostname, serverOptions }) as Server;
+    // node:https's server is node:http's over TLS (same requests, 'upgrade' events and timeouts):
+    // typed as http.Server here, as everything that uses it only needs that surface.
+    const server = (
+      tls
+        ? serve({ fetch, port, hostname, createServer: createHttpsServer, serverOptions: { ...serverOptions, cert: tls.cert, key: tls.key } })
+        : serve({ fetch, port, hostname, serverOptions })
+    ) as Server;
     server.once('error', reject);
     server.once('listening', () => {
       server.removeListener('error', reject);
       server.on('error', (error) => hub.log.error('server.error', { error }));
       const bound = (server.address() as AddressInfo).port;
-      resolve({ server, port: bound, url: `http://${urlHost(hostname)}:${bound}` });
+      resolve({ server, port: bound, url: `${tls ? 'https' : 'http'}://${urlHost(hostname)}:${bound}` });
     });
   });
 }

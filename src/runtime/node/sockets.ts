@@ -10,6 +10,7 @@
 // second on a busy loop, and evicting them cost 72,000 drops and 90 s to get everyone back), and
 // the newcomer waits with them, up to BURST times the cap; beyond that it is dropped. Every drop is
 // counted and logged (rate-limited).
+// Over TLS (an https server) the same holds: a connection still in its TLS handshake is pending too.
 import type { Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Counters } from '../../counters.ts';
@@ -62,7 +63,8 @@ export function boundSockets(
     pending.delete(this);
   }
   const settle = (socket: Socket) => {
-    if (pending.delete(socket)) socket.removeListener('close', onPendingClose);
+    const tcp = tcpSocket(socket);
+    if (pending.delete(tcp)) tcp.removeListener('close', onPendingClose);
   };
   const drop = (socket: Socket, why: string) => {
     counters.connectionsDropped['pending-limit']++;
@@ -86,5 +88,17 @@ export function boundSockets(
   server.on('request', (request: { socket: Socket }) => settle(request.socket));
   // Prepended: an upgrading socket leaves `pending` before the upgrade is handled.
   server.prependListener('upgrade', (_request: unknown, socket: Socket) => settle(socket));
+  // A failed TLS handshake (a client that does not trust the certificate, plain HTTP on the https
+  // port, a stalled handshake): Node has destroyed the socket, and its TCP socket's 'close' leaves
+  // `pending`. Only noted, at debug: on a public port it is what scanners do all day.
+  server.on('tlsClientError', (error: NodeJS.ErrnoException) => log.debug('tls.client-error', { code: error.code ?? 'unknown' }));
   return { budget, pendingCap: cap, pending: () => pending.size };
+}
+
+/**
+ * The TCP socket 'connection' saw. Over TLS, requests and upgrades carry the TLSSocket wrapping it,
+ * which Node links to it as `_parent` (there is no public accessor); over plain HTTP it is the socket itself.
+ */
+function tcpSocket(socket: Socket): Socket {
+  return (socket as Socket & { _parent?: Socket | null })._parent ?? socket;
 }

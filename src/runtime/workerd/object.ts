@@ -58,6 +58,7 @@ export class HubObject {
       if (command.kind !== 'serve') throw new Error('unreachable: no flags were given');
       const options = command.options;
       if (options.adminPort !== undefined && options.adminPort >= 0) throw new Error('HUBBUB_ADMIN_PORT is not available on workerd: the Worker has one listener (use HUBBUB_ADMIN_TOKEN to guard /stats and /metrics)');
+      if (options.tlsCert || options.tlsKey) throw new Error('HUBBUB_TLS_CERT and HUBBUB_TLS_KEY are not available on workerd: TLS is the platform\'s (Cloudflare terminates it; wrangler dev serves https with --local-protocol https)');
       if (options.backplane) throw new Error('HUBBUB_BACKPLANE is not available on workerd: a Durable Object holds no broker connection (use rooms, HUBBUB_ROOMS)');
       const name = typeof options.handler === 'string' ? options.handler : 'echo';
       if (Object.hasOwn(handlers, name)) options.handler = handlers[name]!;
