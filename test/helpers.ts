@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
+import https from 'node:https';
 import net from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -85,9 +86,11 @@ export type RuntimeDifference =
   | 'oversized-control-frames';
 
 export interface ServerProcess {
+  /** http://… or, with --tls-cert, https://… (what the listening line says). */
   url: string;
   /** The admin listener (`--admin-port`), if the server has one; /stats and /metrics live there then. */
   adminUrl: string | undefined;
+  /** ws://…/ws, or wss://…/ws over TLS. */
   wsUrl: string;
   child: ChildProcess;
   /** Every stdout line so far (JSON logs). */
@@ -139,15 +142,20 @@ export async function startServer(target: RuntimeTarget, args: readonly string[]
   // /stats where it is served, with the admin token the server was given.
   const tokenAt = args.indexOf('--admin-token');
   const statsHeaders: Record<string, string> = tokenAt >= 0 ? { Authorization: `Bearer ${args[tokenAt + 1]}` } : {};
+  // Over TLS, /stats is read trusting the server's own certificate (fetch cannot be given a CA).
+  const certAt = args.indexOf('--tls-cert');
+  const ca = certAt >= 0 ? readFileSync(path.resolve(root, args[certAt + 1]!), 'utf8') : undefined;
+  const readStats = async (statsUrl: string) =>
+    (ca ? JSON.parse((await httpsGet(statsUrl, { ca, headers: statsHeaders })).body) : await (await fetch(statsUrl, { headers: statsHeaders })).json()) as Stats;
   const server: ServerProcess = {
     url,
     adminUrl,
-    wsUrl: `${url.replace(/^http/, 'ws')}/ws`,
+    wsUrl: `${url.replace(/^http/, 'ws')}/ws`, // https → wss
     child,
     lines,
     stderr: () => stderr,
     exited,
-    stats: async () => (await (await fetch(`${adminUrl ?? url}/stats`, { headers: statsHeaders })).json()) as Stats,
+    stats: () => readStats(`${adminUrl ?? url}/stats`),
     stop: async () => {
       running.delete(server);
       if (child.exitCode === null && child.signalCode === null) {
@@ -158,6 +166,23 @@ export async function startServer(target: RuntimeTarget, args: readonly string[]
   };
   running.add(server);
   return server;
+}
+
+/**
+ * A GET over https with node:https, whose certificate checking can be given a CA (`ca`), unlike
+ * fetch's. Never with checking off: a test that trusts everything proves nothing about TLS.
+ */
+export function httpsGet(url: string, options: { ca?: string | Buffer; headers?: Record<string, string> } = {}, timeoutMs = 5000): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { ...(options.ca ? { ca: options.ca } : {}), headers: options.headers ?? {}, timeout: timeoutMs }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`timed out: GET ${url}`)));
+    req.on('error', reject);
+  });
 }
 
 /**

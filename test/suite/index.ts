@@ -17,6 +17,7 @@ import { runProtocols } from './protocols.ts';
 import { runClient } from './client.ts';
 import { runTokens } from './tokens.ts';
 import { runApi } from './api.ts';
+import { runTls } from './tls.ts';
 
 export function runSuite(target: RuntimeTarget): void {
   runProtections(target);
@@ -36,4 +37,5 @@ export function runSuite(target: RuntimeTarget): void {
   runClient(target);
   runTokens(target);
   runApi(target);
+  runTls(target);
 }
