@@ -4,7 +4,7 @@
 // <!-- bench:run:start --> and <!-- bench:run:end -->) and bench/results/run-<timestamp>.json.
 //
 //   npm run bench          (= npm run build && node bench/run.mjs)
-//   npm run bench:quick    (= npm run build && node bench/run.mjs --quick; < 2 minutes, 2 cores)
+//   npm run bench:quick    (= npm run build && node bench/run.mjs --quick; about 2 minutes, 2 cores)
 //
 //   node bench/run.mjs [--quick] [--runtimes node,deno,bun] [--servers a,b,…] [--rounds R]
 //                      [--connections N] [--clients C] [--concurrency H] [--hold MS]
@@ -143,7 +143,7 @@ const MAX_SOCKETS_PER_PROCESS = 19_000;
 function parseArgs(argv) {
   const quick = argv.includes('--quick');
   const opts = quick
-    ? { quick, rounds: 1, connections: 1000, hold: 500, settle: 300, rssSamples: 3, rssIntervalMs: 100, echoSeconds: 2, subscribers: 1000, messages: 10, warmup: 2, payloads: [100], idle: 200, pauseMs: 200, large: [], timeout: 110 }
+    ? { quick, rounds: 1, connections: 1000, hold: 500, settle: 300, rssSamples: 3, rssIntervalMs: 100, echoSeconds: 2, subscribers: 1000, messages: 10, warmup: 2, payloads: [100], idle: 200, pauseMs: 200, large: [], timeout: 240 }
     : {
         quick,
         rounds: 3,
@@ -628,7 +628,7 @@ function renderMarkdown(result) {
   lines.push(START);
   lines.push(`## All runtimes in one run (\`npm run bench\`)${o.quick ? ' — quick run' : ''}`);
   lines.push('');
-  lines.push(`Written by \`${result.command}\` (\`npm run bench\`; \`npm run bench:quick\` is the < 2 minute version and writes only \`bench/results/\`). Method: the comment at the top of \`bench/run.mjs\`. hubbub and its peers on three runtimes with the same Node \`ws\` load clients; each ratio is hubbub ÷ one peer on the same runtime, measured in the same interleaved rounds. The goals (issue 15) are against the raw library: raw \`ws\` on Node (fan-out: the frame-once \`ws\` loop, raw-ws-frame-once), raw \`Bun.serve\` on Bun (fan-out: its native \`server.publish\`, raw-bun-publish), and naive Hono on Deno. Memory and CPU below 1 are better, rates above 1.`);
+  lines.push(`Written by \`${result.command}\` (\`npm run bench\`; \`npm run bench:quick\` is the ~2 minute version and writes only \`bench/results/\`). Method: the comment at the top of \`bench/run.mjs\`. hubbub and its peers on three runtimes with the same Node \`ws\` load clients; each ratio is hubbub ÷ one peer on the same runtime, measured in the same interleaved rounds. The goals (issue 15) are against the raw library: raw \`ws\` on Node (fan-out: the frame-once \`ws\` loop, raw-ws-frame-once), raw \`Bun.serve\` on Bun (fan-out: its native \`server.publish\`, raw-bun-publish), and naive Hono on Deno. Memory and CPU below 1 are better, rates above 1.`);
   lines.push('');
   lines.push(`Run ${result.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${fmt(result.durationSeconds / 60, 1)} min; ${machine.cpus} cores (${machine.cpuModel}), Node ${result.versions.node}, ${result.versions.deno?.split(' (')[0]}, Bun ${result.versions.bun}; tree ${result.source.head?.slice(0, 7)}${result.source.dirty?.length ? ` + uncommitted changes in ${result.source.dirty.length} src/entry files` : ''}. ${o.connections.toLocaleString('en-US')} connections (${o.clients} load-client processes, ${o.concurrency} handshakes in flight, sources ${o.addresses.join(', ')}), echo loop ${o.echoSeconds} s, fan-out to ${o.subscribers.toLocaleString('en-US')} + 1 connections, ${o.messages} timed messages of ${o.payloads.join(' and ')} B, median of ${o.rounds} interleaved round${o.rounds === 1 ? '' : 's'}.`);
   lines.push('');
