@@ -160,7 +160,7 @@ function parseArgs(argv) {
         idle: 500,
         pauseMs: 500,
         large: [{ server: 'hubbub-node', connections: 19_000 }, { server: 'hubbub-deno', connections: 15_000 }, { server: 'naive-hono-deno', connections: 15_000 }],
-        timeout: 3000,
+        timeout: 4800, // twelve servers × 3 rounds at 10,000 connections, then the large runs (2 rounds at 5,000 took 16 min)
       };
   Object.assign(opts, {
     runtimes: Object.keys(GROUPS),
