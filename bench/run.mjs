@@ -4,7 +4,7 @@
 // <!-- bench:run:start --> and <!-- bench:run:end -->) and bench/results/run-<timestamp>.json.
 //
 //   npm run bench          (= npm run build && node bench/run.mjs)
-//   npm run bench:quick    (= npm run build && node bench/run.mjs --quick; < 2 minutes, 2 cores)
+//   npm run bench:quick    (= npm run build && node bench/run.mjs --quick; about 2 minutes, 2 cores)
 //
 //   node bench/run.mjs [--quick] [--runtimes node,deno,bun] [--servers a,b,…] [--rounds R]
 //                      [--connections N] [--clients C] [--concurrency H] [--hold MS]
@@ -19,12 +19,20 @@
 // fan-out to 1,000 + 1 with 10 messages of 100 B, no large runs, and BENCHMARKS.md is left alone
 // (results in bench/results/run-quick-<timestamp>.json; --markdown FILE writes it anyway).
 //
-// Servers, by runtime group; ratios are hubbub ÷ the group's baseline (the naive Hono server on
-// Node and Deno; raw-bun on Bun, which has no Hono baseline here):
-//   node: raw-ws (bench/servers/raw-ws.mjs), naive-hono-node-ws (Hono + @hono/node-ws), hubbub-node (dist/node.js)
+// Servers, by runtime group (the peers are devDependencies, pinned, used only here):
+//   node: raw-ws (bench/servers/raw-ws.mjs; fan-out: naive-ws-fanout.mjs, ws.send per socket),
+//         raw-ws-frame-once (fan-out only: ws's Sender.frame once, the same bytes to every socket),
+//         crossws (crossws/adapters/node), fastify-ws (fastify + @fastify/websocket),
+//         naive-hono-node-ws (Hono + @hono/node-ws), hubbub-node (dist/node.js)
 //   deno: raw-deno (Deno.serve + Deno.upgradeWebSocket), naive-hono-deno (Hono + 'hono/deno'), hubbub-deno (main.ts)
-//   bun:  raw-bun (Bun.serve websocket), hubbub-bun (bun.ts)
+//   bun:  raw-bun (Bun.serve websocket; fan-out: a send loop), raw-bun-publish (fan-out only: ws.subscribe +
+//         server.publish), hubbub-bun (bun.ts)
 // Every server echoes `Server received: <msg>` on /ws and prints a JSON "listening" line first.
+// Ratios: hubbub ÷ every other server of its group. The goals (GOALS below) judge issue 15's: on Node
+// against raw-ws (connect rate ≥ 0.9×, server CPU per handshake ≤ 1.15×, memory per idle connection
+// ≤ 1.0×, echo CPU ≤ 1.0×) and raw-ws-frame-once (fan-out CPU per delivery ≤ 1.0×); on Bun against
+// raw-bun (connect rate ≥ 0.9×, memory ≤ 1.1×) and raw-bun-publish (fan-out ≤ 1.0×); on Deno against
+// naive-hono-deno (memory ≤ 1.0×; connect rate ≥ 1.0× and echo CPU ≤ 1.1× from issue 5).
 //
 // For each round, for each server in turn (one server process at a time, rounds interleaved):
 //   A. idle + echo: start the server on 127.0.0.1 port 0, wait, take the median VmRSS as baseline;
@@ -38,10 +46,11 @@
 //      too). Latency = send → echo. Fairness: the round trips each socket completed (a socket the
 //      server left waiting through the whole loop completed 1).
 //   B. fan-out: the server again, in its fan-out mode (hubbub: bench/handlers/fanout.mjs with
-//      --heartbeat-interval 0; a baseline: `--fanout`, a Set of sockets and a send loop; raw-ws:
-//      bench/servers/naive-ws-fanout.mjs), one bench/fanout-client.mjs process with S subscribers +
-//      1 trigger, per payload size W untimed and M timed messages, each sent when every connection
-//      has the previous one: CPU µs per delivery and time to all delivered (as bench/fanout.mjs).
+//      --heartbeat-interval 0; a peer: `--fanout`, a Set of sockets and a send loop; raw-ws:
+//      bench/servers/naive-ws-fanout.mjs; the fan-out-only floors have no phase A), one
+//      bench/fanout-client.mjs process with S subscribers + 1 trigger, per payload size W untimed
+//      and M timed messages, each sent when every connection has the previous one: CPU µs per
+//      delivery and time to all delivered (as bench/fanout.mjs).
 // Then the large runs (full run only): one server, one round, --large connections (hubbub-node at
 // 19,000: zero failures wanted; hubbub-deno at 15,000: echo p99 under 1 s wanted), phase A only.
 // --profile a,b (Node and Deno servers): one more, unreported phase-A run of each with a V8 CPU
@@ -74,23 +83,56 @@ const bunCmd = (script, args) => () => [bunBinary(), ['run', '--no-env-file', sc
 const hubbubArgs = (mode) => [...HUBBUB_FLAGS, ...(mode === 'fanout' ? HUBBUB_FANOUT_FLAGS : [])];
 const SERVERS = {
   'raw-ws': { runtime: 'node', command: (mode, i) => nodeCmd(join(here, mode === 'fanout' ? 'servers/naive-ws-fanout.mjs' : 'servers/raw-ws.mjs'), [])(i) },
+  // Fan-out only (no idle/echo phase): the frame-once loop, issue 15's fan-out floor on Node.
+  'raw-ws-frame-once': { runtime: 'node', fanoutOnly: true, command: (mode, i) => nodeCmd(join(here, 'servers/raw-ws-frame-once.mjs'), [])(i) },
+  crossws: { runtime: 'node', command: (mode, i) => nodeCmd(join(here, 'servers/crossws-node.mjs'), fanoutArg(mode))(i) },
+  'fastify-ws': { runtime: 'node', command: (mode, i) => nodeCmd(join(here, 'servers/fastify-ws.mjs'), fanoutArg(mode))(i) },
   'naive-hono-node-ws': { runtime: 'node', command: (mode, i) => nodeCmd(join(here, 'servers/naive-hono-node-ws.mjs'), fanoutArg(mode))(i) },
   'hubbub-node': { runtime: 'node', stats: true, command: (mode, i) => nodeCmd(join(root, 'dist/node.js'), hubbubArgs(mode))(i) },
   'raw-deno': { runtime: 'deno', command: (mode, i) => denoCmd(join(here, 'servers/raw-deno.ts'), fanoutArg(mode))(i) },
   'naive-hono-deno': { runtime: 'deno', command: (mode, i) => denoCmd(join(here, 'servers/naive-hono-deno.ts'), fanoutArg(mode))(i) },
   'hubbub-deno': { runtime: 'deno', stats: true, command: (mode, i) => denoCmd(join(root, 'main.ts'), hubbubArgs(mode))(i) },
   'raw-bun': { runtime: 'bun', command: (mode) => bunCmd(join(here, 'servers/raw-bun.ts'), fanoutArg(mode))() },
+  // Fan-out only: Bun's native topics (ws.subscribe + server.publish), issue 15's fan-out floor on Bun.
+  'raw-bun-publish': { runtime: 'bun', fanoutOnly: true, command: () => bunCmd(join(here, 'servers/raw-bun.ts'), ['--fanout-publish'])() },
   'hubbub-bun': { runtime: 'bun', stats: true, command: (mode) => bunCmd(join(root, 'bun.ts'), hubbubArgs(mode))() },
 };
+// Every server of a group is measured in the same rounds; the ratio table has hubbub ÷ each of them.
 const GROUPS = {
-  node: { servers: ['raw-ws', 'naive-hono-node-ws', 'hubbub-node'], baseline: 'naive-hono-node-ws', hubbub: 'hubbub-node' },
-  deno: { servers: ['raw-deno', 'naive-hono-deno', 'hubbub-deno'], baseline: 'naive-hono-deno', hubbub: 'hubbub-deno' },
-  bun: { servers: ['raw-bun', 'hubbub-bun'], baseline: 'raw-bun', hubbub: 'hubbub-bun' },
+  node: { servers: ['raw-ws', 'raw-ws-frame-once', 'crossws', 'fastify-ws', 'naive-hono-node-ws', 'hubbub-node'], hubbub: 'hubbub-node' },
+  deno: { servers: ['raw-deno', 'naive-hono-deno', 'hubbub-deno'], hubbub: 'hubbub-deno' },
+  bun: { servers: ['raw-bun', 'raw-bun-publish', 'hubbub-bun'], hubbub: 'hubbub-bun' },
+};
+// The ratios the goals judge: hubbub's figure ÷ the `against` server's, at most `max` or at least
+// `min`. Node and Bun: issue 15 (against the raw libraries and their fan-out floors); Deno: memory
+// from issue 15, connect rate and echo CPU kept from issue 5 (against naive Hono).
+const METRICS = {
+  memory: { label: 'memory per idle connection', field: 'kbPerConnection' },
+  connectRate: { label: 'connect rate', field: 'connectRate' },
+  connectCpu: { label: 'server CPU per handshake', field: 'connectCpuUsPerHandshake' },
+  echoCpuPerMessage: { label: 'echo CPU per message', field: 'echoCpuUsPerMessage' },
+  fanoutCpuPerDelivery: { label: 'fan-out CPU per delivery', fanout: true },
 };
 const GOALS = {
-  memory: 1.0, // kB per idle connection, hubbub ÷ naive ≤ 1.0
-  connectRate: 1.0, // ≥ 1.0
-  echoCpu: 1.1, // CPU µs per echoed message ≤ 1.1
+  node: [
+    { metric: 'connectRate', against: 'raw-ws', min: 0.9 },
+    { metric: 'connectCpu', against: 'raw-ws', max: 1.15 },
+    { metric: 'memory', against: 'raw-ws', max: 1.0 },
+    { metric: 'echoCpuPerMessage', against: 'raw-ws', max: 1.0 },
+    { metric: 'fanoutCpuPerDelivery', against: 'raw-ws-frame-once', max: 1.0 },
+  ],
+  deno: [
+    { metric: 'memory', against: 'naive-hono-deno', max: 1.0 },
+    { metric: 'connectRate', against: 'naive-hono-deno', min: 1.0 },
+    { metric: 'echoCpuPerMessage', against: 'naive-hono-deno', max: 1.1 },
+  ],
+  bun: [
+    { metric: 'connectRate', against: 'raw-bun', min: 0.9 },
+    { metric: 'memory', against: 'raw-bun', max: 1.1 },
+    { metric: 'fanoutCpuPerDelivery', against: 'raw-bun-publish', max: 1.0 },
+  ],
+};
+const LARGE_GOALS = {
   nodeConnections: 19_000, // in one Node process, zero failures
   denoConnections: 15_000, // on Deno, echo latency p99 < 1 s
   denoP99Ms: 1000,
@@ -101,7 +143,7 @@ const MAX_SOCKETS_PER_PROCESS = 19_000;
 function parseArgs(argv) {
   const quick = argv.includes('--quick');
   const opts = quick
-    ? { quick, rounds: 1, connections: 1000, hold: 500, settle: 300, rssSamples: 3, rssIntervalMs: 100, echoSeconds: 2, subscribers: 1000, messages: 10, warmup: 2, payloads: [100], idle: 200, pauseMs: 200, large: [], timeout: 110 }
+    ? { quick, rounds: 1, connections: 1000, hold: 500, settle: 300, rssSamples: 3, rssIntervalMs: 100, echoSeconds: 2, subscribers: 1000, messages: 10, warmup: 2, payloads: [100], idle: 200, pauseMs: 200, large: [], timeout: 240 }
     : {
         quick,
         rounds: 3,
@@ -118,7 +160,7 @@ function parseArgs(argv) {
         idle: 500,
         pauseMs: 500,
         large: [{ server: 'hubbub-node', connections: 19_000 }, { server: 'hubbub-deno', connections: 15_000 }, { server: 'naive-hono-deno', connections: 15_000 }],
-        timeout: 3000,
+        timeout: 4800, // twelve servers × 3 rounds at 10,000 connections, then the large runs (2 rounds at 5,000 took 16 min)
       };
   Object.assign(opts, {
     runtimes: Object.keys(GROUPS),
@@ -159,6 +201,7 @@ function parseArgs(argv) {
         opts.large = text === '' || text === 'none' ? [] : text.split(',').map((item) => {
           const [server, n] = item.split(':');
           serverList(server);
+          if (SERVERS[server].fanoutOnly) throw new Error(`--large: ${server} has no idle/echo phase (fan-out only)`);
           return { server, connections: int('large', n, 1) };
         });
         break;
@@ -167,6 +210,7 @@ function parseArgs(argv) {
       case '--profile': {
         opts.profile = serverList(take());
         for (const s of opts.profile) if (SERVERS[s].runtime === 'bun') throw new Error(`--profile: ${s} runs on Bun, whose inspector is not V8's`);
+        for (const s of opts.profile) if (SERVERS[s].fanoutOnly) throw new Error(`--profile: ${s} has no idle/echo phase (fan-out only)`);
         break;
       }
       case '--markdown': opts.markdown = resolve(take()); break;
@@ -185,7 +229,8 @@ function parseArgs(argv) {
     if (n > MAX_SOCKETS_PER_PROCESS) throw new Error(`${n} connections is more than one server process may hold here (${MAX_SOCKETS_PER_PROCESS})`);
   }
   if (opts.subscribers + 1 > MAX_SOCKETS_PER_PROCESS) throw new Error(`--subscribers above ${MAX_SOCKETS_PER_PROCESS - 1} would exceed one client process`);
-  opts.serverList = opts.runtimes.flatMap((rt) => GROUPS[rt].servers).filter((s) => !opts.servers || opts.servers.includes(s));
+  // A fan-out-only server has nothing to measure without subscribers.
+  opts.serverList = opts.runtimes.flatMap((rt) => GROUPS[rt].servers).filter((s) => (!opts.servers || opts.servers.includes(s)) && !(SERVERS[s].fanoutOnly && opts.subscribers === 0));
   opts.large = opts.large.filter((l) => opts.runtimes.includes(SERVERS[l.server].runtime) && (!opts.servers || opts.servers.includes(l.server)));
   return opts;
 }
@@ -446,6 +491,7 @@ function summariseServer(runs, name) {
   const m = (list, f, digits = 3) => r(median(list.map(f)), digits);
   const out = {
     rounds: idle.length,
+    fanoutRounds: fan.length,
     kbPerConnection: m(idle, (x) => x.kbPerConnection),
     connectRate: m(idle, (x) => x.connectRate, 1),
     connectCpuUsPerHandshake: m(idle, (x) => x.connectCpuUsPerHandshake, 2),
@@ -464,12 +510,14 @@ function summariseServer(runs, name) {
       connectRate: idle.map((x) => x.connectRate),
       connectCpuUsPerHandshake: idle.map((x) => x.connectCpuUsPerHandshake),
       echoCpuUsPerMessage: idle.map((x) => x.echo.cpuUsPerMessage),
+      fanoutCpuUsPerDelivery: {},
     },
     fanout: {},
     errors: runs.filter((x) => x.server === name && x.error).map((x) => `${x.phase}: ${x.error}`),
   };
   for (const size of new Set(fan.flatMap((x) => x.phases.map((p) => p.size)))) {
     const ph = fan.map((x) => x.phases.find((p) => p.size === size)).filter(Boolean);
+    out.perRound.fanoutCpuUsPerDelivery[`${size}B`] = ph.map((p) => p.cpuUsPerDelivery);
     out.fanout[`${size}B`] = {
       receivers: m(ph, (p) => p.receivers, 0),
       cpuUsPerDelivery: m(ph, (p) => p.cpuUsPerDelivery),
@@ -482,12 +530,9 @@ function summariseServer(runs, name) {
   return out;
 }
 
-function groupRatios(summary, group) {
-  const h = summary[group.hubbub];
-  const b = summary[group.baseline];
-  if (!h || !b) return undefined;
+/** hubbub ÷ one peer on every figure (a fan-out-only peer has only the fan-out ratios). */
+function pairRatios(h, b) {
   const out = {
-    against: group.baseline,
     memory: ratio(h.kbPerConnection, b.kbPerConnection),
     connectRate: ratio(h.connectRate, b.connectRate),
     connectCpu: ratio(h.connectCpuUsPerHandshake, b.connectCpuUsPerHandshake),
@@ -506,25 +551,52 @@ function groupRatios(summary, group) {
   return out;
 }
 
+/** { hubbub, against: { peer: ratios } } for one runtime group: hubbub ÷ every other server measured. */
+function groupRatios(summary, group) {
+  const h = summary[group.hubbub];
+  if (!h) return undefined;
+  const against = {};
+  for (const name of group.servers) if (name !== group.hubbub && summary[name]) against[name] = pairRatios(h, summary[name]);
+  return Object.keys(against).length ? { hubbub: group.hubbub, against } : undefined;
+}
+
+const allRatios = (summary, runtimes) => Object.fromEntries(runtimes.map((rt) => [rt, groupRatios(summary, GROUPS[rt])]).filter(([, v]) => v));
+
+/** The goal (if any) on `metric` of hubbub ÷ `against` in runtime `rt`. */
+const goalFor = (rt, against, metric) => GOALS[rt]?.find((g) => g.against === against && g.metric === metric);
+const meets = (goal, value) => (value === null || value === undefined ? null : goal.max !== undefined ? value <= goal.max : value >= goal.min);
+
 function goals(ratios, large, summary = {}) {
   const out = [];
-  // Round by round (hubbub's round i ÷ the baseline's round i), to show how far noise moves a ratio.
-  const perRound = (rt, field) => {
-    const h = summary[GROUPS[rt].hubbub]?.perRound?.[field] ?? [];
-    const b = summary[GROUPS[rt].baseline]?.perRound?.[field] ?? [];
+  // Round by round (hubbub's round i ÷ the peer's round i), to show how far noise moves a ratio.
+  const perRound = (hubbub, against, pick) => {
+    const h = pick(summary[hubbub]?.perRound) ?? [];
+    const b = pick(summary[against]?.perRound) ?? [];
     return h.length > 1 && h.length === b.length ? h.map((x, i) => ratio(x, b[i], 2)) : undefined;
   };
-  for (const rt of ['node', 'deno']) {
+  for (const rt of Object.keys(GROUPS)) {
     const g = ratios[rt];
     if (!g) continue;
-    out.push({ goal: `${rt}: memory per idle connection ≤ ${GOALS.memory}× ${g.against}`, value: g.memory, perRound: perRound(rt, 'kbPerConnection'), met: g.memory === null ? null : g.memory <= GOALS.memory });
-    out.push({ goal: `${rt}: connect rate ≥ ${GOALS.connectRate}× ${g.against}`, value: g.connectRate, perRound: perRound(rt, 'connectRate'), met: g.connectRate === null ? null : g.connectRate >= GOALS.connectRate });
-    out.push({ goal: `${rt}: echo CPU per message ≤ ${GOALS.echoCpu}× ${g.against}`, value: g.echoCpuPerMessage, perRound: perRound(rt, 'echoCpuUsPerMessage'), met: g.echoCpuPerMessage === null ? null : g.echoCpuPerMessage <= GOALS.echoCpu });
+    for (const goal of GOALS[rt]) {
+      const pair = g.against[goal.against];
+      if (!pair) continue; // the peer was not measured (--servers)
+      const metric = METRICS[goal.metric];
+      const times = (x) => `${Number.isInteger(x) ? x.toFixed(1) : x}×`;
+      const bound = goal.max !== undefined ? `≤ ${times(goal.max)}` : `≥ ${times(goal.min)}`;
+      if (metric.fanout) {
+        for (const [size, f] of Object.entries(pair.fanout)) {
+          out.push({ goal: `${rt}: ${metric.label} (${size}) ${bound} ${goal.against}`, value: f.cpuPerDelivery, perRound: perRound(g.hubbub, goal.against, (p) => p?.fanoutCpuUsPerDelivery?.[size]), met: meets(goal, f.cpuPerDelivery) });
+        }
+        continue;
+      }
+      const value = pair[goal.metric];
+      out.push({ goal: `${rt}: ${metric.label} ${bound} ${goal.against}`, value, perRound: perRound(g.hubbub, goal.against, (p) => p?.[metric.field]), met: meets(goal, value) });
+    }
   }
   const node = large.find((l) => l.server === 'hubbub-node' && !l.error);
-  if (node) out.push({ goal: `node: ${GOALS.nodeConnections.toLocaleString('en-US')} connections in one process, zero failures`, value: `${node.opened.toLocaleString('en-US')} open, ${node.failures} failures`, met: node.opened >= GOALS.nodeConnections && node.failures === 0 });
+  if (node) out.push({ goal: `node: ${LARGE_GOALS.nodeConnections.toLocaleString('en-US')} connections in one process, zero failures`, value: `${node.opened.toLocaleString('en-US')} open, ${node.failures} failures`, met: node.opened >= LARGE_GOALS.nodeConnections && node.failures === 0 });
   const deno = large.find((l) => l.server === 'hubbub-deno' && !l.error);
-  if (deno) out.push({ goal: `deno: echo latency p99 < ${GOALS.denoP99Ms} ms at ${GOALS.denoConnections.toLocaleString('en-US')} connections`, value: `p99 ${Math.round(deno.echo.latencyMs.p99).toLocaleString('en-US')} ms (${deno.opened.toLocaleString('en-US')} open, ${deno.failures} failures)`, met: deno.opened >= GOALS.denoConnections && deno.failures === 0 && deno.echo.latencyMs.p99 < GOALS.denoP99Ms });
+  if (deno) out.push({ goal: `deno: echo latency p99 < ${LARGE_GOALS.denoP99Ms} ms at ${LARGE_GOALS.denoConnections.toLocaleString('en-US')} connections`, value: `p99 ${Math.round(deno.echo.latencyMs.p99).toLocaleString('en-US')} ms (${deno.opened.toLocaleString('en-US')} open, ${deno.failures} failures)`, met: deno.opened >= LARGE_GOALS.denoConnections && deno.failures === 0 && deno.echo.latencyMs.p99 < LARGE_GOALS.denoP99Ms });
   for (const l of large.filter((x) => x.error)) out.push({ goal: `${l.server} at ${l.connections} connections`, value: l.error, met: false });
   return out;
 }
@@ -542,6 +614,13 @@ function table(head, rows, align) {
   return [line(head), `| ${widths.map((w, i) => (align[i] === 'r' ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w))).join(' | ')} |`, ...rows.map(line)].join('\n');
 }
 
+/** ' (baseline)' for a server a goal is judged against; ' (fan-out baseline)' if only fan-out goals are. */
+function baselineNote(rt, name) {
+  const judged = (GOALS[rt] ?? []).filter((g) => g.against === name);
+  if (!judged.length) return '';
+  return judged.every((g) => METRICS[g.metric].fanout) ? ' (fan-out baseline)' : ' (baseline)';
+}
+
 function renderMarkdown(result) {
   const { options: o, summary, ratios, large, goals: goalList, machine, load } = result;
   const sizes = o.payloads.map((p) => `${p}B`);
@@ -549,13 +628,13 @@ function renderMarkdown(result) {
   lines.push(START);
   lines.push(`## All runtimes in one run (\`npm run bench\`)${o.quick ? ' — quick run' : ''}`);
   lines.push('');
-  lines.push(`Written by \`${result.command}\` (\`npm run bench\`; \`npm run bench:quick\` is the < 2 minute version and writes only \`bench/results/\`). Method: the comment at the top of \`bench/run.mjs\`. hubbub and its baselines on three runtimes with the same Node \`ws\` load clients; each ratio is hubbub ÷ the naive Hono server on the same runtime (on Bun, ÷ raw-bun: there is no Hono baseline there). Memory and CPU below 1 are better, rates above 1.`);
+  lines.push(`Written by \`${result.command}\` (\`npm run bench\`; \`npm run bench:quick\` is the ~2 minute version and writes only \`bench/results/\`). Method: the comment at the top of \`bench/run.mjs\`. hubbub and its peers on three runtimes with the same Node \`ws\` load clients; each ratio is hubbub ÷ one peer on the same runtime, measured in the same interleaved rounds. The goals (issue 15) are against the raw library: raw \`ws\` on Node (fan-out: the frame-once \`ws\` loop, raw-ws-frame-once), raw \`Bun.serve\` on Bun (fan-out: its native \`server.publish\`, raw-bun-publish), and naive Hono on Deno. Memory and CPU below 1 are better, rates above 1.`);
   lines.push('');
   lines.push(`Run ${result.startedAt.slice(0, 16).replace('T', ' ')} UTC, ${fmt(result.durationSeconds / 60, 1)} min; ${machine.cpus} cores (${machine.cpuModel}), Node ${result.versions.node}, ${result.versions.deno?.split(' (')[0]}, Bun ${result.versions.bun}; tree ${result.source.head?.slice(0, 7)}${result.source.dirty?.length ? ` + uncommitted changes in ${result.source.dirty.length} src/entry files` : ''}. ${o.connections.toLocaleString('en-US')} connections (${o.clients} load-client processes, ${o.concurrency} handshakes in flight, sources ${o.addresses.join(', ')}), echo loop ${o.echoSeconds} s, fan-out to ${o.subscribers.toLocaleString('en-US')} + 1 connections, ${o.messages} timed messages of ${o.payloads.join(' and ')} B, median of ${o.rounds} interleaved round${o.rounds === 1 ? '' : 's'}.`);
   lines.push('');
   lines.push(`**Load average during the run: ${fmt(load.min1.min, 1)}–${fmt(load.min1.max, 1)} (1-minute, mean ${fmt(load.min1.mean, 1)}) on 2 cores** — the server and its load clients share the two cores (and whatever else runs there), so absolute numbers move between runs; the ratios compare servers measured under the same conditions, interleaved.`);
   lines.push('');
-  lines.push('Goals (hubbub ÷ naive Hono on the same runtime):');
+  lines.push('Goals (hubbub ÷ the named server, same run):');
   lines.push('');
   for (const g of goalList) {
     const rounds = g.perRound ? ` (round by round: ${g.perRound.map((x) => fmt(x, 2)).join(' / ')})` : '';
@@ -566,19 +645,25 @@ function renderMarkdown(result) {
   for (const rt of o.runtimes) {
     const g = ratios[rt];
     if (!g) continue;
-    const judged = rt !== 'bun';
-    ratioRows.push([
-      `${GROUPS[rt].hubbub} ÷ ${g.against}`,
-      judged ? mark(g.memory, g.memory <= GOALS.memory) : fx(g.memory),
-      judged ? mark(g.connectRate, g.connectRate >= GOALS.connectRate) : fx(g.connectRate),
-      fx(g.connectCpu),
-      fx(g.handshakeP99),
-      judged ? mark(g.echoCpuPerMessage, g.echoCpuPerMessage <= GOALS.echoCpu) : fx(g.echoCpuPerMessage),
-      fx(g.echoThroughput),
-      fx(g.echoP50),
-      fx(g.echoP99),
-      ...sizes.flatMap((s) => [fx(g.fanout[s]?.cpuPerDelivery), fx(g.fanout[s]?.timeToAllP99)]),
-    ]);
+    for (const [peer, p] of Object.entries(g.against)) {
+      // A cell a goal judges is bold with ✓ or ✗; the others are for comparison.
+      const cell = (metric, value) => {
+        const goal = goalFor(rt, peer, metric);
+        return goal ? mark(value, meets(goal, value)) : fx(value);
+      };
+      ratioRows.push([
+        `${g.hubbub} ÷ ${peer}`,
+        cell('memory', p.memory),
+        cell('connectRate', p.connectRate),
+        cell('connectCpu', p.connectCpu),
+        fx(p.handshakeP99),
+        cell('echoCpuPerMessage', p.echoCpuPerMessage),
+        fx(p.echoThroughput),
+        fx(p.echoP50),
+        fx(p.echoP99),
+        ...sizes.flatMap((s) => [cell('fanoutCpuPerDelivery', p.fanout[s]?.cpuPerDelivery), fx(p.fanout[s]?.timeToAllP99)]),
+      ]);
+    }
   }
   lines.push(table(
     ['ratio', 'memory / idle conn', 'connect rate', 'connect CPU / handshake', 'handshake p99', 'echo CPU / msg', 'echo msg/s', 'echo p50', 'echo p99', ...sizes.flatMap((s) => [`fan-out CPU / delivery ${s}`, `fan-out time-to-all p99 ${s}`])],
@@ -590,11 +675,13 @@ function renderMarkdown(result) {
   lines.push('');
   const absRows = [];
   for (const rt of o.runtimes) {
-    for (const name of GROUPS[rt].servers) {
+    // The group's servers in order, then any other measured server of that runtime (a saved run's).
+    const names = [...new Set([...GROUPS[rt].servers, ...Object.keys(summary).filter((n) => SERVERS[n]?.runtime === rt)])];
+    for (const name of names) {
       const s = summary[name];
       if (!s) continue;
       absRows.push([
-        `${rt}: ${name}${name === GROUPS[rt].baseline ? ' (baseline)' : ''}`,
+        `${rt}: ${name}${baselineNote(rt, name)}`,
         fmt(s.kbPerConnection, 2),
         fmt(s.connectRate, 0),
         fmt(s.connectCpuUsPerHandshake, 1),
@@ -666,6 +753,8 @@ runMain(log, async ({ setLimit, clearLimit }) => {
   if (renderAt !== -1) {
     const saved = JSON.parse(await readFile(resolve(process.argv[renderAt + 1]), 'utf8'));
     saved.file ??= relative(root, resolve(process.argv[renderAt + 1]));
+    // Ratios and goals from the saved figures, so a run saved before the groups or goals changed renders too.
+    saved.ratios = allRatios(saved.summary, saved.options.runtimes);
     saved.goals = goals(saved.ratios, saved.large, saved.summary);
     const mdAt = process.argv.indexOf('--markdown');
     const target = mdAt !== -1 ? resolve(process.argv[mdAt + 1]) : join(root, 'BENCHMARKS.md');
@@ -688,8 +777,11 @@ runMain(log, async ({ setLimit, clearLimit }) => {
     opts.rounds,
     opts.serverList,
     async (name) => {
-      const idle = await withRetry(name, () => runIdleEcho(name, opts, { connections: opts.connections }));
-      await sleep(opts.pauseMs);
+      let idle;
+      if (!SERVERS[name].fanoutOnly) {
+        idle = await withRetry(name, () => runIdleEcho(name, opts, { connections: opts.connections }));
+        await sleep(opts.pauseMs);
+      }
       let fan;
       if (opts.subscribers > 0) {
         try {
@@ -704,7 +796,7 @@ runMain(log, async ({ setLimit, clearLimit }) => {
     { log, pauseMs: opts.pauseMs },
   );
   // Flatten: interleavedRounds records a failed idle-echo as one error entry.
-  const flat = runs.flatMap((x) => (x.error ? [{ ...x, phase: 'idle-echo' }] : [{ round: x.round, ...x.idle }, ...(x.fan ? [{ round: x.round, ...x.fan }] : [])]));
+  const flat = runs.flatMap((x) => (x.error ? [{ ...x, phase: 'idle-echo' }] : [...(x.idle ? [{ round: x.round, ...x.idle }] : []), ...(x.fan ? [{ round: x.round, ...x.fan }] : [])]));
 
   const large = [];
   for (const l of opts.large) {
@@ -738,7 +830,7 @@ runMain(log, async ({ setLimit, clearLimit }) => {
   sampleLoad();
 
   const summary = Object.fromEntries(opts.serverList.map((name) => [name, summariseServer(flat, name)]));
-  const ratios = Object.fromEntries(opts.runtimes.map((rt) => [rt, groupRatios(summary, GROUPS[rt])]).filter(([, v]) => v));
+  const ratios = allRatios(summary, opts.runtimes);
   const load1 = loadSamples.map((s) => s.load[0]);
   const result = {
     benchmark: 'run',
@@ -749,7 +841,7 @@ runMain(log, async ({ setLimit, clearLimit }) => {
     versions,
     machine: machineInfo({ clkTck: CLK_TCK, loopback: opts.addresses }),
     load: { min1: { min: Math.min(...load1), max: Math.max(...load1), mean: r(load1.reduce((a, b) => a + b, 0) / load1.length, 2) }, samples: loadSamples, note: '1/5/15-minute load averages sampled every 5 s; 2 cores' },
-    options: { ...opts, out: undefined, markdown: opts.markdown && relative(root, opts.markdown), goals: GOALS },
+    options: { ...opts, out: undefined, markdown: opts.markdown && relative(root, opts.markdown), goals: GOALS, largeGoals: LARGE_GOALS },
     summary,
     ratios,
     large,

@@ -2,13 +2,18 @@
 // stays text, binary stays binary). No Hono, no registry. Bun's defaults otherwise
 // (perMessageDeflate off, idleTimeout 120 s with pings). Run: `bun run bench/servers/raw-bun.ts`.
 // With `--fanout` (bench/run.mjs fan-out phase) it also keeps a Set of open sockets and answers a
-// text message `fanout <payload>` by sending <payload> to each in a loop (the naive fan-out; Bun's
-// own topic publish is not used, so that every runtime's baseline does the same work).
+// text message `fanout <payload>` by sending <payload> to each in a loop (the naive fan-out, the
+// same work as every runtime's naive baseline).
+// With `--fanout-publish` (issue 15's Bun fan-out floor) every socket subscribes to one topic on
+// open (ws.subscribe) and `fanout <payload>` is one `server.publish(topic, payload)`: Bun's native
+// topics, which frame once and write in native code (server.publish reaches the sender too).
 const PREFIX = 'Server received: ';
 const PREFIX_BYTES = new TextEncoder().encode(PREFIX);
 const FANOUT = 'fanout ';
-const fanout = process.argv.includes('--fanout');
-type Socket = { send(data: string | Uint8Array): number };
+const TOPIC = 'all';
+const publish = process.argv.includes('--fanout-publish');
+const fanout = publish || process.argv.includes('--fanout');
+type Socket = { send(data: string | Uint8Array): number; subscribe(topic: string): void };
 const clients = new Set<Socket>();
 
 const server = Bun.serve({
@@ -19,17 +24,20 @@ const server = Bun.serve({
     return new Response('not found\n', { status: 404, headers: { 'Content-Type': 'text/plain' } });
   },
   websocket: {
-    ...(fanout
-      ? {
-          open: (ws: Socket) => void clients.add(ws),
-          close: (ws: Socket) => void clients.delete(ws),
-        }
-      : {}),
+    ...(publish
+      ? { open: (ws: Socket) => ws.subscribe(TOPIC) }
+      : fanout
+        ? {
+            open: (ws: Socket) => void clients.add(ws),
+            close: (ws: Socket) => void clients.delete(ws),
+          }
+        : {}),
     message(ws, message) {
       if (typeof message === 'string') {
         if (fanout && message.startsWith(FANOUT)) {
           const payload = message.slice(FANOUT.length);
-          for (const client of clients) client.send(payload);
+          if (publish) server.publish(TOPIC, payload);
+          else for (const client of clients) client.send(payload);
           return;
         }
         ws.send(PREFIX + message);
@@ -43,4 +51,4 @@ const server = Bun.serve({
   },
 });
 
-process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${server.port}`, server: 'raw-bun', fanout })}\n`);
+process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${server.port}`, server: publish ? 'raw-bun-publish' : 'raw-bun', fanout, publish })}\n`);
