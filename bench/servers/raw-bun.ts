@@ -3,12 +3,16 @@
 // (perMessageDeflate off, idleTimeout 120 s with pings). Run: `bun run bench/servers/raw-bun.ts`.
 // With `--fanout` (bench/run.mjs fan-out phase) it also keeps a Set of open sockets and answers a
 // text message `fanout <payload>` by sending <payload> to each in a loop (the naive fan-out; Bun's
-// own topic publish is not used, so that every runtime's baseline does the same work).
+// own topic publish is not used, so that every runtime's baseline does the same work). With
+// `--fanout --publish` it uses Bun's native topics instead: every socket subscribes to `bench` on
+// open and a fan-out is one `server.publish` (the floor hubbub-bun's fan-out is measured against).
 const PREFIX = 'Server received: ';
 const PREFIX_BYTES = new TextEncoder().encode(PREFIX);
 const FANOUT = 'fanout ';
 const fanout = process.argv.includes('--fanout');
-type Socket = { send(data: string | Uint8Array): number };
+const publish = fanout && process.argv.includes('--publish');
+const TOPIC = 'bench';
+type Socket = { send(data: string | Uint8Array): number; subscribe(topic: string): void };
 const clients = new Set<Socket>();
 
 const server = Bun.serve({
@@ -19,7 +23,9 @@ const server = Bun.serve({
     return new Response('not found\n', { status: 404, headers: { 'Content-Type': 'text/plain' } });
   },
   websocket: {
-    ...(fanout
+    ...(publish
+      ? { open: (ws: Socket) => void ws.subscribe(TOPIC) }
+      : fanout
       ? {
           open: (ws: Socket) => void clients.add(ws),
           close: (ws: Socket) => void clients.delete(ws),
@@ -29,6 +35,10 @@ const server = Bun.serve({
       if (typeof message === 'string') {
         if (fanout && message.startsWith(FANOUT)) {
           const payload = message.slice(FANOUT.length);
+          if (publish) {
+            server.publish(TOPIC, payload);
+            return;
+          }
           for (const client of clients) client.send(payload);
           return;
         }
@@ -43,4 +53,4 @@ const server = Bun.serve({
   },
 });
 
-process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${server.port}`, server: 'raw-bun', fanout })}\n`);
+process.stdout.write(`${JSON.stringify({ event: 'listening', url: `http://127.0.0.1:${server.port}`, server: publish ? 'raw-bun-publish' : 'raw-bun', fanout })}\n`);
