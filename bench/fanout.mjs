@@ -58,13 +58,14 @@ const SERVERS = {
   },
 };
 // On Bun (run with bun run; --servers raw-bun-publish,hubbub-bun): Bun's native topic publish, its
-// send loop, and hubbub on Bun. HUBBUB_BEFORE=<dir of another checkout> adds hubbub-bun-before
-// (that tree's bun.ts) for before/after comparisons in the same interleaved rounds.
+// send loop, and hubbub on Bun. BENCH_HUBBUB_BEFORE=<dir of another checkout> adds hubbub-bun-before
+// (that tree's bun.ts) for before/after comparisons in the same interleaved rounds (not HUBBUB_*: hubbub
+// refuses environment variables it does not know).
 const HUBBUB_BUN_ARGS = SERVERS.hubbub.args;
 SERVERS['raw-bun'] = { bun: true, script: join(here, 'servers/raw-bun.ts'), args: ['--fanout'] };
 SERVERS['raw-bun-publish'] = { bun: true, script: join(here, 'servers/raw-bun.ts'), args: ['--fanout', '--publish'] };
 SERVERS['hubbub-bun'] = { bun: true, script: join(root, 'bun.ts'), args: HUBBUB_BUN_ARGS, stats: true };
-if (process.env.HUBBUB_BEFORE) SERVERS['hubbub-bun-before'] = { bun: true, script: join(resolve(process.env.HUBBUB_BEFORE), 'bun.ts'), args: HUBBUB_BUN_ARGS, stats: true };
+if (process.env.BENCH_HUBBUB_BEFORE) SERVERS['hubbub-bun-before'] = { bun: true, script: join(resolve(process.env.BENCH_HUBBUB_BEFORE), 'bun.ts'), args: HUBBUB_BUN_ARGS, stats: true };
 const BASELINE = 'naive-ws-fanout';
 
 // ---------- options ----------
