@@ -37,7 +37,7 @@
 import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import {
-  CLK_TCK, createLog, knownList, interleavedRounds, fanOutPhase, forkClient, getJson, here, int, loadAverage, loopbackList, machineInfo, median, percentile, r, ratio, root, runMain, sleep, stamp,
+  CLK_TCK, bunBinary, createLog, knownList, interleavedRounds, fanOutPhase, forkClient, getJson, here, int, loadAverage, loopbackList, machineInfo, median, percentile, r, ratio, root, runMain, sleep, stamp,
   startServer, summariseProfile, writeResult,
 } from './lib.mjs';
 
@@ -57,6 +57,15 @@ const SERVERS = {
     stats: true,
   },
 };
+// On Bun (run with bun run; --servers raw-bun-publish,hubbub-bun): Bun's native topic publish, its
+// send loop, and hubbub on Bun. BENCH_HUBBUB_BEFORE=<dir of another checkout> adds hubbub-bun-before
+// (that tree's bun.ts) for before/after comparisons in the same interleaved rounds (not HUBBUB_*: hubbub
+// refuses environment variables it does not know).
+const HUBBUB_BUN_ARGS = SERVERS.hubbub.args;
+SERVERS['raw-bun'] = { bun: true, script: join(here, 'servers/raw-bun.ts'), args: ['--fanout'] };
+SERVERS['raw-bun-publish'] = { bun: true, script: join(here, 'servers/raw-bun.ts'), args: ['--fanout-publish'] };
+SERVERS['hubbub-bun'] = { bun: true, script: join(root, 'bun.ts'), args: HUBBUB_BUN_ARGS, stats: true };
+if (process.env.BENCH_HUBBUB_BEFORE) SERVERS['hubbub-bun-before'] = { bun: true, script: join(resolve(process.env.BENCH_HUBBUB_BEFORE), 'bun.ts'), args: HUBBUB_BUN_ARGS, stats: true };
 const BASELINE = 'naive-ws-fanout';
 
 // ---------- options ----------
@@ -114,7 +123,8 @@ async function runOne(name, opts, { nodeFlags = [], profileDir } = {}) {
   const N = opts.subscribers;
   log(`${name}: starting${nodeFlags.length ? ` with ${nodeFlags.join(' ')}` : ''}`);
   const spec = SERVERS[name];
-  const server = await startServer({ name, command: process.execPath, args: [...nodeFlags, spec.script, ...spec.args], log });
+  const [command, args] = spec.bun ? [bunBinary(), ['run', '--no-env-file', spec.script, ...spec.args]] : [process.execPath, [...nodeFlags, spec.script, ...spec.args]];
+  const server = await startServer({ name, command, args, log });
   const pid = server.pid;
   let client;
   try {

@@ -67,6 +67,11 @@ export class Connection implements HandlerContext, HubEvents {
   #data: unknown = undefined;
   /** Topics this connection is subscribed to: kept by the topic index, created on the first subscribe. */
   topics: Set<string> | undefined = undefined;
+  /**
+   * With the runtime's native topics (FanOut.topics, Bun): its socket is in them for every topic it
+   * holds. False while it is a slow consumer whose messages are dropped (the registry's setNative).
+   */
+  inNativeTopics = true;
   #state: ConnectionState = ConnectionState.Reserved;
   #socket: SocketLike | undefined = undefined;
   #openedAt = 0;
@@ -182,6 +187,19 @@ export class Connection implements HandlerContext, HubEvents {
     if (this.#state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
     if (fanOut) fanOut.sendPrepared(this.#socket!, prepared);
     else this.#socket!.send(payload);
+    const counters = this.#host.counters;
+    counters.messagesOut++;
+    counters.bytesOut += bytes;
+    return true;
+  }
+
+  /**
+   * One of many sockets a publication goes to through the runtime's native topics (one native call
+   * for all): checked against the slow-consumer limit and counted as `deliver` does. False: not for
+   * this socket (not open, or a slow consumer: dropped and counted, or released by the policy).
+   */
+  admitNative(bytes: number): boolean {
+    if (this.#state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
     const counters = this.#host.counters;
     counters.messagesOut++;
     counters.bytesOut += bytes;

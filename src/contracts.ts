@@ -283,4 +283,19 @@ export interface FanOut<P = unknown> {
   sendPrepared(socket: SocketLike, prepared: P): void;
   /** Runs `send`, whose many sends to one socket go out in one write where the runtime can batch them (a recovery's replay). */
   corked?(socket: SocketLike, send: () => void): void;
+  /** The runtime's own topics (Bun): a publication to many sockets in one native call. */
+  topics?: NativeTopics;
+}
+
+/**
+ * A runtime's own pub/sub (Bun's `ws.subscribe` / `server.publish`), mirroring hubbub's topics so
+ * that a publication is one native call instead of a send per socket. The core keeps deciding who
+ * gets what (slow consumers, exclusions, recovery) and counts every delivery; it only takes a
+ * socket out of the native topics while it must not get what they carry.
+ */
+export interface NativeTopics {
+  subscribe(socket: SocketLike, topic: string): void;
+  unsubscribe(socket: SocketLike, topic: string): void;
+  /** Sends `data` to every socket natively subscribed to `topic` but `except` (itself natively subscribed to it). */
+  publish(topic: string, data: MessageData, except?: SocketLike): void;
 }

@@ -5,8 +5,8 @@
 import { TokenVerifier } from './admission/token.ts';
 import type { Backplane, BackplaneStats } from './backplane/contract.ts';
 import type { ClusterLimit, ClusterLimitStats } from './cluster-limit/contract.ts';
-import { encodeOnce, type Connection } from './connection.ts';
-import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, Presence, PresenceMember, PublishOptions, PublishResult, StreamPosition } from './contracts.ts';
+import { byteLength, encodeOnce, type Connection } from './connection.ts';
+import type { FanOut, Handler, HandlerContext, HandlerFactory, HubApi, MessageData, Presence, PresenceMember, PublishOptions, PublishResult, NativeTopics, StreamPosition } from './contracts.ts';
 import { createCounters, type Counters } from './counters.ts';
 import { localPresence } from './delivery/presence.ts';
 import { MemoryIdempotency, type IdempotencyStore } from './delivery/idempotency.ts';
@@ -309,6 +309,9 @@ export class Hub implements HubApi {
       this.#deliverTo(t, payload, except);
       return;
     }
+    // A subscriber still reading the shared store gets live publications held, or skipped up to
+    // its read's position: per socket, so this one goes out socket by socket, native topics or not
+    // (ws.send after native publishes keeps their order: Bun sends what its topics queued first).
     const fanOut = this.registry.fanOut;
     const encoded = encodeOnce(fanOut, payload);
     const publication = { offset: position.offset, data: body };
@@ -324,14 +327,39 @@ export class Hub implements HubApi {
     }
   }
 
-  /** Sends one message to every subscriber of a topic but `except`, encoded once (on Node, one frame). */
+  /** Sends one message to every subscriber of a topic but `except`, encoded once (on Node, one frame; on Bun, one native publish). */
   #deliverTo(t: Topic<Connection>, payload: MessageData, except?: HandlerContext): number {
     const fanOut = this.registry.fanOut;
+    if (fanOut?.topics) return this.#publishNative(fanOut.topics, t, payload, except);
     const encoded = encodeOnce(fanOut, payload);
     let delivered = 0;
     for (const conn of t.subscribers) {
       if (conn !== except && conn.deliver(fanOut, encoded)) delivered++;
     }
+    return delivered;
+  }
+
+  /**
+   * One native publication (Bun's `server.publish`) instead of a send per socket. Every subscriber
+   * is still checked against the slow-consumer limit and counted here, as `deliver` would: one whose
+   * message is dropped leaves the native topics before the publish (and comes back at the first
+   * publication it has room for), one the policy closes left them in its release. `except` is
+   * excluded natively (Bun's `ws.publish` skips the socket publishing) when it is in them.
+   */
+  #publishNative(native: NativeTopics, t: Topic<Connection>, payload: MessageData, except?: HandlerContext): number {
+    const registry = this.registry;
+    const bytes = byteLength(payload);
+    let delivered = 0;
+    for (const conn of t.subscribers) {
+      if (conn === except) continue;
+      if (conn.admitNative(bytes)) {
+        if (!conn.inNativeTopics) registry.setNative(conn, true);
+        delivered++;
+      } else registry.setNative(conn, false);
+    }
+    if (delivered === 0) return 0;
+    const excluded = except !== undefined && t.subscribers.has(except as Connection) && (except as Connection).inNativeTopics ? (except as Connection).socket : undefined;
+    native.publish(t.name, payload, excluded);
     return delivered;
   }
 

@@ -277,6 +277,8 @@ export class Registry implements ConnectionHost {
     this.admission.free(conn.remoteAddress, conn.principal, conn.holdsClusterSlot && !lingers);
     countRelease(this.counters, reason.kind, reason.closeCode);
     if (this.recovering.size > 0 && conn.topics) for (const topic of conn.topics) this.unhold(topic, conn);
+    // Out of the native topics now: a socket still closing must not get what they carry.
+    if (socket) this.setNative(conn, false);
     this.#topics.unsubscribeAll(conn);
     conn.abortSignal();
     if (lingers) {
@@ -335,8 +337,36 @@ export class Registry implements ConnectionHost {
 
   subscribe(conn: Connection, topic: string): SubscribeOutcome {
     const outcome = this.#topics.subscribe(conn, topic);
-    if (outcome === 'subscription-limit' || outcome === 'topic-limit') this.counters.subscribesRefused[outcome]++;
+    if (outcome === 'subscribed') {
+      const native = this.fanOut?.topics;
+      if (native && conn.inNativeTopics) native.subscribe(conn.socket!, topic);
+    } else if (outcome === 'subscription-limit' || outcome === 'topic-limit') this.counters.subscribesRefused[outcome]++;
     return outcome;
+  }
+
+  /** Leaves a topic (and its native twin). */
+  #leave(conn: Connection, topic: string): boolean {
+    if (!this.#topics.unsubscribe(conn, topic)) return false;
+    const native = this.fanOut?.topics;
+    if (native && conn.inNativeTopics && conn.socket) native.unsubscribe(conn.socket, topic);
+    return true;
+  }
+
+  /**
+   * Puts a connection's socket in or out of the runtime's native topics (FanOut.topics), for every
+   * topic it holds: out while it is a slow consumer whose messages are dropped, or once released;
+   * back in once it has room again (the hub's native publish decides, per publication).
+   */
+  setNative(conn: Connection, on: boolean): void {
+    const native = this.fanOut?.topics;
+    if (!native || conn.inNativeTopics === on || (on && conn.state !== ConnectionState.Open)) return;
+    conn.inNativeTopics = on;
+    const socket = conn.socket;
+    if (!socket || !conn.topics) return;
+    for (const topic of conn.topics) {
+      if (on) native.subscribe(socket, topic);
+      else native.unsubscribe(socket, topic);
+    }
   }
 
   /**
@@ -385,7 +415,7 @@ export class Registry implements ConnectionHost {
     if (read === undefined) {
       // No position to answer with: the subscribe is undone (the client may try again), not half made.
       this.unhold(topic, conn);
-      if (outcome === 'subscribed') this.#topics.unsubscribe(conn, topic);
+      if (outcome === 'subscribed') this.#leave(conn, topic);
       this.counters.subscribesRefused.unavailable++;
       const result: SubscribeResult = { outcome: 'unavailable', position: NO_POSITION, recovered: false, replayed: 0 };
       options.beforeReplay?.(result);
@@ -436,7 +466,7 @@ export class Registry implements ConnectionHost {
 
   unsubscribe(conn: Connection, topic: string): boolean {
     this.unhold(topic, conn);
-    return this.#topics.unsubscribe(conn, topic);
+    return this.#leave(conn, topic);
   }
 
   /** Ends a connection's hold on a topic (its recovery is over, or it left). */

@@ -109,6 +109,66 @@ export function runPubSub(target: RuntimeTarget): void {
       for (const s of [...subscribers, publisher]) s.ws.close();
     });
 
+    it('fan-out counters match what the clients received: messages and bytes sent, subscribers on two topics, an unsubscribe and a subscribe again between publications', async () => {
+      /** A client that keeps every frame it gets (text) and their UTF-8 bytes. */
+      async function counting() {
+        const c = await client(server.wsUrl);
+        const r = { c, frames: 0, bytes: 0, offsets: new Map<string, number[]>(), replies: [] as string[] };
+        c.ws.on('message', (data: Buffer) => {
+          r.frames++;
+          r.bytes += data.byteLength;
+          const m = JSON.parse(data.toString()) as Envelope;
+          if (m.type === 'message') r.offsets.set(m.topic!, [...(r.offsets.get(m.topic!) ?? []), m.offset!]);
+          else r.replies.push(`${m.type} ${m.topic}`);
+        });
+        /** Sends a subscribe or unsubscribe and waits for its answer (the inbox also holds the messages). */
+        const ask = async (type: 'subscribe' | 'unsubscribe', topic: string) => {
+          const answers = r.replies.length;
+          c.send({ type, topic });
+          const got = await eventually(async () => r.replies.slice(answers), (x) => x.length > 0, 5000);
+          assert.equal(got[0], `${type}d ${topic}`);
+        };
+        return Object.assign(r, { ask });
+      }
+      const counters = async () => {
+        const { samples } = parseMetrics(await (await fetch(`${server.url}/metrics`)).text());
+        return { messagesOut: samples.get('hubbub_messages_sent_total')!, bytesOut: samples.get('hubbub_bytes_sent_total')!, dropped: samples.get('hubbub_messages_dropped_total')! };
+      };
+      const before = await counters();
+      const [a, b, c] = [await counting(), await counting(), await counting()];
+      for (const r of [a, b, c]) await r.ask('subscribe', 'counted-1');
+      for (const r of [a, b]) await r.ask('subscribe', 'counted-2');
+      const publisher = await counting();
+      const publishAll = async (from: number, to: number) => {
+        for (let i = from; i <= to; i++) {
+          publisher.c.send({ type: 'publish', topic: 'counted-1', data: { i, text: 'héllo ☃'.repeat(i % 7) } });
+          publisher.c.send({ type: 'publish', topic: 'counted-2', data: i, id: i });
+        }
+        // Every `published` ack back (in order, after its own publication went out to everyone).
+        await eventually(async () => publisher.frames, (n) => n === to, 10_000);
+      };
+      await publishAll(1, 40);
+      await b.ask('unsubscribe', 'counted-1');
+      await publishAll(41, 60);
+      await b.ask('subscribe', 'counted-1');
+      await publishAll(61, 80);
+      const range = (from: number, to: number) => Array.from({ length: to - from + 1 }, (_, k) => from + k);
+      await eventually(async () => [a, b, c].map((r) => r.offsets.get('counted-1')?.length ?? 0), (n) => n[0] === 80 && n[1] === 60 && n[2] === 80, 10_000);
+      for (const r of [a, c]) assert.deepEqual(r.offsets.get('counted-1'), range(1, 80), 'every message of the topic, in order');
+      assert.deepEqual(b.offsets.get('counted-1'), [...range(1, 40), ...range(61, 80)], 'nothing while unsubscribed, everything after subscribing again');
+      for (const r of [a, b]) assert.deepEqual(r.offsets.get('counted-2'), range(1, 80));
+      assert.equal(c.offsets.get('counted-2'), undefined);
+      const after = await counters();
+      assert.equal((await server.stats()).messagesOut, after.messagesOut, '/stats and /metrics agree');
+      const everyone = [a, b, c, publisher];
+      assert.deepEqual(
+        { messagesOut: after.messagesOut - before.messagesOut, bytesOut: after.bytesOut - before.bytesOut, dropped: after.dropped - before.dropped },
+        { messagesOut: everyone.reduce((n, r) => n + r.frames, 0), bytesOut: everyone.reduce((n, r) => n + r.bytes, 0), dropped: 0 },
+        'the counters are what the clients got, message for message and byte for byte',
+      );
+      for (const r of everyone) r.c.ws.close();
+    });
+
     it('abrupt closes unsubscribe: the topic index forgets the socket', async () => {
       const keeper = await client(server.wsUrl);
       await keeper.call({ type: 'subscribe', topic: 'abrupt' });
@@ -407,10 +467,13 @@ export function runPubSub(target: RuntimeTarget): void {
         const stalled = await stalledSubscriber(server, 'firehose');
         const publisher = await client(server.wsUrl);
         const COUNT = 1500;
+        const sentBefore = (await server.stats()).messagesOut;
         const reading = healthyReads(server, healthy, COUNT);
         await publishBurst(publisher, 'firehose', COUNT, 16 * 1024);
         await reading;
         const stats = await server.stats();
+        // Counted per delivery: every message to the healthy reader, and to the stalled one all but those dropped.
+        assert.equal(stats.messagesOut - sentBefore, 2 * COUNT - stats.dropped, 'messages sent = deliveries (the dropped ones are not counted as sent)');
         if (noBackpressure) assert.equal(stats.dropped, 0, 'the runtime exposes no queue: nothing is dropped');
         else assert.ok(stats.dropped > 0, 'messages were dropped for the stalled socket');
         assert.equal(stats.live, 3, 'nobody was closed under the drop policy');
@@ -425,6 +488,14 @@ export function runPubSub(target: RuntimeTarget): void {
         assert.equal(distinct.size, sent, `stalled reader got ${distinct.size} messages; ${stats.dropped} of ${COUNT} were dropped for it`);
         if (noBackpressure) assert.equal(distinct.size, COUNT, 'the runtime buffered them all');
         else assert.ok(distinct.size > 0 && distinct.size < COUNT, `stalled reader got ${distinct.size} of ${COUNT}`);
+        // Drained, it is no slow consumer any more: what comes next reaches it again, every message, in order.
+        const offsets = () => [...Buffer.concat(chunks).toString('latin1').matchAll(/"type":"message","topic":"firehose","offset":(\d+)/g)].map((m) => Number(m[1]));
+        const MORE = 20;
+        for (let i = 1; i <= MORE; i++) publisher.send({ type: 'publish', topic: 'firehose', data: { i } });
+        for (let i = 1; i <= MORE; i++) assert.equal((await healthy.next(10_000)).offset, COUNT + i);
+        const tail = await eventually(async () => offsets().filter((o) => o > COUNT), (o) => o.length >= MORE, 10_000);
+        assert.deepEqual(tail, Array.from({ length: MORE }, (_, k) => COUNT + 1 + k), 'the resumed reader gets every later message, in order');
+        assert.equal((await server.stats()).dropped, stats.dropped, 'nothing more was dropped');
         stalled.socket.destroy();
         healthy.ws.close();
         publisher.ws.close();

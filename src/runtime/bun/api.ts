@@ -9,6 +9,11 @@ export interface BunServerWebSocket<T> {
   terminate(): void;
   ping(data?: string | Uint8Array): number;
   getBufferedAmount(): number;
+  /** Bun's native topics (uWebSockets' topic tree). */
+  subscribe(topic: string): void;
+  unsubscribe(topic: string): void;
+  /** To every subscriber of `topic` but this socket; 0 if nothing was sent. */
+  publish(topic: string, data: string | Uint8Array, compress?: boolean): number;
 }
 
 export interface BunServer {
@@ -17,6 +22,8 @@ export interface BunServer {
   upgrade(request: Request, options?: { data?: unknown; headers?: HeadersInit }): boolean;
   requestIP(request: Request): { address: string; family: string; port: number } | null;
   stop(closeActiveConnections?: boolean): Promise<void>;
+  /** To every subscriber of `topic`; 0 if nothing was sent (or no subscriber). */
+  publish(topic: string, data: string | Uint8Array, compress?: boolean): number;
 }
 
 export interface BunWebSocketHandler<T> {

@@ -2,3 +2,4 @@
 export { main } from './main.ts';
 export { serveBun, type BunServed } from './serve.ts';
 export { createBunWebSocket, type BunWebSocketOptions } from './websocket.ts';
+export { createBunFanOut, NATIVE_TOPIC_PREFIX } from './fanout.ts';

@@ -7,6 +7,7 @@ import { clientAddress, urlHost } from '../common.ts';
 import { FD_RESERVE, openFileLimit } from '../fd-limit.ts';
 import { readTls } from '../tls.ts';
 import type { BunGlobal, BunServer } from './api.ts';
+import { createBunFanOut } from './fanout.ts';
 import { createBunWebSocket } from './websocket.ts';
 
 declare const Bun: BunGlobal;
@@ -27,9 +28,12 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
   const fds = openFileLimit();
   hub.registry.admission.boundLingering(fds === undefined ? 4 * maxConnections : Math.max(maxConnections, fds - FD_RESERVE - maxConnections));
   const { upgradeWebSocket, websocket } = createBunWebSocket({ maxPayload, perMessageDeflate, maxBackpressure });
+  // The native publish needs the server, which Bun.serve returns once the app it serves exists.
+  let native: BunServer | undefined;
   const adapter: RuntimeAdapter = {
     runtime: 'bun',
     upgradeWebSocket,
+    fanOut: createBunFanOut(() => native),
     remoteAddress: (c) => clientAddress((c.env as BunServer | undefined)?.requestIP(c.req.raw)?.address),
     processStats: () => {
       const m = process.memoryUsage();
@@ -58,6 +62,7 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
     },
     websocket,
   });
+  native = server;
   const scheme = tls ? 'https' : 'http';
   return {
     server,

@@ -24,6 +24,14 @@ const CLOSE_LINGER_MS = 5000;
 /** Bun's backpressureLimit as a multiple of maxBackpressure: above the core's hard cap (4 ×). */
 const BACKSTOP_FACTOR = 8;
 
+/**
+ * What Bun's native topics may hold for a socket beyond what its buffered amount shows: uWebSockets
+ * queues published messages under 16 KiB per socket and writes them every 32 messages and at the end
+ * of the loop's turn (measured on Bun 1.4), so the core's checks (hub.ts, #publishNative) can see a queue up to
+ * 32 × 16 KiB short. The backstop keeps at least that much above the hard cap.
+ */
+const NATIVE_TOPIC_LAG = 32 * 16 * 1024;
+
 const OPEN = { type: 'open' };
 const TOO_BIG = { error: new Error('message too big'), code: CloseCode.MESSAGE_TOO_BIG };
 
@@ -32,7 +40,7 @@ export interface BunWebSocketOptions {
   maxPayload?: number;
   /** Negotiate permessage-deflate (Bun: no context takeover, a shared compressor). @default false */
   perMessageDeflate?: boolean;
-  /** hubbub's maxBackpressure (bytes); Bun's `backpressureLimit` is set to 8 times it. 0 = no limit. @default 1 MiB */
+  /** hubbub's maxBackpressure (bytes); Bun's `backpressureLimit` is set to 8 times it (at least 4 times and 512 KiB). 0 = no limit. @default 1 MiB */
   maxBackpressure?: number;
 }
 
@@ -66,12 +74,19 @@ export function createBunWebSocket(options: BunWebSocketOptions = {}) {
     sendPings: false,
     // Bun drops a send (returns 0, nothing counted) once the queue is already over this. The core
     // sends while the queue is at most 4 × maxBackpressure (within its grace, connection.ts), so the
-    // backstop sits at 8 × and the core's slow-consumer policy always decides first.
-    backpressureLimit: BACKSTOP_FACTOR * (options.maxBackpressure ?? 1024 * 1024),
+    // backstop sits at 8 × (and at least the native topics' lag above 4 ×) and the core's
+    // slow-consumer policy always decides first.
+    backpressureLimit: backstop(options.maxBackpressure ?? 1024 * 1024),
     closeOnBackpressureLimit: false,
     perMessageDeflate: options.perMessageDeflate ?? false,
   };
   return { upgradeWebSocket, websocket };
+}
+
+/** Bun's backpressureLimit for hubbub's maxBackpressure (0: no limit, none here either). */
+function backstop(maxBackpressure: number): number {
+  if (maxBackpressure === 0) return 0;
+  return Math.max(BACKSTOP_FACTOR * maxBackpressure, 4 * maxBackpressure + NATIVE_TOPIC_LAG);
 }
 
 // Shared handlers: the events object is `ws.data`. No closure per connection.
