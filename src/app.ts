@@ -6,7 +6,7 @@
 // a RuntimeAdapter.
 import { Hono, type Context, type MiddlewareHandler } from 'hono';
 import { bearerAuth } from 'hono/bearer-auth';
-import { refusalResponse } from './admission/admission.ts';
+import { refusalResponse, type Refusal } from './admission/admission.ts';
 import { authenticate } from './admission/authenticate.ts';
 import { TOKEN_REQUIRED, tokenRefusal } from './admission/token.ts';
 import { apiRoutes } from './api/routes.ts';
@@ -62,14 +62,21 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
   const { admission } = registry;
   hub.useFanOut(adapter.fanOut);
 
-  app.get(hub.options.path, async (c) => {
+  // Synchronous from the request to the runtime's upgrade unless a step has to wait (a token to
+  // verify, the authenticate hook, a cluster slot): no promise per upgrade otherwise.
+  app.get(hub.options.path, (c) => {
     if (!wantsWebSocket(c.req.header('upgrade'))) return upgradeRequired();
     const remoteAddress = adapter.remoteAddress(c);
     const screened = admission.screen(remoteAddress, c.req.header('origin'));
     if (screened) return refusalResponse(screened);
+    if (hub.tokens || handler.authenticate) return authenticated(c, remoteAddress);
+    return reserve(c, remoteAddress, undefined, undefined);
+  });
+
+  // JWT first (its sub is the principal), then the handler's hook, which sees that principal.
+  async function authenticated(c: Context, remoteAddress: string): Promise<Response> {
     let principal: Principal | undefined;
     let token: TokenInfo | undefined;
-    // JWT first (its sub is the principal), then the handler's hook, which sees that principal.
     const tokens = hub.tokens;
     if (tokens) {
       const text = tokens.tokenOf(c.req.raw);
@@ -86,21 +93,37 @@ export function createApp(hub: Hub, adapter: RuntimeAdapter): Hono {
       if (verdict instanceof Response) return verdict;
       principal = verdict;
     }
-    const pending = registry.admit(remoteAddress, principal, token);
-    const admitted = pending instanceof Promise ? await pending : pending;
+    return reserve(c, remoteAddress, principal, token);
+  }
+
+  function reserve(c: Context, remoteAddress: string, principal: Principal | undefined, token: TokenInfo | undefined): Response | Promise<Response> {
+    const admitted = registry.admit(remoteAddress, principal, token);
+    return admitted instanceof Promise ? admitted.then((slot) => upgrade(c, slot)) : upgrade(c, admitted);
+  }
+
+  function upgrade(c: Context, admitted: Connection | Refusal): Response | Promise<Response> {
     if (!(admitted instanceof Connection)) return refusalResponse(admitted);
-    let response: Response;
+    let response: Response | Promise<Response>;
     try {
       const protocol = handler.selectProtocol ? selectProtocol(handler.selectProtocol, c.req.raw, admitted.id, log) : undefined;
-      response = await adapter.upgradeWebSocket(c, admitted, { protocol });
+      response = adapter.upgradeWebSocket(c, admitted, { protocol });
     } catch (error) {
-      registry.release(admitted, closeReason('handshake-failed', undefined, 'upgrade threw', error));
-      log.error('upgrade.error', { id: admitted.id, error });
-      return new Response('upgrade failed\n', { status: 500 });
+      return upgradeFailed(admitted, error);
     }
+    if (response instanceof Promise) return response.then((answer) => upgraded(admitted, answer), (error) => upgradeFailed(admitted, error));
+    return upgraded(admitted, response);
+  }
+
+  function upgraded(admitted: Connection, response: Response): Response {
     if (response.status >= 400) registry.release(admitted, closeReason('handshake-failed', undefined, `answered ${response.status}`));
     return response;
-  });
+  }
+
+  function upgradeFailed(admitted: Connection, error: unknown): Response {
+    registry.release(admitted, closeReason('handshake-failed', undefined, 'upgrade threw', error));
+    log.error('upgrade.error', { id: admitted.id, error });
+    return new Response('upgrade failed\n', { status: 500 });
+  }
 
   // Would an upgrade be admitted right now? Browsers cannot read the status of a refused WebSocket
   // handshake, so a page whose socket failed asks here why (503 full / draining). Takes no token.

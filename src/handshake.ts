@@ -57,11 +57,15 @@ export function offeredProtocols(header: string | null | undefined): string[] {
 /**
  * Hono's `defineWebSocketHelper` for hubbub's adapters: the handshake is checked first (a bad one is
  * answered as ws answers it), and the events are the hub's `HubEvents` (Hono types them as its own
- * `WSEvents`; the core always hands over a Connection, which is a HubEvents).
+ * `WSEvents`; the core always hands over a Connection, which is a HubEvents). Called as
+ * `upgradeWebSocket(c, events, options)` (the core's way) it answers synchronously when the runtime
+ * does — Hono's helper always wraps the answer in a promise, a microtask per upgrade; as middleware
+ * (`upgradeWebSocket((c) => events)`) it is Hono's helper.
  */
-export function defineHubWebSocket(upgrade: HubUpgrade): UpgradeWebSocket<unknown, UpgradeOptions, HubEvents> {
-  const helper = defineWebSocketHelper<unknown, UpgradeOptions>(
-    (c, events, options) => checkHandshake(c.req.method, c.req.raw.headers) ?? upgrade(c, events as unknown as HubEvents, options),
-  );
-  return helper as unknown as UpgradeWebSocket<unknown, UpgradeOptions, HubEvents>;
+export function defineHubWebSocket(upgrade: HubUpgrade): UpgradeWebSocket<unknown, UpgradeOptions, HubEvents> & HubUpgrade {
+  const direct: HubUpgrade = (c, events, options) => checkHandshake(c.req.method, c.req.raw.headers) ?? upgrade(c, events, options);
+  const middleware = defineWebSocketHelper<unknown, UpgradeOptions>((c, events, options) => direct(c, events as unknown as HubEvents, options));
+  const helper = (first: unknown, ...rest: unknown[]) =>
+    typeof first === 'function' ? (middleware as (...args: unknown[]) => unknown)(first, ...rest) : direct(first as Context, rest[0] as HubEvents, rest[1] as UpgradeOptions | undefined);
+  return helper as unknown as UpgradeWebSocket<unknown, UpgradeOptions, HubEvents> & HubUpgrade;
 }

@@ -9,6 +9,7 @@ import { WebSocketServer, type ServerOptions, type WebSocket } from 'ws';
 import type { HubEvents } from '../../contracts.ts';
 import { CloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
+import { upgradeRequest } from './request.ts';
 
 /** Where the accepted events wait between the app's answer and the handshake, and then live. */
 const EVENTS = Symbol('hubbub.events');
@@ -37,6 +38,9 @@ export interface NodeWebSocketOptions {
   closeTimeout?: number;
 }
 
+/** The app's answer to an upgrade the 'upgrade' listener will complete (made on first use: Response is @hono/node-server's by then). */
+let upgrading: Response | undefined;
+
 export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
   // ws has had `closeTimeout` since 8.19; @types/ws (8.18) does not know it yet.
   const serverOptions: ServerOptions & { closeTimeout: number } = {
@@ -58,34 +62,51 @@ export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
     if (!env?.incoming) return new Response('WebSocket upgrades need injectWebSocket(server)\n', { status: 500 });
     env[EVENTS] = events;
     env[PROTOCOL] = options?.protocol;
-    return new Response(null); // the 'upgrade' listener completes the handshake
+    // The 'upgrade' listener completes the handshake and never reads this answer: one for all.
+    return (upgrading ??= new Response(null));
   });
 
   function injectWebSocket(server: Server, app: { fetch: Hono['fetch'] }): void {
     server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-      socket.on('error', destroyOnError);
-      handleUpgrade(app, wss, request, socket, head).catch((error) => {
-        socket.destroy();
-        process.emitWarning(`hubbub: upgrade failed: ${(error as Error)?.stack ?? error}`);
-      });
+      try {
+        handleUpgrade(app, wss, request, socket, head);
+      } catch (error) {
+        upgradeFailed(socket, error);
+      }
     });
   }
 
   return { wss, upgradeWebSocket, injectWebSocket };
 }
 
-async function handleUpgrade(app: { fetch: Hono['fetch'] }, wss: WebSocketServer, request: IncomingMessage, socket: Tagged<Duplex>, head: Buffer): Promise<void> {
-  let webRequest: Request;
-  try {
-    const headers = new Headers();
-    const raw = request.rawHeaders;
-    for (let i = 0; i < raw.length; i += 2) headers.append(raw[i]!, raw[i + 1]!);
-    webRequest = new Request(`http://${request.headers.host ?? 'localhost'}${request.url ?? '/'}`, { headers, method: request.method ?? 'GET' });
-  } catch {
-    return writeResponse(socket, new Response('Bad Request\n', { status: 400 }));
-  }
+function upgradeFailed(socket: Duplex, error: unknown): void {
+  socket.destroy();
+  process.emitWarning(`hubbub: upgrade failed: ${(error as Error)?.stack ?? error}`);
+}
+
+/**
+ * Runs the app for an upgrade request, then completes or refuses the handshake. Synchronous when
+ * the app's answer is (no token to verify, no authenticate hook, no cluster slot to ask for): no
+ * promise, no microtask, no listener on the socket in between. Only while the app's answer is
+ * awaited does the raw socket need an error listener of its own (nothing can emit one before).
+ */
+function handleUpgrade(app: { fetch: Hono['fetch'] }, wss: WebSocketServer, request: IncomingMessage, socket: Tagged<Duplex>, head: Buffer): void {
+  const webRequest = upgradeRequest(request);
+  if (!webRequest) return writeResponse(socket, new Response('Bad Request\n', { status: 400 }));
   const env: NodeEnv = { incoming: request, outgoing: undefined };
-  const response = await app.fetch(webRequest, env);
+  const answer = app.fetch(webRequest, env);
+  if (!(answer instanceof Promise)) return complete(wss, request, socket, head, env, answer);
+  socket.on('error', destroyOnError);
+  answer.then(
+    (response) => {
+      socket.removeListener('error', destroyOnError);
+      complete(wss, request, socket, head, env, response);
+    },
+    (error) => upgradeFailed(socket, error),
+  ).catch((error) => upgradeFailed(socket, error));
+}
+
+function complete(wss: WebSocketServer, request: IncomingMessage, socket: Tagged<Duplex>, head: Buffer, env: NodeEnv, response: Response): void {
   const events = env[EVENTS];
   if (!events) return writeResponse(socket, response);
   if (socket.destroyed || !socket.readable || !socket.writable) {
@@ -93,15 +114,21 @@ async function handleUpgrade(app: { fetch: Hono['fetch'] }, wss: WebSocketServer
     return;
   }
   (request as Tagged<IncomingMessage>)[PROTOCOL] = env[PROTOCOL];
-  // ws answers a handshake it rejects itself and destroys the socket without calling back.
-  socket[EVENTS] = events;
-  socket.once('close', onHandshakeSocketClose);
+  let opened = false;
   wss.handleUpgrade(request, socket, head, (ws) => {
-    socket.removeListener('close', onHandshakeSocketClose);
-    socket.removeListener('error', destroyOnError);
-    socket[EVENTS] = undefined;
+    opened = true;
+    if (socket[EVENTS]) {
+      socket.removeListener('close', onHandshakeSocketClose);
+      socket[EVENTS] = undefined;
+    }
     attach(ws, events);
   });
+  if (opened) return;
+  // ws answers a handshake it rejects itself and destroys the socket without calling back.
+  if (socket.destroyed) return events.onClose(LOST, undefined);
+  // Not done yet (ws completes later, e.g. with permessage-deflate): hear if the socket dies first.
+  socket[EVENTS] = events;
+  socket.once('close', onHandshakeSocketClose);
 }
 
 const LOST = { code: CloseCode.ABNORMAL, reason: '' };
@@ -154,7 +181,13 @@ function wsStatusCode(error: Error): number | undefined {
 const HOP_BY_HOP = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade']);
 
 /** Writes a refused upgrade as a complete HTTP/1.1 response, then closes the socket. */
-async function writeResponse(socket: Duplex, response: Response): Promise<void> {
+function writeResponse(socket: Duplex, response: Response): void {
+  // The socket may fail while the body is read or the answer written: nothing else listens yet.
+  if (!socket.listeners('error').includes(destroyOnError)) socket.on('error', destroyOnError);
+  writeAnswer(socket, response).catch((error) => upgradeFailed(socket, error));
+}
+
+async function writeAnswer(socket: Duplex, response: Response): Promise<void> {
   const body = Buffer.from(await response.arrayBuffer());
   let head = `HTTP/1.1 ${response.status} ${STATUS_CODES[response.status] ?? ''}\r\n`;
   response.headers.forEach((value, name) => {
