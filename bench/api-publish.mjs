@@ -120,7 +120,7 @@ async function measure(opts, subscribers, requests, round) {
     const after = cpuTicks(server.pid);
     const cpu = cpuUs(before, after);
     const result = {
-      requestsPerSecond: r((requests * 1000) / requestMs, 0),
+      requestsPerSecond: r((requests * 1000) / requestMs, 1),
       deliveriesPerSecond: r((requests * subscribers * 1000) / allMs, 0),
       lastDeliveryAfterLastAnswerMs: r(allMs - requestMs, 1),
       serverCpuUsPerRequest: r(cpu / requests, 1),
