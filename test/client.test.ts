@@ -4,6 +4,7 @@
 // (two nodes on the real Redis: every publication from the other node arrives once, in order).
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { sign } from 'hono/utils/jwt/jwt';
 import WebSocket from 'ws';
 import { backoffDelay, ClientError, createClient, reconnects, type ClientState, type HubbubClient, type MessageMeta, type SubscribedInfo, type WebSocketConstructor } from '../src/client/index.ts';
 import { connect, eventually, nodeServer, serviceSkip, sleep, startServer, withTimeout, type ServerProcess } from './helpers.ts';
@@ -242,6 +243,84 @@ describe('client: refused handshakes, Retry-After, liveness, the queue while dow
       client.close();
       await server.stop();
     }
+  });
+});
+
+describe('client: getToken against a real server with --jwt-secret (token refresh end to end)', { timeout: 60_000 }, () => {
+  const SECRET = 'client-test-secret-0123456789abcdef';
+  const nowS = () => Math.floor(Date.now() / 1000);
+  let server: ServerProcess;
+  const clients: HubbubClient[] = [];
+  before(async () => {
+    server = await startServer(nodeServer, ['--handler', 'pubsub', '--jwt-secret', SECRET]);
+  });
+  after(async () => {
+    for (const c of clients) c.close();
+    await server?.stop();
+  });
+  /** A client whose getToken answers with `tokens[i]` on its i-th call (the last one from then on); every URL it connects to is recorded. */
+  function withTokens(tokens: (() => Promise<string | undefined>)[]) {
+    const calls: (string | undefined)[] = [];
+    const urls: string[] = [];
+    class Recording extends WebSocket {
+      constructor(url: string) {
+        urls.push(url);
+        super(url);
+      }
+    }
+    const client = createClient(server.wsUrl, {
+      WebSocket: Recording as unknown as WebSocketConstructor,
+      backoff: { min: 50, max: 200 },
+      getToken: async () => {
+        const token = await tokens[Math.min(calls.length, tokens.length - 1)]!();
+        calls.push(token);
+        return token;
+      },
+    });
+    clients.push(client);
+    return { client, calls, urls };
+  }
+  const short = () => sign({ sub: 'tina', exp: nowS() + 2 }, SECRET);
+  const long = () => sign({ sub: 'tina', exp: nowS() + 3600 }, SECRET);
+  const tokenOf = (url: string) => new URL(url).searchParams.get('token');
+
+  it('a short-lived token: the server says expiring, getToken goes out as refresh, and the connection outlives the first exp', async () => {
+    const { client, calls, urls } = withTokens([short, long]);
+    const sub = client.subscribe('tok-room');
+    await subscribed(sub);
+    const firstExp = JSON.parse(Buffer.from(tokenOf(urls[0]!)!.split('.')[1]!, 'base64url').toString()).exp as number;
+    // The warning comes at once (under 30 s left); the client answers with the second token.
+    await eventually(async () => client.stats.tokenRefreshes, (n) => n === 1, 5000);
+    assert.equal(calls.length, 2);
+    // Past the first token's exp (the server closes at exp unless refreshed): still the same connection.
+    await eventually(async () => nowS(), (t) => t > firstExp + 1, 5000);
+    assert.equal(client.state, 'connected');
+    assert.deepEqual([client.stats.connects, client.stats.reconnects, urls.length], [1, 0, 1]);
+    const answer = await client.publish('tok-room', 'after exp', { timeout: 5000 });
+    assert.equal(answer.delivered, 1);
+    const stats = await server.stats();
+    assert.equal(stats.released['token-expired'] ?? 0, 0);
+  });
+
+  it('after a 4001 (token expired: no fresh token was sent) the client reconnects with a fresh token from getToken and resubscribes', async () => {
+    // Call 1: the connect's short token; call 2 (on expiring): nothing, so no refresh goes out; call 3: the reconnect's.
+    const { client, calls, urls } = withTokens([short, async () => undefined, long]);
+    const reconnecting: { code?: number }[] = [];
+    client.on('reconnecting', (e) => reconnecting.push(e));
+    const sub = client.subscribe('tok-room-2');
+    await subscribed(sub);
+    const again = subscribed(sub);
+    await eventually(async () => client.stats.connects, (n) => n === 2, 10_000);
+    await withTimeout(again, 5000, 'the resubscribe');
+    assert.deepEqual(reconnecting.map((e) => e.code), [4001]);
+    assert.equal(calls.length, 3);
+    assert.equal(urls.length, 2);
+    assert.equal(tokenOf(urls[1]!), calls[2], 'the reconnect carries the token getToken gave last');
+    assert.notEqual(tokenOf(urls[1]!), tokenOf(urls[0]!));
+    assert.equal(client.state, 'connected');
+    assert.equal((await client.publish('tok-room-2', 'back', { timeout: 5000 })).delivered, 1);
+    const stats = await eventually(server.stats, (s) => (s.released['token-expired'] ?? 0) >= 1);
+    assert.equal(stats.released['token-expired'], 1);
   });
 });
 

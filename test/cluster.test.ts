@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type WebSocket from 'ws';
-import { closed, connect, eventually, rawRequest, request, serviceSkip, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
+import { closed, connect, eventually, fetchFresh, rawRequest, request, serviceSkip, startServer, type RuntimeTarget, type ServerProcess, type Stats } from './helpers.ts';
 import { readdirSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { textFrame, upgradeHeaders } from './frames.ts';
@@ -25,7 +25,7 @@ type WholeStats = Stats & { cluster: ClusterStats & { answered: number; rssBytes
 
 /** /stats of the whole server (the admin listener's, where there is one), on a fresh connection (so round-robin reaches every worker), with a deadline. */
 async function wholeStats(server: ServerProcess, timeoutMs = 5000): Promise<WholeStats> {
-  const res = await fetch(`${server.adminUrl ?? server.url}/stats`, { signal: AbortSignal.timeout(timeoutMs), headers: { connection: 'close' } });
+  const res = await fetchFresh(`${server.adminUrl ?? server.url}/stats`, { signal: AbortSignal.timeout(timeoutMs) });
   return (await res.json()) as WholeStats;
 }
 
@@ -62,7 +62,7 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       assert.equal(refused.headers?.['retry-after'], '1');
       // /admission tells the truth of the whole server, whichever worker answers (round-robin).
       for (let i = 0; i < 4; i++) {
-        const res = await fetch(`${server.url}/admission`, { headers: { connection: 'close' } });
+        const res = await fetchFresh(`${server.url}/admission`);
         assert.equal(res.status, 503);
         assert.deepEqual(await res.json(), { admit: false, reason: 'capacity', live: 6, limit: 6 });
       }
@@ -93,7 +93,7 @@ describe('cluster mode: --workers 2', { timeout: 120_000 }, () => {
       // `worker`, each TYPE once, and the primary's cluster families. Several scrapes, so both
       // workers answer at least once (round-robin).
       for (let i = 0; i < 4; i++) {
-        const text = await (await fetch(`${server.url}/metrics`, { headers: { connection: 'close' } })).text();
+        const text = await (await fetchFresh(`${server.url}/metrics`)).text();
         const { samples } = parseMetrics(text);
         const typeLines = text.split('\n').filter((l) => l.startsWith('# TYPE '));
         assert.equal(new Set(typeLines).size, typeLines.length, 'one TYPE line per family');
@@ -252,7 +252,7 @@ describe('cluster mode: attacks on the limit (--workers 2)', { timeout: 120_000 
       assert.ok((stats.process.pendingConnections ?? Infinity) <= 2 * 4 * CAP, `pending ${stats.process.pendingConnections}`);
       assert.ok(stats.connectionsDropped['pending-limit'] >= 600 - 2 * 4 * CAP, JSON.stringify(stats.connectionsDropped));
       assert.ok(fds <= baseline + 2 * 4 * CAP + 15, `the server holds ${fds} fds (baseline ${baseline})`);
-      assert.equal((await fetch(`${server.adminUrl}/healthz`, { headers: { connection: 'close' } })).status, 200);
+      assert.equal((await fetchFresh(`${server.adminUrl}/healthz`)).status, 200);
     } finally {
       for (const socket of held) socket.destroy();
       await server.stop();

@@ -169,6 +169,34 @@ export async function startServer(target: RuntimeTarget, args: readonly string[]
 }
 
 /**
+ * fetch on a fresh connection (`Connection: close`): a kept-alive connection that the server closed
+ * in the meantime (workerd's launcher does) would fail the next fetch, and a connection to a worker
+ * picked by round-robin would keep answering from that worker.
+ */
+export function fetchFresh(url: string, init: RequestInit = {}): Promise<Response> {
+  const headers = new Headers(init.headers);
+  headers.set('connection', 'close');
+  return fetch(url, { ...init, headers });
+}
+
+/** One call of the server API (`--api-key`) on a fresh connection: the status and the JSON body (the text when it is not JSON). */
+export async function apiCall(baseUrl: string, key: string | null, method: string, apiPath: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetchFresh(`${baseUrl}${apiPath}`, {
+    method,
+    headers: { ...(key !== null ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, body: json };
+}
+
+/**
  * A GET over https with node:https, whose certificate checking can be given a CA (`ca`), unlike
  * fetch's. Never with checking off: a test that trusts everything proves nothing about TLS.
  */

@@ -4,14 +4,17 @@
 import { parse as parseCookies } from 'hono/utils/cookie';
 import type { AsymmetricAlgorithm } from 'hono/utils/jwt/jwa';
 import type { HonoJsonWebKey } from 'hono/utils/jwt/jws';
-import { decodeHeader, verify, verifyWithJwks } from 'hono/utils/jwt/jwt';
+import { decodeHeader, isTokenHeader, verify } from 'hono/utils/jwt/jwt';
 import {
   JwtAlgorithmMismatch,
   JwtAlgorithmNotAllowed,
+  JwtHeaderInvalid,
+  JwtHeaderRequiresKid,
   JwtPayloadRequiresAud,
   JwtTokenAudience,
   JwtTokenExpired,
   JwtTokenIssuedAt,
+  JwtTokenInvalid,
   JwtTokenIssuer,
   JwtTokenNotBefore,
   JwtTokenSignatureMismatched,
@@ -32,6 +35,22 @@ export interface TokenRejection {
 const SYMMETRIC = ['HS256', 'HS384', 'HS512'] as const;
 const ASYMMETRIC: readonly AsymmetricAlgorithm[] = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'];
 const HASH = { HS256: 'SHA-256', HS384: 'SHA-384', HS512: 'SHA-512' } as const;
+/**
+ * How WebCrypto imports a public key for each JWS algorithm (the same parameters Hono's jws.ts
+ * imports with; the verification itself is Hono's `verify`, given the imported CryptoKey).
+ */
+const IMPORT: Record<AsymmetricAlgorithm, RsaHashedImportParams | EcKeyImportParams | Algorithm> = {
+  RS256: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-256' },
+  RS384: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-384' },
+  RS512: { name: 'RSASSA-PKCS1-v1_5', hash: 'SHA-512' },
+  PS256: { name: 'RSA-PSS', hash: 'SHA-256' },
+  PS384: { name: 'RSA-PSS', hash: 'SHA-384' },
+  PS512: { name: 'RSA-PSS', hash: 'SHA-512' },
+  ES256: { name: 'ECDSA', namedCurve: 'P-256' },
+  ES384: { name: 'ECDSA', namedCurve: 'P-384' },
+  ES512: { name: 'ECDSA', namedCurve: 'P-521' },
+  EdDSA: { name: 'Ed25519' },
+};
 /** How long fetched keys are used before they are fetched again. */
 const JWKS_MAX_AGE_MS = 10 * 60_000;
 /** A token naming a kid the cache lacks fetches the keys again at most this often. */
@@ -60,6 +79,12 @@ export class TokenVerifier {
   /** HMAC keys imported once per hash (an import per upgrade would cost more than the check). */
   readonly #hmacKeys = new Map<string, Promise<CryptoKey>>();
   #keys: HonoJsonWebKey[] | undefined;
+  /**
+   * The JWKS keys imported as CryptoKeys, once per key and algorithm: Hono's verifyWithJwks imports
+   * the JWK on every verification, which cost an ES256 upgrade more than the signature check. Keyed
+   * by the fetched key object, so a refresh (new objects) imports afresh and old keys are let go.
+   */
+  readonly #importedKeys = new WeakMap<HonoJsonWebKey, Map<string, Promise<CryptoKey>>>();
   #keysAt = 0;
   #lastUnknownKidFetch = -Infinity;
   #fetching: Promise<void> | undefined;
@@ -134,7 +159,29 @@ export class TokenVerifier {
       await this.#refresh().catch(() => undefined);
     }
     if (!this.#keys) throw new KeysUnavailable();
-    return verifyWithJwks(token, { keys: this.#keys, allowedAlgorithms: ASYMMETRIC, verification: this.#verification });
+    // The checks of Hono's verifyWithJwks, in its order, then its verify with the cached CryptoKey.
+    const header = decodeHeader(token);
+    if (!isTokenHeader(header)) throw new JwtHeaderInvalid(header);
+    if (!header.kid) throw new JwtHeaderRequiresKid(header);
+    const alg = header.alg as AsymmetricAlgorithm;
+    if (!ASYMMETRIC.includes(alg)) throw new JwtAlgorithmNotAllowed(alg, ASYMMETRIC);
+    const jwk = this.#keys.find((k) => k.kid === header.kid);
+    if (!jwk) throw new JwtTokenInvalid(token);
+    if (jwk.alg && jwk.alg !== alg) throw new JwtAlgorithmMismatch(jwk.alg, alg);
+    return verify(token, await this.#imported(jwk, alg), { alg, ...this.#verification });
+  }
+
+  /** The JWK as a CryptoKey for `alg`, imported on first use (a key that fails to import is tried again next time). */
+  #imported(jwk: HonoJsonWebKey, alg: AsymmetricAlgorithm): Promise<CryptoKey> {
+    let byAlg = this.#importedKeys.get(jwk);
+    if (!byAlg) this.#importedKeys.set(jwk, (byAlg = new Map()));
+    let key = byAlg.get(alg);
+    if (!key) {
+      key = crypto.subtle.importKey('jwk', jwk as JsonWebKey, IMPORT[alg], false, ['verify']);
+      key.catch(() => byAlg.delete(alg));
+      byAlg.set(alg, key);
+    }
+    return key;
   }
 
   /** Fetches the JWKS (one fetch at a time; the upgrades that asked meanwhile wait for it). Old keys stay if it fails. */

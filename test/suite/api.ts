@@ -7,28 +7,16 @@ import { request as httpRequest } from 'node:http';
 import { after, before, describe, it } from 'node:test';
 import { sign } from 'hono/utils/jwt/jwt';
 import type WebSocket from 'ws';
-import { closed, connect, eventually, inbox, runToExit, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
+import { apiCall, closed, connect, eventually, inbox, runToExit, startServer, type RuntimeTarget, type ServerProcess } from '../helpers.ts';
 
 export const API_KEY = 'test-api-key-0123456789';
 export const OLD_KEY = 'test-api-key-rotated-away';
-const SECRET = 'api-suite-secret-0123456789abcdef-xyz';
+/** The --jwt-secret of the servers `subscriber` connects to (its principals are JWT `sub`s). */
+export const SECRET = 'api-suite-secret-0123456789abcdef-xyz';
 
-/** One API call: status and JSON body. */
-export async function api(server: ServerProcess, method: string, path: string, body?: unknown, key: string | null = API_KEY) {
-  const res = await fetch(`${server.url}${path}`, {
-    method,
-    // A fresh connection per call: a kept-alive one the server (workerd's launcher) closed meanwhile fails the next fetch.
-    headers: { connection: 'close', ...(key !== null ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-  });
-  const text = await res.text();
-  let json: any;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = text;
-  }
-  return { status: res.status, body: json };
+/** One API call: status and JSON body (a fresh connection per call: see fetchFresh). */
+export function api(server: ServerProcess, method: string, path: string, body?: unknown, key: string | null = API_KEY) {
+  return apiCall(server.url, key, method, path, body);
 }
 
 let anonymous = 0;
