@@ -46,6 +46,25 @@ export const ConnectionState = {
 } as const;
 export type ConnectionState = (typeof ConnectionState)[keyof typeof ConnectionState];
 
+/** The bits of Connection's #flags: the state in the low two, then the booleans. */
+const STATE = 0b11;
+const CLUSTER_SLOT = 1 << 2;
+const TOKEN_WARNED = 1 << 3;
+const OUT_OF_NATIVE_TOPICS = 1 << 4;
+/** Connection times are kept as ms since this (small integers for weeks of uptime). */
+const EPOCH = Date.now();
+
+/**
+ * A send queue over `maxBackpressure`: when it last made progress (went over, or shrank since the
+ * last send; ms), during which sweep, and what it would be after the last send if nothing had been
+ * written since.
+ */
+interface Backlog {
+  drainedAt: number;
+  drainedAtSweep: number;
+  queuedAfterSend: number;
+}
+
 /**
  * How long a send queue may stay over `maxBackpressure` without draining, and how far over it may
  * go, before the slow-consumer policy applies. The grace is counted in time and in the hub's
@@ -58,40 +77,28 @@ const SLOW_CONSUMER_HARD_FACTOR = 4;
 export class Connection implements HandlerContext, HubEvents {
   readonly id: string;
   readonly remoteAddress: string;
-  /** When the reservation was made (ms); used to expire reservations that never open. */
-  readonly admittedAt: number;
   readonly principal: Principal | undefined;
-  /** Holds a slot of the cluster limit (given back by the registry's release). */
-  readonly holdsClusterSlot: boolean;
   // The handler's slot: an object from the first read, so `ctx.data.n = 0` works without setup.
   #data: unknown = undefined;
   /** Topics this connection is subscribed to: kept by the topic index, created on the first subscribe. */
   topics: Set<string> | undefined = undefined;
-  /**
-   * With the runtime's native topics (FanOut.topics, Bun): its socket is in them for every topic it
-   * holds. False while it is a slow consumer whose messages are dropped (the registry's setNative).
-   */
-  inNativeTopics = true;
-  #state: ConnectionState = ConnectionState.Reserved;
+  // An idle crowd is mostly these objects: the fields are few and small. The state and four
+  // booleans share one small integer; the time is ms since EPOCH (a small integer too, where a
+  // Date.now() would be a heap number of its own); the slow-consumer bookkeeping exists only while
+  // the send queue is over its limit.
+  #flags: number = ConnectionState.Reserved;
   #socket: SocketLike | undefined = undefined;
-  #openedAt = 0;
+  /** When the reservation was made, then when the socket opened (ms since EPOCH). */
+  #time: number;
   /** The host heartbeat during which the peer was last heard (message or pong). */
   #heardAt = 0;
-  /**
-   * While the send queue is over `maxBackpressure`: when it last made progress (went over, or
-   * shrank since the last send; ms, 0 while under the limit), during which sweep, and what it would
-   * be after the last send if nothing had been written since.
-   */
-  #drainedAt = 0;
-  #drainedAtSweep = 0;
-  #queuedAfterSend = 0;
+  /** While the send queue is over `maxBackpressure` (see #hasRoom); undefined under it. */
+  #backlog: Backlog | undefined = undefined;
   /** Messages received in the current rate window, and which window that is. */
   #messagesInWindow = 0;
   #rateWindow = 0;
   #releaseReason: ConnectionClosed | undefined = undefined;
   #token: TokenInfo | undefined;
-  /** The handler was told that the current token expires soon (`onTokenExpiring`). */
-  tokenWarned = false;
   readonly #host: ConnectionHost;
   // Created on first use of `signal`: most sockets of a large idle crowd never need one.
   #controller: AbortController | undefined = undefined;
@@ -101,9 +108,35 @@ export class Connection implements HandlerContext, HubEvents {
     this.#token = token;
     this.id = id;
     this.remoteAddress = remoteAddress;
-    this.admittedAt = admittedAt;
+    this.#time = admittedAt - EPOCH;
     this.principal = principal;
-    this.holdsClusterSlot = holdsClusterSlot;
+    if (holdsClusterSlot) this.#flags |= CLUSTER_SLOT;
+  }
+
+  /** When the reservation was made (ms); used to expire reservations that never open. */
+  get admittedAt(): number {
+    return this.#time + EPOCH;
+  }
+  /** Holds a slot of the cluster limit (given back by the registry's release). */
+  get holdsClusterSlot(): boolean {
+    return (this.#flags & CLUSTER_SLOT) !== 0;
+  }
+  /** The handler was told that the current token expires soon (`onTokenExpiring`). */
+  get tokenWarned(): boolean {
+    return (this.#flags & TOKEN_WARNED) !== 0;
+  }
+  set tokenWarned(value: boolean) {
+    this.#flags = value ? this.#flags | TOKEN_WARNED : this.#flags & ~TOKEN_WARNED;
+  }
+  /**
+   * With the runtime's native topics (FanOut.topics, Bun): its socket is in them for every topic it
+   * holds. False while it is a slow consumer whose messages are dropped (the registry's setNative).
+   */
+  get inNativeTopics(): boolean {
+    return (this.#flags & OUT_OF_NATIVE_TOPICS) === 0;
+  }
+  set inNativeTopics(value: boolean) {
+    this.#flags = value ? this.#flags & ~OUT_OF_NATIVE_TOPICS : this.#flags | OUT_OF_NATIVE_TOPICS;
   }
 
   get data(): any {
@@ -114,13 +147,13 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   get state(): ConnectionState {
-    return this.#state;
+    return (this.#flags & STATE) as ConnectionState;
   }
   get socket(): SocketLike | undefined {
     return this.#socket;
   }
   get openedAt(): number {
-    return this.#openedAt;
+    return this.state === ConnectionState.Reserved ? 0 : this.#time + EPOCH;
   }
   get token(): TokenInfo | undefined {
     return this.#token;
@@ -142,15 +175,15 @@ export class Connection implements HandlerContext, HubEvents {
 
   /** Reserved → Open. */
   markOpen(socket: SocketLike, openedAt: number, heardAt: number): void {
-    this.#state = ConnectionState.Open;
+    this.#flags = (this.#flags & ~STATE) | ConnectionState.Open;
     this.#socket = socket;
-    this.#openedAt = openedAt;
+    this.#time = openedAt - EPOCH;
     this.#heardAt = heardAt;
   }
 
   /** → Released, with the reason. Exactly once (the registry checks), first thing in its release. */
   markReleased(reason: ConnectionClosed): void {
-    this.#state = ConnectionState.Released;
+    this.#flags = (this.#flags & ~STATE) | ConnectionState.Released;
     this.#releaseReason = reason;
   }
 
@@ -173,7 +206,7 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   send(data: MessageData): void {
-    if (this.#state !== ConnectionState.Open) return;
+    if (this.state !== ConnectionState.Open) return;
     const bytes = byteLength(data);
     if (!this.#hasRoom(bytes)) return;
     this.#socket!.send(data);
@@ -184,7 +217,7 @@ export class Connection implements HandlerContext, HubEvents {
 
   /** Sends a message encoded once for many sockets (`encodeOnce`: publish, presence, replay). False if not sent. */
   deliver(fanOut: FanOut | undefined, { payload, prepared, bytes }: Encoded): boolean {
-    if (this.#state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
+    if (this.state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
     if (fanOut) fanOut.sendPrepared(this.#socket!, prepared);
     else this.#socket!.send(payload);
     const counters = this.#host.counters;
@@ -199,7 +232,7 @@ export class Connection implements HandlerContext, HubEvents {
    * this socket (not open, or a slow consumer: dropped and counted, or released by the policy).
    */
   admitNative(bytes: number): boolean {
-    if (this.#state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
+    if (this.state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
     const counters = this.#host.counters;
     counters.messagesOut++;
     counters.bytesOut += bytes;
@@ -222,20 +255,22 @@ export class Connection implements HandlerContext, HubEvents {
     const max = host.limits.maxBackpressure;
     const queued = max === 0 ? 0 : (this.#socket!.bufferedAmount ?? 0);
     if (queued <= max) {
-      this.#drainedAt = 0;
+      this.#backlog = undefined;
       return true;
     }
     const now = Date.now();
-    if (this.#drainedAt === 0 || queued < this.#queuedAfterSend) {
-      this.#drainedAt = now;
-      this.#drainedAtSweep = host.sweeps;
+    let backlog = this.#backlog;
+    if (!backlog) backlog = this.#backlog = { drainedAt: now, drainedAtSweep: host.sweeps, queuedAfterSend: 0 };
+    else if (queued < backlog.queuedAfterSend) {
+      backlog.drainedAt = now;
+      backlog.drainedAtSweep = host.sweeps;
     }
-    const stalled = now - this.#drainedAt >= SLOW_CONSUMER_GRACE_MS && host.sweeps - this.#drainedAtSweep >= SLOW_CONSUMER_GRACE_SWEEPS;
+    const stalled = now - backlog.drainedAt >= SLOW_CONSUMER_GRACE_MS && host.sweeps - backlog.drainedAtSweep >= SLOW_CONSUMER_GRACE_SWEEPS;
     if (queued <= max * SLOW_CONSUMER_HARD_FACTOR && !stalled) {
-      this.#queuedAfterSend = queued + bytes;
+      backlog.queuedAfterSend = queued + bytes;
       return true;
     }
-    this.#queuedAfterSend = queued;
+    backlog.queuedAfterSend = queued;
     if (host.limits.slowConsumer === 'drop') host.counters.dropped++;
     else host.release(this, closeReason('slow-consumer', undefined, 'send queue over the limit'));
     return false;
@@ -249,7 +284,7 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   trySubscribe(topic: string): SubscribeOutcome {
-    if (this.#state !== ConnectionState.Open) return 'closed';
+    if (this.state !== ConnectionState.Open) return 'closed';
     return this.#host.subscribe(this, topic);
   }
 
@@ -268,7 +303,7 @@ export class Connection implements HandlerContext, HubEvents {
 
   /** Ends the connection because the handler failed: 1011 for this socket only, logged with its id. */
   fail(stage: 'onOpen' | 'onMessage', error: unknown): void {
-    if (this.#state === ConnectionState.Released) return;
+    if (this.state === ConnectionState.Released) return;
     this.#host.log.error('handler.error', { id: this.id, stage, error });
     this.#host.release(this, closeReason('handler-error', undefined, `${stage} failed`, error));
   }
@@ -288,7 +323,7 @@ export class Connection implements HandlerContext, HubEvents {
   }
 
   onMessage(event: MessageEventLike, _socket: SocketLike): void {
-    if (this.#state !== ConnectionState.Open) return;
+    if (this.state !== ConnectionState.Open) return;
     const host = this.#host;
     const { limits, counters, handler } = host;
     this.#heardAt = host.heartbeats;
@@ -330,21 +365,21 @@ export class Connection implements HandlerContext, HubEvents {
 
   onClose(event: CloseEventLike | undefined, _socket: SocketLike | undefined): void {
     const host = this.#host;
-    if (this.#state === ConnectionState.Released) {
+    if (this.state === ConnectionState.Released) {
       host.socketGone(this, event?.lingers);
       return;
     }
     // No code, 0 (Deno after a reset) or 1006 all mean: no close frame arrived.
     const code = event?.code || CloseCode.ABNORMAL;
     let kind: CloseKind;
-    if (this.#state === ConnectionState.Reserved) kind = 'handshake-failed';
+    if (this.state === ConnectionState.Reserved) kind = 'handshake-failed';
     else kind = code === CloseCode.ABNORMAL ? 'connection-lost' : 'client-close';
     host.release(this, closeReason(kind, code, event?.reason || undefined));
     host.socketGone(this, event?.lingers);
   }
 
   onError(event: ErrorEventLike | undefined, _socket: SocketLike | undefined): void {
-    if (this.#state === ConnectionState.Released) return;
+    if (this.state === ConnectionState.Released) return;
     // Adapters may say which close code the WebSocket layer answered the error with (ws does).
     const error = event?.error ?? event;
     const code = event?.code;

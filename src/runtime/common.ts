@@ -3,8 +3,16 @@
 /** A client address as the core keys it: IPv4-mapped IPv6 (`::ffff:1.2.3.4`) as plain IPv4; 'unknown' when absent. */
 export function clientAddress(address: string | undefined | null): string {
   if (!address) return 'unknown';
-  return address.startsWith('::ffff:') ? address.slice(7) : address;
+  const plain = address.startsWith('::ffff:') ? address.slice(7) : address;
+  // One string per address, not one per connection (a crowd behind a NAT or a proxy shares a few).
+  const known = addresses.get(plain);
+  if (known !== undefined) return known;
+  if (addresses.size >= MAX_INTERNED) addresses.clear();
+  addresses.set(plain, plain);
+  return plain;
 }
+const addresses = new Map<string, string>();
+const MAX_INTERNED = 10_000;
 
 /** A host as it appears in a URL (IPv6 in brackets). */
 export function urlHost(host: string): string {

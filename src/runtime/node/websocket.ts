@@ -5,7 +5,7 @@
 import type { Hono } from 'hono';
 import { STATUS_CODES, type IncomingMessage, type Server } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type ServerOptions, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 import type { HubEvents } from '../../contracts.ts';
 import { CloseCode } from '../../errors.ts';
 import { defineHubWebSocket } from '../../handshake.ts';
@@ -50,6 +50,7 @@ export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
     handleProtocols: (_offered, request) => (request as Tagged<IncomingMessage>)[PROTOCOL] ?? false,
     maxPayload: options.maxPayload ?? 64 * 1024,
     closeTimeout: options.closeTimeout ?? 5000,
+    WebSocket: HubWebSocket,
     // ws bounds the inflated size of a message by maxPayload too, so a deflate bomb ends with 1009.
     perMessageDeflate: options.perMessageDeflate
       ? { serverNoContextTakeover: true, clientNoContextTakeover: true, threshold: 1024, concurrencyLimit: 10 }
@@ -144,30 +145,45 @@ function onHandshakeSocketClose(this: Tagged<Duplex>): void {
   events?.onClose(LOST, undefined);
 }
 
-// Shared listeners: `this` is the socket, the events hang on it. No closure per connection.
-function attach(ws: Tagged<WebSocket>, events: HubEvents): void {
-  ws[EVENTS] = events;
-  ws.on('message', onWsMessage);
-  ws.on('close', onWsClose);
-  ws.on('error', onWsError);
-  ws.on('pong', onWsPong);
+/**
+ * ws's WebSocket, which hands its events to the hub's events object itself instead of through
+ * listeners: no listener is registered per socket, so its EventEmitter keeps no table of them (with
+ * four listeners, 256 bytes of every idle connection), and the events object is a field of its own.
+ * Listeners added by anyone else still hear every event.
+ */
+class HubWebSocket extends WebSocket {
+  [EVENTS]: HubEvents | undefined = undefined;
+
+  override emit(type: string | symbol, ...args: any[]): boolean {
+    const events = this[EVENTS];
+    if (events) {
+      switch (type) {
+        case 'message': {
+          const [data, isBinary] = args as [Buffer, boolean];
+          events.onMessage({ data: isBinary ? data : data.toString(), bytes: data.length }, this);
+          break;
+        }
+        case 'close':
+          events.onClose({ code: args[0] as number, reason: (args[1] as Buffer).toString() }, this);
+          break;
+        case 'error': {
+          const error = args[0] as Error;
+          events.onError({ error, code: wsStatusCode(error) }, this);
+          // Handled: an 'error' with no listener must not throw.
+          return this.listenerCount('error') > 0 ? super.emit(type, ...args) : true;
+        }
+        case 'pong':
+          events.onPong();
+          break;
+      }
+    }
+    return this.listenerCount(type) > 0 ? super.emit(type, ...args) : false;
+  }
+}
+
+function attach(ws: WebSocket, events: HubEvents): void {
+  (ws as HubWebSocket)[EVENTS] = events;
   events.onOpen(OPEN, ws);
-}
-
-function onWsPong(this: Tagged<WebSocket>): void {
-  this[EVENTS]!.onPong();
-}
-
-function onWsMessage(this: Tagged<WebSocket>, data: Buffer, isBinary: boolean): void {
-  this[EVENTS]!.onMessage({ data: isBinary ? data : data.toString(), bytes: data.length }, this);
-}
-
-function onWsClose(this: Tagged<WebSocket>, code: number, reason: Buffer): void {
-  this[EVENTS]!.onClose({ code, reason: reason.toString() }, this);
-}
-
-function onWsError(this: Tagged<WebSocket>, error: Error): void {
-  this[EVENTS]!.onError({ error, code: wsStatusCode(error) }, this);
 }
 
 /** ws tags protocol errors with the close code it sent (a symbol it does not export). */
