@@ -9,6 +9,8 @@ const KEY = /^[+/0-9A-Za-z]{22}==$/;
 
 function hasToken(header: string | null, token: string): boolean {
   if (!header) return false;
+  // The usual header is the token alone ("websocket", "Upgrade"): no split for it.
+  if (header.length === token.length) return header.toLowerCase() === token;
   return header.split(',').some((part) => part.trim().toLowerCase() === token);
 }
 

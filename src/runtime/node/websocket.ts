@@ -154,30 +154,28 @@ function onHandshakeSocketClose(this: Tagged<Duplex>): void {
 class HubWebSocket extends WebSocket {
   [EVENTS]: HubEvents | undefined = undefined;
 
-  override emit(type: string | symbol, ...args: any[]): boolean {
+  // Two arguments at most for the events below: no rest array per message.
+  override emit(type: string | symbol, a?: any, b?: any, ...rest: any[]): boolean {
     const events = this[EVENTS];
     if (events) {
       switch (type) {
-        case 'message': {
-          const [data, isBinary] = args as [Buffer, boolean];
-          events.onMessage({ data: isBinary ? data : data.toString(), bytes: data.length }, this);
+        case 'message':
+          events.onMessage({ data: b ? a : (a as Buffer).toString(), bytes: (a as Buffer).length }, this);
           break;
-        }
         case 'close':
-          events.onClose({ code: args[0] as number, reason: (args[1] as Buffer).toString() }, this);
+          events.onClose({ code: a as number, reason: (b as Buffer).toString() }, this);
           break;
-        case 'error': {
-          const error = args[0] as Error;
-          events.onError({ error, code: wsStatusCode(error) }, this);
+        case 'error':
+          events.onError({ error: a as Error, code: wsStatusCode(a as Error) }, this);
           // Handled: an 'error' with no listener must not throw.
-          return this.listenerCount('error') > 0 ? super.emit(type, ...args) : true;
-        }
+          return this.listenerCount('error') > 0 ? super.emit(type, a, b, ...rest) : true;
         case 'pong':
           events.onPong();
           break;
       }
     }
-    return this.listenerCount(type) > 0 ? super.emit(type, ...args) : false;
+    // Anyone else's listeners (EventEmitter keeps the count: no lookup while there are none).
+    return (this as unknown as { _eventsCount: number })._eventsCount > 0 ? super.emit(type, a, b, ...rest) : false;
   }
 }
 
