@@ -39,9 +39,14 @@ describe('SharedReads', () => {
     assert.equal(counts.reads, 4, 'a different read goes to the store');
     assert.equal(later.publications[0], same[0]!.publications[20], 'offset 61 is the same object as before');
     assert.equal(reads.kept, 60);
-    const position = await reads.read('t', { limit: 0 });
-    assert.equal(position.publications.length, 0);
-    assert.equal(counts.reads, 5, 'position reads are never shared');
+    // Position reads (fresh subscribes) are shared by the same rule: joined while not yet sent.
+    const positions = await Promise.all(Array.from({ length: 50 }, () => reads.read('t', { limit: 0 })));
+    for (const p of positions) assert.equal(p.publications.length, 0);
+    assert.equal(counts.reads, 5, 'fifty position reads asked together are one read');
+    const sent = reads.read('t', { limit: 0 });
+    await new Promise((r) => setTimeout(r, 1));
+    await Promise.all([sent, reads.read('t', { limit: 0 })]);
+    assert.equal(counts.reads, 7, 'a position read already sent is not joined');
   });
 
   it('a new epoch is a new stream; what is kept stays within the bound and is forgotten when unused', async () => {
