@@ -46,7 +46,7 @@ export interface BunServeOptions<T> {
   tls?: { cert: string; key: string };
   /** Seconds an HTTP connection may stay silent, a pending response included (not WebSockets). 0 = never. */
   idleTimeout?: number;
-  fetch(request: Request, server: BunServer): Response | Promise<Response> | undefined;
+  fetch(request: Request, server: BunServer): Response | Promise<Response | undefined> | undefined;
   error?(error: Error): Response | Promise<Response>;
   websocket?: BunWebSocketHandler<T>;
 }

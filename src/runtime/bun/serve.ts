@@ -8,7 +8,7 @@ import { FD_RESERVE, openFileLimit } from '../fd-limit.ts';
 import { readTls } from '../tls.ts';
 import type { BunGlobal, BunServer } from './api.ts';
 import { createBunFanOut } from './fanout.ts';
-import { createBunWebSocket } from './websocket.ts';
+import { createBunWebSocket, upgraded } from './websocket.ts';
 
 declare const Bun: BunGlobal;
 
@@ -18,6 +18,8 @@ export interface BunServed extends ServedHub {
 }
 
 /** Starts a hub (`hub.start()`) and serves it on Bun at `hub.options.host:port`. Resolves once listening. */
+const forBun = (answer: Response): Response | undefined => (answer === upgraded ? undefined : answer);
+
 export async function serveBun(hub: Hub): Promise<BunServed> {
   // Before anything starts: a bad certificate file must not leave a started hub behind.
   const tls = readTls(hub.options);
@@ -55,7 +57,12 @@ export async function serveBun(hub: Hub): Promise<BunServed> {
     // headersTimeout says. Its idleTimeout also cuts a response still pending (a slow authenticate
     // hook), so it gets what Node's requestTimeout gets: headersTimeout, and at least 30 s.
     idleTimeout: Math.min(255, Math.ceil(Math.max(headersTimeout, 30_000) / 1000)),
-    fetch: (request, server) => app.fetch(request, server),
+    // An upgraded request is answered by the upgrade itself: Bun's documented answer for it is
+    // undefined (the core's shared placeholder Response is for the core only).
+    fetch: (request, server) => {
+      const answer = app.fetch(request, server);
+      return answer instanceof Promise ? answer.then(forBun) : forBun(answer);
+    },
     error: (error) => {
       hub.log.error('request.error', { error });
       return new Response('Internal Server Error\n', { status: 500 });

@@ -44,6 +44,9 @@ export interface BunWebSocketOptions {
   maxBackpressure?: number;
 }
 
+/** The answer to every upgraded request (Bun ignores it: `serve` hands Bun undefined for it). */
+export let upgraded: Response | undefined;
+
 /** Hono's `upgradeWebSocket` for Bun and the shared `websocket` handlers to give Bun.serve. */
 export function createBunWebSocket(options: BunWebSocketOptions = {}) {
   const upgradeWebSocket = defineHubWebSocket((c, events, upgrade) => {
@@ -58,7 +61,7 @@ export function createBunWebSocket(options: BunWebSocketOptions = {}) {
       return new Response('WebSocket upgrade failed\n', { status: 400, headers: { Connection: 'close' } });
     }
     // Bun ignores the answer to an upgraded request; for the core it only has to be below 400.
-    return new Response(null);
+    return (upgraded ??= new Response(null));
   });
 
   const websocket: BunWebSocketHandler<HubEvents> = {
