@@ -6,9 +6,8 @@
 //
 //   node bench/profile-handshake.mjs [--server hubbub-node|raw-ws] [--connections 3000] [--in-flight 20] [--warmup 2000]
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import WebSocket from 'ws';
-import { createLog, inspectorSession, int, openWebSocket, pool, runMain, sleep, startServer, wsUrlOf } from './lib.mjs';
+import { createLog, freePort, inspectorSession, int, openWebSocket, pool, runMain, sleep, startServer, wsUrlOf } from './lib.mjs';
 
 const log = createLog('profile-handshake');
 const args = Object.fromEntries(process.argv.slice(2).reduce((pairs, arg, i, all) => (arg.startsWith('--') ? [...pairs, [arg.slice(2), all[i + 1]]] : pairs), []));
@@ -20,13 +19,6 @@ const SCRIPTS = {
   'raw-ws': ['bench/servers/raw-ws.mjs'],
   'hubbub-node': ['dist/node.js', '--host', '127.0.0.1', '--port', '0', '--max-connections', '100000', '--heartbeat-interval', '0', ...(args['hubbub-args'] ?? '').split(' ').filter(Boolean)],
 };
-
-const freePort = () => new Promise((done) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const { port } = s.address();
-    s.close(() => done(port));
-  });
-});
 
 async function openMany(url, count) {
   const open = [];

@@ -62,10 +62,9 @@
 // Output: the result as one JSON object on stdout (also saved in bench/results/); progress, and with
 // --quick or --no-markdown the tables, on stderr.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { join, relative, resolve } from 'node:path';
 import {
-  CLK_TCK, Histogram, bunBinary, createLog, knownList, denoBinary, fanOutPhase, forkClient, getJson, here, inspectorSession, int, interleavedRounds, loadAverage, loopbackList,
+  CLK_TCK, Histogram, bunBinary, createLog, knownList, denoBinary, fanOutPhase, forkClient, freePort, getJson, here, inspectorSession, int, interleavedRounds, loadAverage, loopbackList,
   machineInfo, median, r, ratio, root, runMain, runtimeVersions, sampleRss, sleep, sourceState, split, stamp, startServer, summariseProfile, tcpCounters, countersDelta, threadTicks, threadTicksDelta, totalTicks, writeResult,
 } from './lib.mjs';
 
@@ -411,17 +410,6 @@ function mergeRoundTrips(parts) {
     return null;
   };
   return { sockets: n, min: keys[0] ?? null, p1: at(1), p50: at(50), max: keys.at(-1) ?? null, atMostOne: (counts.get(0) ?? 0) + (counts.get(1) ?? 0) };
-}
-
-function freePort() {
-  return new Promise((resolvePromise, reject) => {
-    const probe = createServer();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolvePromise(port));
-    });
-  });
 }
 
 const pickStats = (s) => (s.error ? { error: s.error } : { live: s.live, reserved: s.reserved, closing: s.closing, accepted: s.accepted, refused: nonZero(s.refused), released: nonZero(s.released), messagesIn: s.messagesIn, messagesOut: s.messagesOut });

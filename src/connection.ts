@@ -217,19 +217,17 @@ export class Connection implements HandlerContext, HubEvents {
 
   /** Sends a message encoded once for many sockets (`encodeOnce`: publish, presence, replay). False if not sent. */
   deliver(fanOut: FanOut | undefined, { payload, prepared, bytes }: Encoded): boolean {
-    if (this.state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;
+    if (!this.admitNative(bytes)) return false;
     if (fanOut) fanOut.sendPrepared(this.#socket!, prepared);
     else this.#socket!.send(payload);
-    const counters = this.#host.counters;
-    counters.messagesOut++;
-    counters.bytesOut += bytes;
     return true;
   }
 
   /**
-   * One of many sockets a publication goes to through the runtime's native topics (one native call
-   * for all): checked against the slow-consumer limit and counted as `deliver` does. False: not for
-   * this socket (not open, or a slow consumer: dropped and counted, or released by the policy).
+   * Whether a message encoded for many sockets goes to this one, counted as sent if so: checked
+   * against the slow-consumer limit. `deliver` then sends it; with the runtime's native topics (one
+   * native call for all) the hub does. False: not for this socket (not open, or a slow consumer:
+   * dropped and counted, or released by the policy).
    */
   admitNative(bytes: number): boolean {
     if (this.state !== ConnectionState.Open || !this.#hasRoom(bytes)) return false;

@@ -47,6 +47,17 @@ export interface UpgradeOptions {
   readonly protocol?: string | undefined;
 }
 
+/**
+ * The answer a runtime's upgrade gives the core when the socket will open: a status below 400 is all
+ * the core reads, and no runtime sends it (Node's listener completes the handshake, Bun and Deno
+ * answer the upgrade themselves). One for every upgrade, made on first use (on Node,
+ * @hono/node-server's Response is the global one by then).
+ */
+export function upgradedAnswer(): Response {
+  return (upgraded ??= new Response(null));
+}
+let upgraded: Response | undefined;
+
 /** A runtime's upgrade: called with a request that passed `checkHandshake`; returns the answer (< 400: a socket will open). */
 export type HubUpgrade = (c: Context, events: HubEvents, options?: UpgradeOptions) => Response | Promise<Response>;
 

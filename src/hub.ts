@@ -358,7 +358,8 @@ export class Hub implements HubApi {
       } else registry.setNative(conn, false);
     }
     if (delivered === 0) return 0;
-    const excluded = except !== undefined && t.subscribers.has(except as Connection) && (except as Connection).inNativeTopics ? (except as Connection).socket : undefined;
+    const publisher = except as Connection | undefined;
+    const excluded = publisher && t.subscribers.has(publisher) && publisher.inNativeTopics ? publisher.socket : undefined;
     native.publish(t.name, payload, excluded);
     return delivered;
   }

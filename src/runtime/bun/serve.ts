@@ -2,13 +2,14 @@
 import { createAdminApp, createApp, type RuntimeAdapter } from '../../app.ts';
 import type { ServedHub } from '../../cli.ts';
 import type { HubEvents } from '../../contracts.ts';
+import { upgradedAnswer } from '../../handshake.ts';
 import type { Hub } from '../../hub.ts';
 import { clientAddress, urlHost } from '../common.ts';
 import { FD_RESERVE, openFileLimit } from '../fd-limit.ts';
 import { readTls } from '../tls.ts';
 import type { BunGlobal, BunServer } from './api.ts';
 import { createBunFanOut } from './fanout.ts';
-import { createBunWebSocket, upgraded } from './websocket.ts';
+import { createBunWebSocket } from './websocket.ts';
 
 declare const Bun: BunGlobal;
 
@@ -18,7 +19,7 @@ export interface BunServed extends ServedHub {
 }
 
 /** Starts a hub (`hub.start()`) and serves it on Bun at `hub.options.host:port`. Resolves once listening. */
-const forBun = (answer: Response): Response | undefined => (answer === upgraded ? undefined : answer);
+const forBun = (answer: Response): Response | undefined => (answer === upgradedAnswer() ? undefined : answer);
 
 export async function serveBun(hub: Hub): Promise<BunServed> {
   // Before anything starts: a bad certificate file must not leave a started hub behind.

@@ -5,7 +5,7 @@
 // an idle socket costs no closure and no wrapper.
 import type { HubEvents } from '../../contracts.ts';
 import { CloseCode } from '../../errors.ts';
-import { defineHubWebSocket } from '../../handshake.ts';
+import { defineHubWebSocket, upgradedAnswer } from '../../handshake.ts';
 import type { BunServer, BunServerWebSocket, BunWebSocketHandler } from './api.ts';
 
 /** hubbub's events object (the Connection) is the socket's `data` itself: no wrapper per socket. */
@@ -44,9 +44,6 @@ export interface BunWebSocketOptions {
   maxBackpressure?: number;
 }
 
-/** The answer to every upgraded request (Bun ignores it: `serve` hands Bun undefined for it). */
-export let upgraded: Response | undefined;
-
 /** Hono's `upgradeWebSocket` for Bun and the shared `websocket` handlers to give Bun.serve. */
 export function createBunWebSocket(options: BunWebSocketOptions = {}) {
   const upgradeWebSocket = defineHubWebSocket((c, events, upgrade) => {
@@ -60,8 +57,8 @@ export function createBunWebSocket(options: BunWebSocketOptions = {}) {
     if (!server.upgrade(c.req.raw, offered ? { data: events, headers: { 'Sec-WebSocket-Protocol': protocol ?? '' } } : { data: events })) {
       return new Response('WebSocket upgrade failed\n', { status: 400, headers: { Connection: 'close' } });
     }
-    // Bun ignores the answer to an upgraded request; for the core it only has to be below 400.
-    return (upgraded ??= new Response(null));
+    // Bun ignores the answer to an upgraded request (serve hands it undefined); the core reads its status.
+    return upgradedAnswer();
   });
 
   const websocket: BunWebSocketHandler<HubEvents> = {

@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer, type ServerOptions } from 'ws';
 import type { HubEvents } from '../../contracts.ts';
 import { CloseCode } from '../../errors.ts';
-import { defineHubWebSocket } from '../../handshake.ts';
+import { defineHubWebSocket, upgradedAnswer } from '../../handshake.ts';
 import { upgradeRequest } from './request.ts';
 
 /** Where the accepted events wait between the app's answer and the handshake, and then live. */
@@ -38,9 +38,6 @@ export interface NodeWebSocketOptions {
   closeTimeout?: number;
 }
 
-/** The app's answer to an upgrade the 'upgrade' listener will complete (made on first use: Response is @hono/node-server's by then). */
-let upgrading: Response | undefined;
-
 export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
   // ws has had `closeTimeout` since 8.19; @types/ws (8.18) does not know it yet.
   const serverOptions: ServerOptions & { closeTimeout: number } = {
@@ -63,8 +60,7 @@ export function createNodeWebSocket(options: NodeWebSocketOptions = {}) {
     if (!env?.incoming) return new Response('WebSocket upgrades need injectWebSocket(server)\n', { status: 500 });
     env[EVENTS] = events;
     env[PROTOCOL] = options?.protocol;
-    // The 'upgrade' listener completes the handshake and never reads this answer: one for all.
-    return (upgrading ??= new Response(null));
+    return upgradedAnswer(); // the 'upgrade' listener completes the handshake
   });
 
   function injectWebSocket(server: Server, app: { fetch: Hono['fetch'] }): void {
