@@ -1,5 +1,5 @@
-// The server API across nodes: two real Node servers on one backplane (the real Redis, db 13, and
-// NATS JetStream), black box. `POST /api/publish` on node A reaches a subscriber on node B with its
+// The server API across nodes: two real servers on one backplane (the real Redis, db 13, and
+// NATS JetStream; node A on Node, node B on Deno), black box. `POST /api/publish` on node A reaches a subscriber on node B with its
 // position; `POST /api/disconnect {principal}` on A closes that principal's sockets on B and on A
 // with the code given; an `idempotencyKey` repeated on the same node or on the other one is not
 // published twice. Idempotency keys are kept in Redis with the Redis backplane (SET NX PX: one
@@ -7,10 +7,11 @@
 // only the same-node case is tested there. In CI (CI=true) a missing broker fails; elsewhere these skip.
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
-import { apiCall, closed, eventually, nodeServer, serviceSkip, startServer, type ServerProcess } from './helpers.ts';
+import { apiCall, closed, denoBinary, eventually, nodeServer, serviceSkip, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
 import { API_KEY, SECRET, subscriber } from './suite/api.ts';
 
 const DB = 13;
+const denoServer: RuntimeTarget = { name: 'deno', command: [denoBinary(), 'run', '-A', 'main.ts'], testHandler: '' };
 /** Topics of this run: the NATS stream is shared with other test files and runs. */
 const run = Date.now().toString(36);
 
@@ -47,7 +48,8 @@ for (const broker of brokers) {
     before(async () => {
       await broker.reset();
       const args = ['--handler', 'pubsub', '--backplane', broker.url, '--api-key', API_KEY, '--jwt-secret', SECRET];
-      [a, b] = await Promise.all([startServer(nodeServer, args), startServer(nodeServer, args)]);
+      // A on Node, B on Deno: a mixed cluster, as the backplane test runs one.
+      [a, b] = await Promise.all([startServer(nodeServer, args), startServer(denoServer, args)]);
     });
     after(async () => {
       await Promise.all([a?.stop(), b?.stop()]);
