@@ -16,8 +16,6 @@ export interface RedisClientOptions {
   enableOfflineQueue: boolean;
   maxRetriesPerRequest: number;
   commandTimeout?: number;
-  /** A socket that brings no data this long (ms) after a command was sent is destroyed (then reconnected). */
-  socketTimeout?: number;
   autoResubscribe?: boolean;
 }
 

@@ -4,11 +4,22 @@
 /**
  * `work`'s value, or `fallback` if it has not settled within `ms`. The timer is cleared either way;
  * a rejection of `work` passes through (callers that expect none catch it first).
+ *
+ * The verdict waits one more turn of the event loop after the timer fires. After a stall (a long
+ * turn, a process the CPU starved) timers run before the I/O that came in meanwhile is read, so a
+ * reply that is already in the socket would otherwise count as late, and a healthy broker as gone.
  */
 export function withDeadline<T, F>(work: Promise<T>, ms: number, fallback: F): Promise<T | F> {
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const deadline = new Promise<F>((resolve) => (timer = setTimeout(resolve, ms, fallback)));
+  const deadline = new Promise<F>((resolve) => (timer = setTimeout(() => nextTurn(() => resolve(fallback)), ms)));
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
+}
+
+/** Runs `fn` after the I/O that is ready now has been handled (Node and Bun: setImmediate; elsewhere a 0 ms timer). */
+function nextTurn(fn: () => void): void {
+  const immediate = (globalThis as { setImmediate?: (fn: () => void) => unknown }).setImmediate;
+  if (immediate) immediate(fn);
+  else setTimeout(fn, 0);
 }
 
 /** Runs `tick` every `ms` until cleared with `clearInterval`; the timer does not hold the process open. */

@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -231,6 +232,72 @@ for (const broker of brokers) {
     }
   });
 }
+
+/**
+ * A TCP proxy to 127.0.0.1:`port` that can go silent on the connections it holds: it keeps them open
+ * (its kernel still acknowledges every segment, so TCP on the far end sees a healthy peer) and
+ * forwards nothing either way, as a proxy or load balancer that let go of its upstream does.
+ * Connections made after that are forwarded again.
+ */
+async function silencingProxy(port: number) {
+  const held = new Set<{ silent: boolean; close: () => void }>();
+  let accepted = 0;
+  const server = net.createServer((client) => {
+    accepted++;
+    const upstream = net.connect(port, '127.0.0.1');
+    const pair = { silent: false, close: () => (client.destroy(), upstream.destroy()) };
+    held.add(pair);
+    client.on('data', (d) => pair.silent || upstream.write(d));
+    upstream.on('data', (d) => pair.silent || client.write(d));
+    for (const s of [client, upstream]) {
+      s.on('error', () => undefined);
+      s.on('close', () => (held.delete(pair), pair.close()));
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    get accepted() {
+      return accepted;
+    },
+    silence() {
+      for (const pair of held) pair.silent = true;
+    },
+    close() {
+      for (const pair of held) pair.close();
+      server.close();
+    },
+  };
+}
+
+describe('redis backplane: connections that go silent (held open by a proxy that forwards nothing)', { skip: await serviceSkip('redis', 6379), timeout: 60_000 }, () => {
+  it('each is torn down after three unanswered PING probes and made again: the node reports degraded, then connected, and delivers', async () => {
+    const proxy = await silencingProxy(6379);
+    const [proxied, direct] = await Promise.all([startNodes(`redis://127.0.0.1:${proxy.port}`, 1), startNodes('redis://127.0.0.1:6379', 1)]).then((n) => n.flat());
+    try {
+      const topic = `silent-${Date.now()}`;
+      const onDirect = await pubsubClient(direct!, topic);
+      const onProxied = await pubsubClient(proxied!, topic);
+      await sleep(300); // subscriptions reach the broker
+      onProxied.publish('before');
+      assert.deepEqual(await eventually(async () => onDirect.received.map((m) => m.data), (d) => d.includes('before'), 5000), ['before']);
+      const made = proxy.accepted;
+      proxy.silence();
+      assert.equal((await eventually(() => health(proxied!), (h) => h.body.backplane === 'degraded', 10_000)).body.backplane, 'degraded');
+      // Only hubbub's teardown ends them: TCP sees its segments acknowledged and would wait forever.
+      assert.equal((await eventually(() => health(proxied!), (h) => h.body.backplane === 'connected', 20_000)).body.backplane, 'connected', 'connected again while the old connections are still held');
+      assert.ok(proxy.accepted >= made + 2, `the publisher and the subscriber connections were made again (${made} → ${proxy.accepted})`);
+      await sleep(300); // the resubscription reaches the broker
+      onProxied.publish('after');
+      assert.deepEqual(await eventually(async () => onDirect.received.map((m) => m.data), (d) => d.includes('after'), 10_000), ['before', 'after']);
+      for (const c of [onDirect, onProxied]) c.ws.close();
+    } finally {
+      await Promise.all([proxied?.stop(), direct?.stop()]);
+      proxy.close();
+    }
+  });
+});
 
 describe('nats backplane: a server without JetStream', { skip: existsSync('/usr/sbin/nats-server') ? false : '/usr/sbin/nats-server is missing', timeout: 60_000 }, () => {
   it('is a startup error naming it: the node exits 1 before listening (positions could not be shared)', async () => {

@@ -12,12 +12,17 @@ import type { BackplaneSink } from './contract.ts';
 import { channelOf, decodeEnvelope, envelopeTail, topicToken } from './envelope.ts';
 import { RedisPresence, type PresenceRedis } from './redis-presence.ts';
 
+/** Unanswered PING probes in a row after which a connection is torn down and made again. */
+const SILENT_PROBES = 3;
+
 /** The part of an ioredis client this backplane uses (a structural type: the core does not import ioredis). */
 interface RedisLike extends RedisClientLike, PresenceRedis, IdempotencyRedis {
   publish(channel: string, message: string): Promise<unknown>;
   subscribe(...channels: string[]): Promise<unknown>;
   unsubscribe(...channels: string[]): Promise<unknown>;
   ping(): Promise<unknown>;
+  /** The connection's socket (ioredis's own property); undefined before the first connect. */
+  readonly stream?: { destroy(error?: Error): void };
   defineCommand(name: string, definition: { numberOfKeys: number; lua: string }): void;
 }
 type Scripts = {
@@ -87,6 +92,7 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
   readonly #options: Required<RedisBackplaneOptions>;
   #pub: (RedisLike & Scripts) | undefined;
   #sub: RedisLike | undefined;
+  #silent = new Map<RedisLike, number>();
   /** Each listened topic's SUBSCRIBE, answered or on its way (a new one after every reconnect). */
   readonly #listening = new Map<string, Promise<void>>();
   /** Presence shared by every node (set up in start). */
@@ -102,13 +108,9 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
   async start(sink: BackplaneSink): Promise<void> {
     this.sink = sink;
     // No unbounded command queue while the broker is away: publishes are dropped and counted instead.
-    // A socket that brought nothing for three probes (each one PINGs it) is torn down and made
-    // again: after a silent partition TCP would wait out its retransmission backoff (seconds, more
-    // the longer the cut), or forever on a connection the far side has let go.
-    const socketTimeout = 3 * this.#options.probeInterval;
     const [pub, sub] = await Promise.all([
-      createRedisClient<RedisLike & Scripts>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false, socketTimeout }),
-      createRedisClient<RedisLike>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true, autoResubscribe: false, socketTimeout }),
+      createRedisClient<RedisLike & Scripts>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: false }),
+      createRedisClient<RedisLike>(this.#options.url, { maxRetriesPerRequest: 1, enableOfflineQueue: true, autoResubscribe: false }),
     ]);
     pub.defineCommand('hubbubAppend', { numberOfKeys: 2, lua: APPEND });
     pub.defineCommand('hubbubRead', { numberOfKeys: 2, lua: READ });
@@ -147,14 +149,32 @@ export class RedisBackplane extends BrokerBackplane implements SharedStreams {
     if (!pub || !sub || this.closed) return;
     // Not while the subscriber reconnects: a PING would only wait in its offline queue.
     const subReady = sub.status === 'ready';
+    const pubReady = pub.status === 'ready';
     const [pubOk, subOk] = await Promise.all([
       this.answersWithin(() => pub.ping(), this.#options.probeInterval),
       subReady ? this.answersWithin(() => sub.ping(), this.#options.probeInterval) : false,
     ]);
     if (this.closed) return;
+    if (pubReady) this.#answered(pub, pubOk);
+    if (subReady) this.#answered(sub, subOk);
     const ok = pubOk && subOk;
     this.setState(ok ? 'connected' : 'degraded', ok ? undefined : !pubOk ? 'no PING reply' : subReady ? 'no PING reply on the subscriber connection' : 'subscriber not ready');
     if (pubOk) await this.presence?.renew().catch((error: unknown) => this.sink?.failed('redis.presence', error));
+  }
+
+  /**
+   * A connection whose PING went unanswered for SILENT_PROBES probes in a row is torn down (its
+   * socket destroyed; ioredis then connects again): after a silent partition TCP would wait out its
+   * retransmission backoff (seconds, more the longer the cut), or forever on a connection the far
+   * side has let go. Not `end()`: the FIN would wait in that same backoff, and so would the
+   * reconnect. Not ioredis's `socketTimeout`: its timer fires after an event-loop stall before the
+   * reply that came meanwhile is read (a CPU-starved worker then loses a healthy connection); each
+   * probe's deadline here looks at the socket first (withDeadline), and a stall sends no probes.
+   */
+  #answered(client: RedisLike, ok: boolean): void {
+    const silent = ok ? 0 : (this.#silent.get(client) ?? 0) + 1;
+    this.#silent.set(client, silent >= SILENT_PROBES ? 0 : silent);
+    if (silent >= SILENT_PROBES) client.stream?.destroy(new Error(`no PING reply for ${SILENT_PROBES} probes in a row`));
   }
 
   #channel(topic: string): string {
