@@ -33,6 +33,8 @@ export interface ShutdownResult {
 const SWEEP_INTERVAL_MS = 1000;
 /** Publications a node keeps from its recent recovery reads of the shared store (SharedReads), across topics. */
 const SHARED_READS_KEPT = 20_000;
+/** Reads of what a node missed, tried this often (250 ms apart, doubling to 2 s: ~10 s in all) before its subscribers are reset. */
+const CATCH_UP_ATTEMPTS = 8;
 
 /** How a runtime builds its hub (not user options: these follow from where the hub runs). */
 export interface HubInit {
@@ -232,45 +234,60 @@ export class Hub implements HubApi {
    * short), the topic's local subscribers are told their position is gone (handler.formatReset).
    */
   #catchUp(topic: string, seen: StreamPosition, queue: Heard[]): void {
-    const shared = this.registry.shared!;
     this.#catchingUp.set(topic, queue);
-    const limit = this.options.recoveryMax;
-    void shared
-      .read(topic, { after: seen.offset, epoch: seen.epoch, limit, recover: true })
-      .then(
-        (read) => {
-          if (read.complete) {
-            for (const p of read.publications) this.#deliverHeard(topic, p.data, { offset: p.offset, epoch: read.position.epoch });
-            return;
-          }
+    this.#readMissed(topic, seen, queue, 0);
+  }
+
+  #readMissed(topic: string, seen: StreamPosition, queue: Heard[], attempt: number): void {
+    void this.registry.shared!.read(topic, { after: seen.offset, epoch: seen.epoch, limit: this.options.recoveryMax, recover: true }).then(
+      (read) => {
+        if (read.complete) {
+          for (const p of read.publications) this.#deliverHeard(topic, p.data, { offset: p.offset, epoch: read.position.epoch });
+        } else {
           // Told to start again just before the first publication that waited (if it is of the stream read).
           this.counters.gaps++;
           const first = queue[0];
           const at = first && first.position.epoch === read.position.epoch ? { offset: Math.min(read.position.offset, first.position.offset - 1), epoch: read.position.epoch } : read.position;
           this.log.warn('stream.reset', { topic, from: seen, to: at });
           this.#resetSubscribers(topic, at);
-        },
-        (error: unknown) => {
-          // The store cannot say what was missed: the gap stays (counted), delivery goes on after it.
-          this.counters.gaps++;
-          this.#reportFailure('backplane.catch-up', error);
-          const first = queue[0];
-          if (first) this.registry.heard.set(topic, { offset: first.position.offset - 1, epoch: first.position.epoch });
-        },
-      )
-      .finally(() => {
-        this.#catchingUp.delete(topic);
-        // What arrived meanwhile, in order: anything already heard is skipped, a new gap is caught up again.
-        for (let i = 0; i < queue.length; i++) {
-          const m = queue[i]!;
-          this.#deliverShared(topic, m.body, m.position, m.exceptId);
-          const next = this.#catchingUp.get(topic);
-          if (next) {
-            next.push(...queue.slice(i + 1));
-            return;
-          }
         }
-      });
+        this.#caughtUp(topic, queue);
+      },
+      (error: unknown) => {
+        this.#reportFailure('backplane.catch-up', error);
+        // The store cannot say now what was missed: after a partition the subscriber connection
+        // may be back before the one that reads. Ask again while what arrives waits, in order.
+        if (this.registry.state !== 'closed' && attempt + 1 < CATCH_UP_ATTEMPTS) {
+          const retry = setTimeout(() => this.#readMissed(topic, seen, queue, attempt + 1), Math.min(2000, 250 * 2 ** attempt));
+          (retry as { unref?: () => void }).unref?.();
+          return;
+        }
+        // Still not: the subscribers are told their position is gone (they reload), never left
+        // with a gap they cannot see. With nothing waiting, the next publication heard tries again.
+        const first = queue[0];
+        if (first) {
+          this.counters.gaps++;
+          const at = { offset: first.position.offset - 1, epoch: first.position.epoch };
+          this.log.warn('stream.reset', { topic, from: seen, to: at, after: 'the store could not be read' });
+          this.#resetSubscribers(topic, at);
+        }
+        this.#caughtUp(topic, queue);
+      },
+    );
+  }
+
+  /** The catch-up of `topic` is over: what arrived meanwhile, in order; anything already heard is skipped, a new gap is caught up again. */
+  #caughtUp(topic: string, queue: Heard[]): void {
+    this.#catchingUp.delete(topic);
+    for (let i = 0; i < queue.length; i++) {
+      const m = queue[i]!;
+      this.#deliverShared(topic, m.body, m.position, m.exceptId);
+      const next = this.#catchingUp.get(topic);
+      if (next) {
+        next.push(...queue.slice(i + 1));
+        return;
+      }
+    }
   }
 
   /** Tells a topic's local subscribers that the stream they followed is gone: they should reload (pubsub: `subscribed` with `recovered: false`). */

@@ -21,6 +21,16 @@ function partitionSkip(): string | false {
   return reason;
 }
 
+/** Offsets as runs of consecutive ones, `1-50,481-653`: a gap shows at a glance. */
+function runsOf(offsets: number[]): string {
+  const runs: string[] = [];
+  offsets.forEach((o, i) => {
+    if (i > 0 && o === offsets[i - 1]! + 1) runs[runs.length - 1] = `${runs[runs.length - 1]!.split('-')[0]}-${o}`;
+    else runs.push(String(o));
+  });
+  return runs.join(',');
+}
+
 interface Message {
   type: string;
   offset: number;
@@ -172,7 +182,7 @@ describe('a network partition of one node (Redis backplane, network namespace)',
     for (const [i, s] of [...onSteady, onQuiet].entries()) {
       const end = i < onSteady.length ? last.steady : last.quiet;
       const resets = s.got.filter((m) => m.reset);
-      assert.equal(resets.length, 1, `subscriber ${i}: one reset, got ${JSON.stringify(resets)}`);
+      assert.equal(resets.length, 1, `subscriber ${i}: one reset, got ${JSON.stringify(resets)}; offsets ${runsOf(s.got.map((m) => m.offset))}`);
       assert.equal(resets[0]!.recovered, false);
       const at = s.got.indexOf(resets[0]!);
       const before = s.got.slice(0, at).map((m) => m.offset);
