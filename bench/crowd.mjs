@@ -544,6 +544,8 @@ function finish(extra) {
     fanout: lt?.fanout && {
       subscribers: lt.fanout.subscribers,
       subscribeFailed: lt.fanout.subscribeFailed,
+      subscribeRetried: lt.fanout.subscribeRetried,
+      subscribeRetries: lt.fanout.subscribeRetries,
       messages: lt.fanout.messages,
       expected: lt.fanout.expected,
       delivered: lt.fanout.delivered,

@@ -67,6 +67,9 @@ export interface SubscribeResult {
   failed: number;
   /** Failures by cause: `timeout`, `closed`, or the server's error code. */
   failures: Record<string, number>;
+  /** Subscribes answered `unavailable` and sent again (as hubbub's client does), and the sockets that needed it. */
+  retries: number;
+  retried: number;
 }
 
 export interface PublishResult {
@@ -380,12 +383,25 @@ export class LoadEngine {
     this.#topic = args.topic;
     const failures: Record<string, number> = {};
     let subscribed = 0;
+    let retries = 0;
+    let retried = 0;
     const payload = JSON.stringify({ type: 'subscribe', topic: args.topic });
     await Promise.all(
       this.#conns
         .filter((c) => c.open)
         .map(async (conn) => {
-          const reply = await this.#request(conn, payload, ['"subscribed"', '"error"'], args.timeoutMs);
+          // `unavailable` means the subscribe was undone and may be sent again: hubbub's client
+          // sends it again after a jittered backoff (0–1 s), until the reply timeout is spent.
+          const until = performance.now() + args.timeoutMs;
+          let reply = await this.#request(conn, payload, ['"subscribed"', '"error"'], args.timeoutMs);
+          for (let again = 0; reply?.includes('"unavailable"') && conn.open; again++) {
+            const wait = Math.random() * 1000;
+            if (performance.now() + wait >= until) break;
+            if (again === 0) retried++;
+            retries++;
+            await this.#sleep(wait);
+            reply = await this.#request(conn, payload, ['"subscribed"', '"error"'], Math.max(1, until - performance.now()));
+          }
           this.#done++;
           if (reply !== null && reply.includes('"subscribed"')) {
             conn.subscribed = true;
@@ -408,7 +424,7 @@ export class LoadEngine {
     this.#done = 0;
     this.#ok = 0;
     const failed = Object.values(failures).reduce((a, b) => a + b, 0);
-    return { subscribed, failed, failures };
+    return { subscribed, failed, failures, retries, retried };
   }
 
   /** Publishes fan-out message `k` from the first subscribed socket of this process. */

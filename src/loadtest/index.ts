@@ -448,6 +448,8 @@ class Run {
         subscribers,
         subscribeFailed: sum(subs.map((r) => r.failed)),
         subscribeFailures: mergeCounts(subs.map((r) => r.failures)),
+        subscribeRetries: sum(subs.map((r) => r.retries)),
+        subscribeRetried: sum(subs.map((r) => r.retried)),
         messages,
         expected,
         delivered,

@@ -73,6 +73,9 @@ export interface Summary {
     subscribers: number;
     subscribeFailed: number;
     subscribeFailures: Record<string, number>;
+    /** Subscribes sent again after `unavailable`, and the sockets that needed it. */
+    subscribeRetries: number;
+    subscribeRetried: number;
     messages: number;
     /** Deliveries expected (subscribers open at each message, summed) and made. */
     expected: number;
@@ -145,7 +148,7 @@ export function renderTable(s: Summary): string {
   }
   const f = s.fanout;
   if (f) {
-    row('fanout', 'subscribers', `${int(f.subscribers)}${f.subscribeFailed ? `; ${int(f.subscribeFailed)} failed: ${causes(f.subscribeFailures)}` : ''}`);
+    row('fanout', 'subscribers', `${int(f.subscribers)}${f.subscribeRetried ? `; ${int(f.subscribeRetried)} after a retry (${int(f.subscribeRetries)} retries)` : ''}${f.subscribeFailed ? `; ${int(f.subscribeFailed)} failed: ${causes(f.subscribeFailures)}` : ''}`);
     row('fanout', 'messages', `${int(f.messages)}, ${int(f.delivered)} of ${int(f.expected)} deliveries (${int(f.deliveriesPerSecond)}/s)`);
     row('fanout', 'time to all p50 / p99 / max', trio(f.timeToAllMs));
     row('fanout', 'time to first p50', f.timeToFirstMs.count ? `${ms(f.timeToFirstMs.p50)} ms` : '-');
