@@ -74,10 +74,17 @@ const SLOW_CONSUMER_GRACE_MS = 1000;
 const SLOW_CONSUMER_GRACE_SWEEPS = 2;
 const SLOW_CONSUMER_HARD_FACTOR = 4;
 
+interface Rare {
+  principal?: Principal | undefined;
+  token?: TokenInfo | undefined;
+  releaseReason?: ConnectionClosed;
+  /** Created on the first read of `signal`. */
+  controller?: AbortController;
+}
+
 export class Connection implements HandlerContext, HubEvents {
   readonly id: string;
   readonly remoteAddress: string;
-  readonly principal: Principal | undefined;
   // The handler's slot: an object from the first read, so `ctx.data.n = 0` works without setup.
   #data: unknown = undefined;
   /** Topics this connection is subscribed to: kept by the topic index, created on the first subscribe. */
@@ -97,19 +104,16 @@ export class Connection implements HandlerContext, HubEvents {
   /** Messages received in the current rate window, and which window that is. */
   #messagesInWindow = 0;
   #rateWindow = 0;
-  #releaseReason: ConnectionClosed | undefined = undefined;
-  #token: TokenInfo | undefined;
+  /** What few connections carry (a principal, a token, a signal) or carry only at the end: apart, so an idle crowd's Connections stay small. */
+  #rare: Rare | undefined = undefined;
   readonly #host: ConnectionHost;
-  // Created on first use of `signal`: most sockets of a large idle crowd never need one.
-  #controller: AbortController | undefined = undefined;
 
   constructor(host: ConnectionHost, id: string, remoteAddress: string, admittedAt: number, principal: Principal | undefined, holdsClusterSlot: boolean, token?: TokenInfo) {
     this.#host = host;
-    this.#token = token;
+    if (principal !== undefined || token !== undefined) this.#rare = { principal, token };
     this.id = id;
     this.remoteAddress = remoteAddress;
     this.#time = admittedAt - EPOCH;
-    this.principal = principal;
     if (holdsClusterSlot) this.#flags |= CLUSTER_SLOT;
   }
 
@@ -155,12 +159,15 @@ export class Connection implements HandlerContext, HubEvents {
   get openedAt(): number {
     return this.state === ConnectionState.Reserved ? 0 : this.#time + EPOCH;
   }
+  get principal(): Principal | undefined {
+    return this.#rare?.principal;
+  }
   get token(): TokenInfo | undefined {
-    return this.#token;
+    return this.#rare?.token;
   }
   /** A refreshed token (the registry, after verifying it). */
   replaceToken(token: TokenInfo): void {
-    this.#token = token;
+    (this.#rare ??= {}).token = token;
     this.tokenWarned = false;
   }
   get heardAt(): number {
@@ -168,7 +175,7 @@ export class Connection implements HandlerContext, HubEvents {
   }
   /** Set once, by the registry's release. */
   get releaseReason(): ConnectionClosed | undefined {
-    return this.#releaseReason;
+    return this.#rare?.releaseReason;
   }
 
   // ---- state transitions, made by the registry ----
@@ -184,25 +191,27 @@ export class Connection implements HandlerContext, HubEvents {
   /** → Released, with the reason. Exactly once (the registry checks), first thing in its release. */
   markReleased(reason: ConnectionClosed): void {
     this.#flags = (this.#flags & ~STATE) | ConnectionState.Released;
-    this.#releaseReason = reason;
+    (this.#rare ??= {}).releaseReason = reason;
   }
 
   /** Aborts the signal with the release reason, if a signal was ever handed out (the registry's release, once). */
   abortSignal(): void {
-    const controller = this.#controller;
+    const controller = this.#rare?.controller;
     if (!controller) return;
     this.#host.counters.signalsPending--;
-    controller.abort(this.#releaseReason);
+    controller.abort(this.#rare!.releaseReason);
   }
 
   // ---- HandlerContext ----
 
   get signal(): AbortSignal {
-    if (this.#controller) return this.#controller.signal;
-    if (this.#releaseReason) return AbortSignal.abort(this.#releaseReason);
-    this.#controller = new AbortController();
+    const rare = (this.#rare ??= {});
+    if (rare.controller) return rare.controller.signal;
+    if (rare.releaseReason) return AbortSignal.abort(rare.releaseReason);
+    // Created on first use: most sockets of a large idle crowd never need one.
+    rare.controller = new AbortController();
     this.#host.counters.signalsPending++;
-    return this.#controller.signal;
+    return rare.controller.signal;
   }
 
   send(data: MessageData): void {
