@@ -43,6 +43,8 @@ import {
 
 const SERVERS = {
   'naive-ws-fanout': { script: join(here, 'servers/naive-ws-fanout.mjs'), args: [] },
+  // ws's Sender.frame once, the same bytes written to every socket: issue 15's fan-out floor on Node.
+  'raw-ws-frame-once': { script: join(here, 'servers/raw-ws-frame-once.mjs'), args: [] },
   hubbub: {
     script: join(root, 'dist/node.js'),
     args: [
