@@ -599,7 +599,7 @@ function limits(r, lt, cpu) {
   if (lt?.echo?.missing) out.push(`${lt.echo.missing} echo replies missing (within ${replyTimeoutS} s)`);
   if (lt?.fanout?.subscribeFailed) {
     const why = {
-      'error unavailable': 'the worker could not read the topic\'s position from the backplane within 2 s (one Redis read per subscribe, src/registry.ts STORE_DEADLINE_MS) or the backplane was degraded',
+      'error unavailable': 'the worker could not read the topic\'s position from the backplane within 2 s (src/registry.ts STORE_DEADLINE_MS; one read per topic per turn, shared by its subscribes) or the backplane was degraded, on every try until the reply timeout',
       timeout: `no answer within --reply-timeout ${replyTimeoutS} s`,
     };
     for (const [k, v] of Object.entries(lt.fanout.subscribeFailures ?? {})) out.push(`subscribe failed ×${v}: ${k}${why[k] ? ` — ${why[k]}` : ''}`);

@@ -20,7 +20,7 @@ import { resolveOptions, type HubOptions } from './options.ts';
 import type { HubStats } from './stats.ts';
 import { didYouMean } from './validators.ts';
 import { Registry } from './registry.ts';
-import { unrefInterval, withDeadline } from './timers.ts';
+import { unrefInterval, unrefTimeout, withDeadline } from './timers.ts';
 
 export type { HubStats } from './stats.ts';
 
@@ -245,11 +245,8 @@ export class Hub implements HubApi {
           for (const p of read.publications) this.#deliverHeard(topic, p.data, { offset: p.offset, epoch: read.position.epoch });
         } else {
           // Told to start again just before the first publication that waited (if it is of the stream read).
-          this.counters.gaps++;
           const first = queue[0];
-          const at = first && first.position.epoch === read.position.epoch ? { offset: Math.min(read.position.offset, first.position.offset - 1), epoch: read.position.epoch } : read.position;
-          this.log.warn('stream.reset', { topic, from: seen, to: at });
-          this.#resetSubscribers(topic, at);
+          this.#resetSubscribers(topic, seen, first && first.position.epoch === read.position.epoch ? { offset: Math.min(read.position.offset, first.position.offset - 1), epoch: read.position.epoch } : read.position);
         }
         this.#caughtUp(topic, queue);
       },
@@ -258,19 +255,13 @@ export class Hub implements HubApi {
         // The store cannot say now what was missed: after a partition the subscriber connection
         // may be back before the one that reads. Ask again while what arrives waits, in order.
         if (this.registry.state !== 'closed' && attempt + 1 < CATCH_UP_ATTEMPTS) {
-          const retry = setTimeout(() => this.#readMissed(topic, seen, queue, attempt + 1), Math.min(2000, 250 * 2 ** attempt));
-          (retry as { unref?: () => void }).unref?.();
+          unrefTimeout(() => this.#readMissed(topic, seen, queue, attempt + 1), Math.min(2000, 250 * 2 ** attempt));
           return;
         }
         // Still not: the subscribers are told their position is gone (they reload), never left
         // with a gap they cannot see. With nothing waiting, the next publication heard tries again.
         const first = queue[0];
-        if (first) {
-          this.counters.gaps++;
-          const at = { offset: first.position.offset - 1, epoch: first.position.epoch };
-          this.log.warn('stream.reset', { topic, from: seen, to: at, after: 'the store could not be read' });
-          this.#resetSubscribers(topic, at);
-        }
+        if (first) this.#resetSubscribers(topic, seen, { offset: first.position.offset - 1, epoch: first.position.epoch }, 'the store could not be read');
         this.#caughtUp(topic, queue);
       },
     );
@@ -290,8 +281,13 @@ export class Hub implements HubApi {
     }
   }
 
-  /** Tells a topic's local subscribers that the stream they followed is gone: they should reload (pubsub: `subscribed` with `recovered: false`). */
-  #resetSubscribers(topic: string, position: StreamPosition): void {
+  /**
+   * Tells a topic's local subscribers that the stream they followed is gone after `seen`: they
+   * should reload, and go on from `position` (pubsub: `subscribed` with `recovered: false`). A gap, counted and logged.
+   */
+  #resetSubscribers(topic: string, seen: StreamPosition, position: StreamPosition, why?: string): void {
+    this.counters.gaps++;
+    this.log.warn('stream.reset', { topic, from: seen, to: position, ...(why ? { why } : {}) });
     this.registry.heard.set(topic, position);
     const t = this.topics.get(topic);
     const format = this.handler.formatReset;

@@ -24,7 +24,15 @@ function nextTurn(fn: () => void): void {
 
 /** Runs `tick` every `ms` until cleared with `clearInterval`; the timer does not hold the process open. */
 export function unrefInterval(tick: () => void, ms: number): ReturnType<typeof setInterval> {
-  const timer = setInterval(tick, ms);
+  return unref(setInterval(tick, ms));
+}
+
+/** Runs `fn` once after `ms`; the timer does not hold the process open. */
+export function unrefTimeout(fn: () => void, ms: number): ReturnType<typeof setTimeout> {
+  return unref(setTimeout(fn, ms));
+}
+
+function unref<T>(timer: T): T {
   (timer as { unref?: () => void }).unref?.();
   return timer;
 }

@@ -5,11 +5,10 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { connect, denoBinary, eventually, inbox, nodeServer, reachable, root, serviceSkip, sleep, startServer, type RuntimeTarget, type ServerProcess } from './helpers.ts';
+import { connect, denoBinary, eventually, inbox, nodeServer, reachable, root, serviceSkip, sleep, startServer, tcpProxy, type RuntimeTarget, type ServerProcess } from './helpers.ts';
 
 const node = nodeServer;
 const deno: RuntimeTarget = { name: 'deno', command: [denoBinary(), 'run', '-A', 'main.ts'], testHandler: '' };
@@ -233,47 +232,9 @@ for (const broker of brokers) {
   });
 }
 
-/**
- * A TCP proxy to 127.0.0.1:`port` that can go silent on the connections it holds: it keeps them open
- * (its kernel still acknowledges every segment, so TCP on the far end sees a healthy peer) and
- * forwards nothing either way, as a proxy or load balancer that let go of its upstream does.
- * Connections made after that are forwarded again.
- */
-async function silencingProxy(port: number) {
-  const held = new Set<{ silent: boolean; close: () => void }>();
-  let accepted = 0;
-  const server = net.createServer((client) => {
-    accepted++;
-    const upstream = net.connect(port, '127.0.0.1');
-    const pair = { silent: false, close: () => (client.destroy(), upstream.destroy()) };
-    held.add(pair);
-    client.on('data', (d) => pair.silent || upstream.write(d));
-    upstream.on('data', (d) => pair.silent || client.write(d));
-    for (const s of [client, upstream]) {
-      s.on('error', () => undefined);
-      s.on('close', () => (held.delete(pair), pair.close()));
-    }
-  });
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    get accepted() {
-      return accepted;
-    },
-    silence() {
-      for (const pair of held) pair.silent = true;
-    },
-    close() {
-      for (const pair of held) pair.close();
-      server.close();
-    },
-  };
-}
-
 describe('redis backplane: connections that go silent (held open by a proxy that forwards nothing)', { skip: await serviceSkip('redis', 6379), timeout: 60_000 }, () => {
   it('each is torn down after three unanswered PING probes and made again: the node reports degraded, then connected, and delivers', async () => {
-    const proxy = await silencingProxy(6379);
+    const proxy = await tcpProxy(6379);
     const [proxied, direct] = await Promise.all([startNodes(`redis://127.0.0.1:${proxy.port}`, 1), startNodes('redis://127.0.0.1:6379', 1)]).then((n) => n.flat());
     try {
       const topic = `silent-${Date.now()}`;

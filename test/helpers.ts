@@ -33,6 +33,51 @@ export function reachable(port: number): Promise<boolean> {
  * A service the tests use (Redis, NATS) on 127.0.0.1:`port`: false when it is there, else the
  * reason to skip. In CI (CI=true) a missing service is a failure, not a skip.
  */
+/**
+ * A TCP proxy on 127.0.0.1 (a port of its own) to 127.0.0.1:`port`, for faults between a node and
+ * its broker. `refuse(true)`: new connections are closed at once, as if nothing listened.
+ * `silence()`: the connections it holds stay open (its kernel still acknowledges every segment, so
+ * TCP on the far end sees a healthy peer) and nothing is forwarded either way, as a proxy or load
+ * balancer that let go of its upstream does; connections made after that are forwarded again.
+ */
+export async function tcpProxy(port: number) {
+  const held = new Set<{ silent: boolean; close: () => void }>();
+  let accepted = 0;
+  let refusing = false;
+  const server = net.createServer((client) => {
+    if (refusing) return void client.destroy();
+    accepted++;
+    const upstream = net.connect(port, '127.0.0.1');
+    const pair = { silent: false, close: () => (client.destroy(), upstream.destroy()) };
+    held.add(pair);
+    client.on('data', (d) => pair.silent || upstream.write(d));
+    upstream.on('data', (d) => pair.silent || client.write(d));
+    for (const s of [client, upstream]) {
+      s.on('error', () => undefined);
+      s.on('close', () => (held.delete(pair), pair.close()));
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    /** Connections forwarded so far. */
+    get accepted() {
+      return accepted;
+    },
+    refuse(on: boolean) {
+      refusing = on;
+    },
+    silence() {
+      for (const pair of held) pair.silent = true;
+    },
+    close() {
+      for (const pair of held) pair.close();
+      server.close();
+    },
+  };
+}
+
 export async function serviceSkip(kind: string, port: number): Promise<string | false> {
   if (await reachable(port)) return false;
   if (process.env.CI) throw new Error(`CI: ${kind} must be running on 127.0.0.1:${port}`);

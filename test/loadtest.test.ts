@@ -6,7 +6,7 @@ import net from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runLoadtest, type LoadtestSummary } from '../src/loadtest/index.ts';
 import { parseLoadtestArgs } from '../src/loadtest/options.ts';
-import { eventually, serviceSkip, startServer, type ServerProcess } from './helpers.ts';
+import { eventually, serviceSkip, startServer, tcpProxy, type ServerProcess } from './helpers.ts';
 
 const node = { name: 'node', command: [process.execPath, 'dist/node.js'], testHandler: '.test-build/test/fixtures/handler.js' };
 
@@ -202,29 +202,16 @@ describe('loadtest', { timeout: 120_000 }, () => {
   it('a subscribe answered unavailable is sent again, as hubbub\'s client does: all subscribe once Redis comes, the retries counted', async (t) => {
     const skip = await serviceSkip('redis', 6379);
     if (skip) return t.skip(skip);
-    // Redis is reached through a proxy that is not listening yet: every subscribe is refused
-    // `unavailable` until the test, seeing that in /stats, opens it.
-    const proxyPort = await new Promise<number>((resolve) => {
-      const probe = net.createServer().listen(0, '127.0.0.1', () => {
-        const { port } = probe.address() as net.AddressInfo;
-        probe.close(() => resolve(port));
-      });
-    });
-    const backed = await startServer(node, ['--handler', 'pubsub', '--backplane', `redis://127.0.0.1:${proxyPort}/7`]);
-    const pairs = new Set<net.Socket>();
-    const proxy = net.createServer((client) => {
-      const upstream = net.connect(6379, '127.0.0.1');
-      for (const [a, b] of [[client, upstream], [upstream, client]] as const) {
-        pairs.add(a);
-        a.pipe(b);
-        a.on('error', () => b.destroy());
-      }
-    });
+    // Redis is reached through a proxy that refuses every connection until the test, seeing
+    // every first subscribe refused `unavailable` in /stats, lets them through.
+    const proxy = await tcpProxy(6379);
+    proxy.refuse(true);
+    const backed = await startServer(node, ['--handler', 'pubsub', '--backplane', `redis://127.0.0.1:${proxy.port}/7`]);
     try {
       const run = loadtest(['--url', backed.wsUrl, '--connections', '10', '--protocol', 'pubsub', '--phases', 'connect,fanout', '--fanout', '1', '--reply-timeout', '15s', '--timeout', '60s', '--json']);
       const refused = await eventually(async () => (await backed.stats()).subscribesRefused.unavailable, (n) => n >= 10, 30_000);
       assert.ok(refused >= 10, `every first subscribe was refused (${refused})`);
-      await new Promise<void>((resolve) => proxy.listen(proxyPort, '127.0.0.1', resolve));
+      proxy.refuse(false);
       const { stdout, stderr } = await run;
       // Only the subscribes are asserted: the first publication can still be refused while the
       // node's next probe has not yet called the backplane connected again (the outage policy).
@@ -236,7 +223,6 @@ describe('loadtest', { timeout: 120_000 }, () => {
       assert.ok(s.fanout!.subscribeRetries >= 10);
     } finally {
       await backed.stop();
-      for (const socket of pairs) socket.destroy();
       proxy.close();
     }
   });

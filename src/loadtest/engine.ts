@@ -62,6 +62,9 @@ export interface EchoResult {
   endedAt: number;
 }
 
+/** What answers a subscribe: its confirmation or an error. */
+const SUBSCRIBE_ANSWERS = ['"subscribed"', '"error"'] as const;
+
 export interface SubscribeResult {
   subscribed: number;
   failed: number;
@@ -393,15 +396,17 @@ export class LoadEngine {
           // `unavailable` means the subscribe was undone and may be sent again: hubbub's client
           // sends it again after a jittered backoff (0–1 s), until the reply timeout is spent.
           const until = performance.now() + args.timeoutMs;
-          let reply = await this.#request(conn, payload, ['"subscribed"', '"error"'], args.timeoutMs);
-          for (let again = 0; reply?.includes('"unavailable"') && conn.open; again++) {
+          let reply = await this.#request(conn, payload, SUBSCRIBE_ANSWERS, args.timeoutMs);
+          let again = 0;
+          while (reply?.includes('"unavailable"') && conn.open) {
             const wait = Math.random() * 1000;
             if (performance.now() + wait >= until) break;
-            if (again === 0) retried++;
-            retries++;
+            again++;
             await this.#sleep(wait);
-            reply = await this.#request(conn, payload, ['"subscribed"', '"error"'], Math.max(1, until - performance.now()));
+            reply = await this.#request(conn, payload, SUBSCRIBE_ANSWERS, Math.max(1, until - performance.now()));
           }
+          retries += again;
+          if (again) retried++;
           this.#done++;
           if (reply !== null && reply.includes('"subscribed"')) {
             conn.subscribed = true;
